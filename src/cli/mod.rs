@@ -1,0 +1,67 @@
+//! Command-line surface: global flags, one file per subcommand, and the exit-code contract
+//! (0 ok, 1 a host failed or a check found a problem, 2 usage or configuration error).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+pub mod docs;
+pub mod init;
+pub mod nodes;
+pub mod plan;
+pub mod style;
+pub mod validate;
+
+/// fleet: provision and run a fleet of AI worker machines from a declarative repo.
+#[derive(Debug, Parser)]
+#[command(name = "fleet", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The fleet repo (the directory holding `inventory/`); default: the current directory or
+    /// its nearest parent holding `inventory/`.
+    #[arg(short = 'i', long = "inventory", global = true, value_name = "DIR", env = "FLEET_REPO")]
+    pub inventory: Option<PathBuf>,
+    /// More output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// No colors (also when NO_COLOR is set or output is not a terminal).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the inventory, roles, playbooks and templates; exit 2 on any error.
+    Validate(validate::Args),
+    /// The inventory as a table (or JSON).
+    Nodes(nodes::Args),
+    /// Offline dry-run of a playbook: every host's tasks, rendered, with file checksums.
+    Plan(plan::Args),
+    /// Create a new fleet repo.
+    Init(init::Args),
+    /// Generate reference docs from the code (`fleet docs modules > docs/modules.md`).
+    #[command(hide = true)]
+    Docs(docs::Args),
+}
+
+/// Parses the process arguments and runs the command; returns the exit code.
+pub fn run() -> Result<u8> {
+    let cli = Cli::parse();
+    style::init(cli.no_color);
+    let repo_dir = cli.inventory.clone();
+    match cli.command {
+        Command::Validate(a) => validate::run(repo_dir.as_deref(), &a, cli.quiet),
+        Command::Nodes(a) => nodes::run(repo_dir.as_deref(), &a),
+        Command::Plan(a) => plan::run(repo_dir.as_deref(), &a),
+        Command::Init(a) => init::run(&a),
+        Command::Docs(a) => docs::run(&a),
+    }
+}

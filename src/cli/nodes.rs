@@ -1,0 +1,89 @@
+//! `fleet nodes`: the inventory as a table or JSON.
+
+use std::path::Path;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::render::priority::default_priority;
+use crate::repo::{Repo, find_root};
+
+/// Arguments of `fleet nodes`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn fmt_gb(v: Option<f64>) -> String {
+    v.map(|g| if g.fract() == 0.0 { format!("{g:.0} GB") } else { format!("{g} GB") }).unwrap_or_else(|| "?".into())
+}
+
+/// Runs `fleet nodes`.
+pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
+    let root = find_root(repo_dir)?;
+    let mut repo = Repo::load(&root);
+    repo.diags.take_warnings();
+    if repo.diags.has_errors() {
+        return Err(Error::Config(repo.diags));
+    }
+    let inv = &repo.inventory;
+    if args.json {
+        let nodes: Vec<_> = inv
+            .nodes
+            .values()
+            .map(|n| {
+                json!({
+                    "name": n.name,
+                    "role": n.role.value,
+                    "host": n.host,
+                    "hardware": n.hardware,
+                    "models": n.models.iter().map(|m| &m.value).collect::<Vec<_>>(),
+                    "priority": n.priority.unwrap_or_else(|| default_priority(&n.hardware)),
+                    "priority_source": if n.priority.is_some() { "inventory" } else { "hardware" },
+                    "max_concurrent": n.max_concurrent,
+                    "labels": n.labels,
+                    "hq": inv.fleet.hq.as_ref().is_some_and(|h| h.value == n.name),
+                })
+            })
+            .collect();
+        let out = serde_json::to_string_pretty(&json!({ "fleet": inv.fleet.name, "nodes": nodes })).unwrap_or_default();
+        println!("{out}");
+        return Ok(0);
+    }
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED);
+    t.set_header(["node", "role", "address", "hardware", "models", "priority"]);
+    for n in inv.nodes.values() {
+        let hw = &n.hardware;
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(m) = &hw.model {
+            parts.push(m.clone());
+        }
+        if let Some(c) = &hw.chip {
+            parts.push(c.clone());
+        }
+        parts.push(fmt_gb(hw.ram_gb));
+        if let Some(g) = &hw.gpu {
+            parts.push(format!("{} {}", g.name.clone().unwrap_or_else(|| g.vendor.clone()), fmt_gb(Some(g.vram_gb))));
+        }
+        if let (Some(os), Some(arch)) = (&hw.os, &hw.arch) {
+            parts.push(format!("{os}/{arch}"));
+        }
+        let prio = match n.priority {
+            Some(p) => p.to_string(),
+            None => format!("{} (hw)", default_priority(hw)),
+        };
+        let role = if inv.fleet.hq.as_ref().is_some_and(|h| h.value == n.name) && n.role.value != "hq" {
+            format!("{} (hq)", n.role.value)
+        } else {
+            n.role.value.clone()
+        };
+        let models = if n.models.is_empty() { "-".to_string() } else { n.models.iter().map(|m| m.value.as_str()).collect::<Vec<_>>().join(", ") };
+        t.add_row([n.name.clone(), role, n.host.clone(), parts.join(", "), models, prio]);
+    }
+    println!("{t}");
+    Ok(0)
+}

@@ -1,0 +1,145 @@
+//! `fleet plan PLAYBOOK`: the offline dry-run (no SSH, no network).
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::style;
+use crate::error::{Error, Result};
+use crate::inventory::vars::ExtraVars;
+use crate::plan::{Decision, Plan, PlanOptions, plan_playbook};
+use crate::repo::{Repo, find_root};
+use crate::template::Library;
+
+/// Arguments of `fleet plan`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The playbook (path relative to here or to the repo).
+    pub playbook: PathBuf,
+    /// Only hosts matching this pattern (node, group, role, glob; `!x` excludes).
+    #[arg(short, long)]
+    pub limit: Option<String>,
+    /// Extra variables, highest precedence (`-e ollama_port=11500`).
+    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
+    pub extra: Vec<String>,
+    /// Show the contents of every file a task would place.
+    #[arg(long)]
+    pub diff: bool,
+    /// The plan as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `fleet plan`.
+pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
+    let root = find_root(repo_dir)?;
+    let mut repo = Repo::load(&root);
+    for w in repo.diags.take_warnings() {
+        eprintln!("{}", style::diagnostic(&w));
+    }
+    if repo.diags.has_errors() {
+        return Err(Error::Config(repo.diags));
+    }
+    let extra = ExtraVars::parse(&args.extra).map_err(Error::Usage)?;
+    let (pb, mut diags) = repo.load_playbook(&args.playbook)?;
+    if diags.has_errors() {
+        return Err(Error::Config(diags));
+    }
+    let library = Library::new(&repo.templates);
+    let opts = PlanOptions {
+        limit: args.limit.clone(),
+        extra,
+        with_content: args.diff,
+    };
+    let (plan, plan_diags) = plan_playbook(&repo, &library, &pb, &opts);
+    diags.extend(plan_diags);
+    if diags.has_errors() {
+        return Err(Error::Config(diags));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+    } else {
+        print!("{}", human(&plan, args.diff));
+    }
+    Ok(0)
+}
+
+fn compact(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) if !s.contains(['\n', ' ']) => format!("{k}={s}"),
+                serde_json::Value::String(s) if !s.contains('\n') => format!("{k}={s:?}"),
+                serde_json::Value::String(s) => format!("{k}=<{} lines>", s.lines().count()),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The human rendering of a plan.
+pub fn human(plan: &Plan, diff: bool) -> String {
+    let mut out = String::new();
+    let mut totals = (0usize, 0usize, 0usize, 0usize);
+    for play in &plan.plays {
+        out.push_str(&format!(
+            "{} {} {}\n",
+            style::bold("PLAY"),
+            style::bold(&play.name),
+            style::dim(&format!("(hosts: {}, {} selected)", play.hosts, play.targets.len()))
+        ));
+        for host in &play.targets {
+            totals.0 += 1;
+            out.push_str(&format!(
+                "\n  {} {}\n",
+                style::cyan(&host.node),
+                style::dim(&format!("{} · role {} · {}", host.host, host.role, host.platform))
+            ));
+            let mut n = 0;
+            for t in &host.tasks {
+                let origin = t.role.as_deref().unwrap_or("play");
+                let item = t.item.as_ref().map(|i| format!(" [{}]", compact(i))).unwrap_or_default();
+                match &t.decision {
+                    Decision::Skip { when } => {
+                        totals.2 += 1;
+                        out.push_str(&style::dim(&format!("     -  {origin}: {}{item}  (skip: not {when})\n", t.name)));
+                        continue;
+                    }
+                    Decision::AtRunTime { when } => {
+                        totals.3 += 1;
+                        n += 1;
+                        out.push_str(&format!("   {n:>3}. {origin}: {}{item}  {}\n", t.name, style::yellow(&format!("(if {when}, decided on the host)"))));
+                    }
+                    Decision::Run => {
+                        totals.1 += 1;
+                        n += 1;
+                        out.push_str(&format!("   {n:>3}. {origin}: {}{item}\n", t.name));
+                    }
+                }
+                let become_ = if t.become_ { " (sudo)" } else { "" };
+                out.push_str(&format!("        {}{become_} {}\n", style::green(t.module), compact(&t.args)));
+                if let Some(f) = &t.file {
+                    out.push_str(&format!("        → {}  sha256:{}  {} bytes\n", f.dest, &f.sha256[..16], f.bytes));
+                    if diff {
+                        if let Some(c) = &f.content {
+                            for line in c.lines() {
+                                out.push_str(&format!("        {} {line}\n", style::green("+")));
+                            }
+                        }
+                    }
+                }
+                if !t.notify.is_empty() {
+                    out.push_str(&style::dim(&format!("        notifies: {}\n", t.notify.join(", "))));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "plan: {} host-plays, {} tasks to run, {} decided on the host, {} skipped; nothing was contacted\n",
+        totals.0, totals.1, totals.3, totals.2
+    ));
+    out
+}

@@ -1,0 +1,4 @@
+//! The inventory resolved for use: host selection and per-host variables.
+
+pub mod select;
+pub mod vars;

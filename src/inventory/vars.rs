@@ -1,0 +1,219 @@
+//! Per-host variables. Precedence, lowest first: role defaults < fleet `vars` < group vars
+//! < node `vars` < play vars < `-e key=value`. Variables may use other variables
+//! (`ollama_url: "http://{{ node.host }}:{{ ollama_port }}"`); they are resolved here.
+
+use serde_json::{Map, Value as J, json};
+
+use crate::error::{Diagnostic, Loc};
+use crate::render::priority::default_priority;
+use crate::spec::decode::VarMap;
+use crate::spec::inventory::{Inventory, NodeSpec};
+use crate::spec::yaml::resolve_plain;
+use crate::template;
+
+/// Variables given on the command line with `-e key=value`.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraVars(pub Vec<(String, J)>);
+
+impl ExtraVars {
+    /// Parses `key=value` pairs; values read like plain YAML scalars (`8080` is a number).
+    pub fn parse(pairs: &[String]) -> Result<ExtraVars, String> {
+        let mut out = Vec::new();
+        for p in pairs {
+            let Some((k, v)) = p.split_once('=') else {
+                return Err(format!("`-e {p}`: expected `name=value`"));
+            };
+            let k = k.trim();
+            if !crate::spec::decode::is_identifier(k) {
+                return Err(format!("`-e {p}`: `{k}` is not a variable name"));
+            }
+            let value = match resolve_plain(v) {
+                crate::spec::yaml::Resolved::Null => J::Null,
+                crate::spec::yaml::Resolved::Bool(b) => J::Bool(b),
+                crate::spec::yaml::Resolved::Int(i) => J::from(i),
+                crate::spec::yaml::Resolved::Float(f) => json!(f),
+                crate::spec::yaml::Resolved::Str(s) => J::String(s.to_string()),
+            };
+            out.push((k.to_string(), value));
+        }
+        Ok(ExtraVars(out))
+    }
+}
+
+/// The `node` variable: what templates and conditions know about the host.
+pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
+    let hw = &node.hardware;
+    let fact = |k: &str| facts.and_then(|f| f.get(k)).filter(|v| !v.is_null()).cloned();
+    let os = fact("os").unwrap_or_else(|| json!(hw.os));
+    let arch = fact("arch").unwrap_or_else(|| json!(hw.arch));
+    let groups: Vec<&str> = inv
+        .groups
+        .values()
+        .filter(|g| g.members.iter().any(|m| m.value == node.name))
+        .map(|g| g.name.as_str())
+        .collect();
+    json!({
+        "name": node.name,
+        "host": node.host,
+        "role": node.role.value,
+        "hardware": hw,
+        "os": os,
+        "arch": arch,
+        "models": node.models.iter().map(|m| m.value.as_str()).collect::<Vec<_>>(),
+        "priority": node.priority.unwrap_or_else(|| default_priority(hw)),
+        "max_concurrent": node.max_concurrent,
+        "labels": node.labels,
+        "capabilities": node.capabilities,
+        "groups": groups,
+    })
+}
+
+/// The `fleet` variable.
+pub fn fleet_json(inv: &Inventory) -> J {
+    let hq = inv.fleet.hq.as_ref().map(|h| h.value.clone());
+    let hq_host = hq.as_ref().and_then(|h| inv.nodes.get(h)).map(|n| n.host.clone());
+    json!({
+        "name": inv.fleet.name,
+        "hq": hq,
+        "hq_url": inv.fleet.hq_url.as_ref().map(|u| u.value.clone()),
+        "hq_host": hq_host,
+    })
+}
+
+/// Layers for one host, lowest precedence first.
+#[derive(Debug, Default)]
+pub struct Layers<'a> {
+    /// Defaults of the roles applied, in application order.
+    pub role_defaults: Vec<&'a VarMap>,
+    /// Play variables.
+    pub play: Option<&'a VarMap>,
+    /// `-e` variables.
+    pub extra: Option<&'a ExtraVars>,
+}
+
+/// The full template context for a host: its layered variables (resolved), plus `node`,
+/// `fleet` and `nodes` (every node, for HQ templates).
+pub fn host_context(inv: &Inventory, node: &NodeSpec, layers: &Layers<'_>, facts: Option<&J>) -> Result<J, Diagnostic> {
+    // name -> (value, where it was defined); later layers replace earlier ones.
+    let mut raw: Vec<(String, J, Option<Loc>)> = Vec::new();
+    let mut set = |name: &str, v: J, loc: Option<Loc>| {
+        if let Some(slot) = raw.iter_mut().find(|(n, _, _)| n == name) {
+            *slot = (name.to_string(), v, loc);
+        } else {
+            raw.push((name.to_string(), v, loc));
+        }
+    };
+    let add_map = |m: &VarMap, set: &mut dyn FnMut(&str, J, Option<Loc>)| {
+        for (k, v) in m {
+            set(k, v.to_json(), Some(v.loc.clone()));
+        }
+    };
+    for d in &layers.role_defaults {
+        add_map(d, &mut set);
+    }
+    add_map(&inv.vars, &mut set);
+    for g in inv.groups.values() {
+        if g.members.iter().any(|m| m.value == node.name) {
+            add_map(&g.vars, &mut set);
+        }
+    }
+    add_map(&node.vars, &mut set);
+    if let Some(p) = layers.play {
+        add_map(p, &mut set);
+    }
+    if let Some(e) = layers.extra {
+        for (k, v) in &e.0 {
+            set(k, v.clone(), None);
+        }
+    }
+
+    let mut ctx = Map::new();
+    for (k, v, _) in &raw {
+        ctx.insert(k.clone(), v.clone());
+    }
+    ctx.insert("node".into(), node_json(inv, node, facts));
+    ctx.insert("fleet".into(), fleet_json(inv));
+    let nodes: Map<String, J> = inv
+        .nodes
+        .values()
+        .map(|n| (n.name.clone(), node_json(inv, n, None)))
+        .collect();
+    ctx.insert("nodes".into(), J::Object(nodes));
+    if let Some(f) = facts {
+        ctx.insert("facts".into(), f.clone());
+    }
+    let mut ctx = J::Object(ctx);
+
+    // Resolve variables that refer to other variables; a few passes settle any chain that is
+    // not a cycle, and what still holds `{{` afterwards is reported as a cycle.
+    let env = template::base_environment();
+    for _pass in 0..8 {
+        let mut changed = false;
+        for (name, _, loc) in &raw {
+            let Some(text) = ctx.get(name).and_then(J::as_str).filter(|s| s.contains("{{")).map(str::to_string) else {
+                continue;
+            };
+            let here = loc.clone().unwrap_or_else(|| Loc::file_start(&"<-e>".into()));
+            let v = template::render_value(&env, &text, &ctx, &here, &format!("in variable `{name}` for host `{}`", node.name))?;
+            if v.as_str() != Some(text.as_str()) {
+                changed = true;
+            }
+            if let Some(obj) = ctx.as_object_mut() {
+                obj.insert(name.clone(), v);
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (name, _, loc) in &raw {
+        if ctx.get(name).and_then(J::as_str).is_some_and(|s| s.contains("{{")) {
+            return Err(Diagnostic::error(loc.clone(), format!("variable `{name}` refers to itself through other variables"))
+                .with_help("break the cycle: one of the variables must have a plain value"));
+        }
+    }
+    Ok(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::decode::Decoder;
+    use crate::spec::yaml::parse;
+    use std::sync::Arc;
+
+    fn inventory(src: &str) -> Inventory {
+        let n = parse(&Arc::from("i.yaml"), src).expect("yaml");
+        let mut d = Decoder::default();
+        let mut inv = Inventory::default();
+        inv.merge_file(&mut d, &n);
+        assert!(!d.diags.has_errors(), "{:?}", d.diags);
+        inv
+    }
+
+    #[test]
+    fn precedence_and_references() {
+        let inv = inventory(
+            "vars: { port: 1, url: \"http://{{ node.host }}:{{ port }}\", who: fleet }\ngroups:\n  g: { nodes: [a], vars: { port: 2, who: group } }\nnodes:\n  a: { host: a.lan, role: hq, vars: { who: node } }\n",
+        );
+        let defaults = parse(&Arc::from("d.yaml"), "port: 0\nonly_default: 7\n").expect("yaml");
+        let mut d = Decoder::default();
+        let defaults = d.vars(&defaults, "defaults");
+        let extra = ExtraVars::parse(&["port=3".to_string()]).expect("extra");
+        let node = &inv.nodes["a"];
+        let layers = Layers { role_defaults: vec![&defaults], play: None, extra: Some(&extra) };
+        let ctx = host_context(&inv, node, &layers, None).expect("ctx");
+        assert_eq!(ctx["port"], json!(3));
+        assert_eq!(ctx["who"], json!("node"));
+        assert_eq!(ctx["only_default"], json!(7));
+        assert_eq!(ctx["url"], json!("http://a.lan:3"));
+        assert_eq!(ctx["node"]["groups"], json!(["g"]));
+    }
+
+    #[test]
+    fn cycles_are_reported() {
+        let inv = inventory("vars: { a: \"{{ b }}\", b: \"{{ a }}\" }\nnodes:\n  n: { role: hq }\n");
+        let err = host_context(&inv, &inv.nodes["n"], &Layers::default(), None).expect_err("cycle");
+        assert!(err.message.contains("refers to itself"), "{}", err.message);
+    }
+}

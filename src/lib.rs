@@ -1,0 +1,16 @@
+//! fleet: provisioning and fleet management for AI worker machines.
+//!
+//! The binary is a thin wrapper over [`cli::run`]; tests and HQ use the library directly.
+
+pub mod cli;
+pub mod error;
+pub mod inventory;
+pub mod modules;
+pub mod plan;
+pub mod play;
+pub mod render;
+pub mod repo;
+pub mod spec;
+pub mod template;
+pub mod util;
+pub mod validate;

@@ -1,0 +1,3 @@
+//! Task modules. The registry is the one place that names them and their arguments.
+
+pub mod registry;

@@ -1,0 +1,4 @@
+//! Generated files: routing priorities (and, with the render issue, the routing table,
+//! node registry and package manifests).
+
+pub mod priority;

@@ -1,0 +1,230 @@
+//! A fleet repo on disk: finds its root, reads the inventory (one file or a directory of
+//! files), the roles and the templates, and keeps every diagnostic found along the way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use crate::error::{Diagnostic, Diagnostics, Error, Loc, Result};
+use crate::spec::decode::Decoder;
+use crate::spec::inventory::Inventory;
+use crate::spec::playbook::{Playbook, decode_playbook};
+use crate::spec::role::{Role, decode_role};
+use crate::spec::yaml::{self, Node};
+
+/// A loaded fleet repo.
+#[derive(Debug)]
+pub struct Repo {
+    /// Its root directory (the one holding `inventory/`).
+    pub root: PathBuf,
+    /// The merged inventory.
+    pub inventory: Inventory,
+    /// The inventory files that were read, in merge order.
+    pub inventory_files: Vec<PathBuf>,
+    /// Roles by name.
+    pub roles: IndexMap<String, Role>,
+    /// Templates of the repo's `templates/` directory: name → (shown path, source).
+    pub templates: BTreeMap<String, (Arc<str>, String)>,
+    /// Everything found while reading.
+    pub diags: Diagnostics,
+}
+
+/// Finds the repo root: `explicit` when given, else the nearest directory from the working
+/// directory upwards that holds `inventory/` (or `inventory.yaml`).
+pub fn find_root(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if !p.is_dir() {
+            return Err(Error::Usage(format!(
+                "`{}` is not a directory; `-i` takes the fleet repo directory (the one holding `inventory/`)",
+                p.display()
+            )));
+        }
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", Path::new("."), e))?;
+    for dir in cwd.ancestors() {
+        if dir.join("inventory").is_dir() || dir.join("inventory.yaml").is_file() {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    Err(Error::Usage(format!(
+        "no fleet repo here: neither `{}` nor any parent holds an `inventory/` directory\n  help: run `fleet init` to create one, or pass `-i DIR`",
+        cwd.display()
+    )))
+}
+
+/// How a path is shown in messages: relative to the working directory when below it.
+pub fn shown(path: &Path) -> Arc<str> {
+    let cwd = std::env::current_dir().ok();
+    let rel = cwd
+        .as_deref()
+        .and_then(|c| path.strip_prefix(c).ok())
+        .unwrap_or(path);
+    Arc::from(rel.to_string_lossy().as_ref())
+}
+
+/// Reads and parses one YAML file, recording problems; `None` when it cannot be used.
+pub fn read_yaml(path: &Path, diags: &mut Diagnostics) -> Option<Node> {
+    let file = shown(path);
+    let src = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) => {
+            diags.push(Diagnostic::error(Loc::file_start(&file), format!("cannot read this file: {e}")));
+            return None;
+        }
+    };
+    match yaml::parse(&file, &src) {
+        Ok(n) => Some(n),
+        Err(d) => {
+            diags.push(d);
+            None
+        }
+    }
+}
+
+fn yaml_files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk_files(&p, out);
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+}
+
+/// Reads every file below `dir` as a template named `prefix` + its relative path.
+fn read_templates(dir: &Path, prefix: &str, out: &mut BTreeMap<String, (Arc<str>, String)>, diags: &mut Diagnostics) {
+    let mut files = Vec::new();
+    walk_files(dir, &mut files);
+    for f in files {
+        let Ok(rel) = f.strip_prefix(dir) else { continue };
+        let name = format!("{prefix}{}", rel.to_string_lossy().replace('\\', "/"));
+        match std::fs::read_to_string(&f) {
+            Ok(src) => {
+                out.insert(name, (shown(&f), src));
+            }
+            Err(e) => diags.push(Diagnostic::error(Loc::file_start(&shown(&f)), format!("cannot read this template: {e}"))),
+        }
+    }
+}
+
+impl Repo {
+    /// Loads a repo; problems are kept in `diags`, not returned as errors, so validation can
+    /// report all of them.
+    pub fn load(root: &Path) -> Repo {
+        let mut diags = Diagnostics::default();
+        let mut d = Decoder::default();
+        let mut inventory = Inventory::default();
+        let inv_dir = root.join("inventory");
+        let inventory_files = if inv_dir.is_dir() {
+            yaml_files_in(&inv_dir)
+        } else if root.join("inventory.yaml").is_file() {
+            vec![root.join("inventory.yaml")]
+        } else {
+            Vec::new()
+        };
+        if inventory_files.is_empty() {
+            diags.push(
+                Diagnostic::error(None, format!("no inventory in `{}`", shown(root)))
+                    .with_help("create `inventory/fleet.yaml` (or run `fleet init`)"),
+            );
+        }
+        for f in &inventory_files {
+            if let Some(n) = read_yaml(f, &mut diags) {
+                inventory.merge_file(&mut d, &n);
+            }
+        }
+
+        let mut roles = IndexMap::new();
+        let roles_dir = root.join("roles");
+        if let Ok(rd) = std::fs::read_dir(&roles_dir) {
+            let mut dirs: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+            dirs.sort();
+            for dir in dirs {
+                let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let file = dir.join("role.yaml");
+                if !file.is_file() {
+                    diags.push(
+                        Diagnostic::error(Loc::file_start(&shown(&dir)), format!("role `{name}` has no `role.yaml`"))
+                            .with_help(format!("create `roles/{name}/role.yaml` or remove the directory")),
+                    );
+                    continue;
+                }
+                if let Some(n) = read_yaml(&file, &mut diags) {
+                    if let Some(role) = decode_role(&mut d, &name, dir.clone(), &n) {
+                        roles.insert(name, role);
+                    }
+                }
+            }
+        }
+
+        let mut templates = BTreeMap::new();
+        read_templates(&root.join("templates"), "", &mut templates, &mut diags);
+        for role in roles.values() {
+            let prefix = crate::plan::role_template_name(&role.name, "");
+            read_templates(&role.dir.join("templates"), &prefix, &mut templates, &mut diags);
+        }
+
+        diags.extend(d.diags);
+        Repo {
+            root: root.to_path_buf(),
+            inventory,
+            inventory_files,
+            roles,
+            templates,
+            diags,
+        }
+    }
+
+    /// Loads a playbook by path (relative to the working directory, or to the repo root).
+    pub fn load_playbook(&self, path: &Path) -> Result<(Playbook, Diagnostics)> {
+        let full = if path.is_file() {
+            path.to_path_buf()
+        } else if self.root.join(path).is_file() {
+            self.root.join(path)
+        } else {
+            let known: Vec<String> = yaml_files_in(&self.root.join("playbooks"))
+                .iter()
+                .map(|p| shown(p).to_string())
+                .collect();
+            return Err(Error::Usage(format!(
+                "no playbook at `{}`\n  help: playbooks here: {}",
+                path.display(),
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        };
+        let mut diags = Diagnostics::default();
+        let mut d = Decoder::default();
+        let pb = match read_yaml(&full, &mut diags) {
+            Some(n) => decode_playbook(&mut d, shown(&full), &n),
+            None => Playbook {
+                file: shown(&full),
+                plays: Vec::new(),
+            },
+        };
+        diags.extend(d.diags);
+        Ok((pb, diags))
+    }
+
+    /// Every playbook under `playbooks/`.
+    pub fn playbook_paths(&self) -> Vec<PathBuf> {
+        yaml_files_in(&self.root.join("playbooks"))
+    }
+}

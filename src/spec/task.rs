@@ -1,0 +1,281 @@
+//! A task as written in a role or playbook: common keys plus exactly one module key.
+
+use crate::error::did_you_mean;
+use crate::modules::registry::{self, ModuleSpec};
+use crate::spec::decode::{Decoder, Spanned, VarMap};
+use crate::spec::yaml::{Node, Value};
+
+/// Keys every task may carry besides its module.
+pub const COMMON_KEYS: &[&str] = &[
+    "name",
+    "when",
+    "loop",
+    "register",
+    "notify",
+    "become",
+    "become_user",
+    "tags",
+    "retries",
+    "delay",
+    "until",
+    "ignore_errors",
+    "changed_when",
+    "failed_when",
+    "timeout",
+    "vars",
+    "listen",
+];
+
+/// One task, parsed and checked, not yet rendered for a host.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Its name, or the module name when none was given.
+    pub name: String,
+    /// Where the task starts.
+    pub loc: crate::error::Loc,
+    /// The module it runs.
+    pub module: &'static ModuleSpec,
+    /// The module's arguments (templates not yet rendered).
+    pub args: Node,
+    /// A condition (a minijinja expression, `{{ }}` optional).
+    pub when: Option<Spanned<String>>,
+    /// A list, or a template that yields one; the task runs once per `item`.
+    pub loop_: Option<Node>,
+    /// Name under which the result is kept for later tasks.
+    pub register: Option<String>,
+    /// Handlers to notify when this task changes something.
+    pub notify: Vec<Spanned<String>>,
+    /// Run with sudo.
+    pub become_: bool,
+    /// User to become (default root).
+    pub become_user: Option<String>,
+    /// Tags for `--tags` / `--skip-tags`.
+    pub tags: Vec<String>,
+    /// Attempts after the first failure.
+    pub retries: u32,
+    /// Seconds between attempts.
+    pub delay_secs: u64,
+    /// Condition that must hold for the task to count as done (with `retries`).
+    pub until: Option<Spanned<String>>,
+    /// Keep going when this task fails.
+    pub ignore_errors: bool,
+    /// Overrides "changed" with an expression.
+    pub changed_when: Option<Spanned<String>>,
+    /// Overrides "failed" with an expression.
+    pub failed_when: Option<Spanned<String>>,
+    /// Per-task time limit in seconds.
+    pub timeout_secs: Option<u64>,
+    /// Task-level variables.
+    pub vars: VarMap,
+    /// Extra names a handler answers to.
+    pub listen: Vec<String>,
+}
+
+/// Parses a duration such as `30s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration_secs(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        return n.trim().parse::<u64>().ok().map(|ms| ms.div_ceil(1000));
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600)
+    } else {
+        (s, 1)
+    };
+    num.trim().parse::<u64>().ok().map(|n| n * mult)
+}
+
+fn expr(d: &mut Decoder, node: &Node, what: &str) -> Option<Spanned<String>> {
+    // `when: true` and `failed_when: false` are written plain; keep them as expressions.
+    match &node.value {
+        Value::Scalar { text, .. } if !node.is_null() => Some(Spanned::new(text.clone(), node.loc.clone())),
+        _ => {
+            d.expected(node, what, "an expression");
+            None
+        }
+    }
+}
+
+/// Decodes a list of tasks; `what` names the list for messages (e.g. "role `ollama` tasks").
+pub fn decode_tasks(d: &mut Decoder, node: &Node, what: &str) -> Vec<Task> {
+    d.list(node, what)
+        .iter()
+        .filter_map(|t| decode_task(d, t))
+        .collect()
+}
+
+/// Decodes one task.
+pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
+    let Some(entries) = node.as_map() else {
+        d.expected(node, "task", "a mapping with a module key");
+        return None;
+    };
+    let mut module: Option<(&Node, &Node, &'static ModuleSpec)> = None;
+    let mut bad = false;
+    for (k, v) in entries {
+        let key = k.key_text();
+        if COMMON_KEYS.contains(&key) {
+            continue;
+        }
+        match registry::lookup(key) {
+            Some(spec) => {
+                if let Some((first, _, _)) = module {
+                    d.error_help(
+                        &k.loc,
+                        format!(
+                            "a task takes exactly one module, found `{}` and `{key}`",
+                            first.key_text()
+                        ),
+                        "split it into two tasks",
+                    );
+                    bad = true;
+                } else {
+                    module = Some((k, v, spec));
+                }
+            }
+            None => {
+                let known = registry::names().chain(COMMON_KEYS.iter().copied());
+                let help = did_you_mean(key, known).unwrap_or_else(|| {
+                    format!(
+                        "modules: {}",
+                        registry::names().collect::<Vec<_>>().join(", ")
+                    )
+                });
+                d.error_help(
+                    &k.loc,
+                    format!("unknown module or task key `{key}`"),
+                    help,
+                );
+                bad = true;
+            }
+        }
+    }
+    let Some((_, args, spec)) = module else {
+        if !bad {
+            d.error_help(
+                &node.loc,
+                "this task names no module",
+                format!(
+                    "add one of: {}",
+                    registry::names().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        return None;
+    };
+    spec.check_args(args, d);
+
+    let get = |key: &str| node.get(key);
+    let name = match get("name") {
+        Some(n) => d.string(n, "task `name`").unwrap_or_default(),
+        None => spec.name.to_string(),
+    };
+    let when = get("when").and_then(|n| expr(d, n, "task `when`"));
+    let until = get("until").and_then(|n| expr(d, n, "task `until`"));
+    let changed_when = get("changed_when").and_then(|n| expr(d, n, "task `changed_when`"));
+    let failed_when = get("failed_when").and_then(|n| expr(d, n, "task `failed_when`"));
+    let register = get("register").and_then(|n| {
+        let s = d.string(n, "task `register`")?;
+        if !crate::spec::decode::is_identifier(&s) {
+            d.error(&n.loc, format!("`register: {s}` is not a valid variable name"));
+        }
+        Some(s)
+    });
+    let notify = get("notify").map(|n| d.string_list(n, "task `notify`")).unwrap_or_default();
+    let become_ = get("become").and_then(|n| d.boolean(n, "task `become`")).unwrap_or(false);
+    let become_user = get("become_user").and_then(|n| d.string(n, "task `become_user`"));
+    let tags = get("tags")
+        .map(|n| d.string_list(n, "task `tags`").into_iter().map(|s| s.value).collect())
+        .unwrap_or_default();
+    let retries = get("retries").and_then(|n| d.uint(n, "task `retries`")).unwrap_or(0);
+    let delay_secs = get("delay").and_then(|n| d.uint(n, "task `delay` (seconds)")).unwrap_or(1);
+    let ignore_errors = get("ignore_errors")
+        .and_then(|n| d.boolean(n, "task `ignore_errors`"))
+        .unwrap_or(false);
+    let timeout_secs = get("timeout").and_then(|n| {
+        let text = n.key_text();
+        let secs = parse_duration_secs(text);
+        if secs.is_none() {
+            d.error_help(
+                &n.loc,
+                format!("task `timeout`: expected a duration, found `{text}`"),
+                "write e.g. `30s`, `5m` or `1h`",
+            );
+        }
+        secs
+    });
+    let vars = get("vars").map(|n| d.vars(n, "task `vars`")).unwrap_or_default();
+    let listen = get("listen")
+        .map(|n| d.string_list(n, "handler `listen`").into_iter().map(|s| s.value).collect())
+        .unwrap_or_default();
+    Some(Task {
+        name,
+        loc: node.loc.clone(),
+        module: spec,
+        args: args.clone(),
+        when,
+        loop_: get("loop").cloned(),
+        register,
+        notify,
+        become_,
+        become_user,
+        tags,
+        retries: u32::try_from(retries).unwrap_or(u32::MAX),
+        delay_secs,
+        until,
+        ignore_errors,
+        changed_when,
+        failed_when,
+        timeout_secs,
+        vars,
+        listen,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::yaml::parse;
+    use std::sync::Arc;
+
+    fn decode(src: &str) -> (Option<Task>, Vec<String>) {
+        let n = parse(&Arc::from("t.yaml"), src).expect("yaml");
+        let mut d = Decoder::default();
+        let t = decode_task(&mut d, &n);
+        (t, d.diags.sorted().iter().map(|x| x.to_string()).collect())
+    }
+
+    #[test]
+    fn parses_common_keys() {
+        let (t, e) = decode(
+            "name: pull\nollama_model: { name: \"{{ item }}\" }\nloop: \"{{ node.models }}\"\nnotify: restart ollama\nretries: 3\ntimeout: 5m\n",
+        );
+        assert!(e.is_empty(), "{e:?}");
+        let t = t.expect("task");
+        assert_eq!(t.module.name, "ollama_model");
+        assert_eq!(t.notify[0].value, "restart ollama");
+        assert_eq!(t.timeout_secs, Some(300));
+        assert_eq!(t.retries, 3);
+    }
+
+    #[test]
+    fn module_count_is_checked() {
+        let (_, e) = decode("name: x\n");
+        assert!(e[0].contains("names no module"), "{e:?}");
+        let (_, e) = decode("command: a\nshell: b\n");
+        assert!(e[0].contains("exactly one module, found `command` and `shell`"), "{e:?}");
+        let (_, e) = decode("pakage: { name: x }\n");
+        assert!(e[0].contains("did you mean `package`?"), "{e:?}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("30s"), Some(30));
+        assert_eq!(parse_duration_secs("2m"), Some(120));
+        assert_eq!(parse_duration_secs("10"), Some(10));
+        assert_eq!(parse_duration_secs("soon"), None);
+    }
+}

@@ -1,0 +1,266 @@
+//! The minijinja environment fleet renders with: strict undefined, no auto-escaping, the
+//! built-in templates (compiled into the binary) overridden by the repo's `templates/`, and
+//! located errors that name the variable that was missing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use minijinja::value::Serde;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+
+use crate::error::{Diagnostic, Loc};
+
+/// Templates compiled into the binary; a file of the same name under the repo's `templates/`
+/// replaces one.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("routing/openclaw_workers.json.j2", include_str!("../../templates/routing/openclaw_workers.json.j2")),
+    ("registry/nodes_registry.json.j2", include_str!("../../templates/registry/nodes_registry.json.j2")),
+    ("services/fleet-agent.service.j2", include_str!("../../templates/services/fleet-agent.service.j2")),
+    ("services/com.fleet.agent.plist.j2", include_str!("../../templates/services/com.fleet.agent.plist.j2")),
+    ("services/fleet-hq.service.j2", include_str!("../../templates/services/fleet-hq.service.j2")),
+    ("services/com.fleet.hq.plist.j2", include_str!("../../templates/services/com.fleet.hq.plist.j2")),
+    ("services/ollama.service.j2", include_str!("../../templates/services/ollama.service.j2")),
+    ("services/com.fleet.ollama.plist.j2", include_str!("../../templates/services/com.fleet.ollama.plist.j2")),
+];
+
+/// A template's source and the path it is shown as in errors.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Shown path (`templates/x.j2`, or `<built-in>/x.j2`).
+    pub shown: Arc<str>,
+    /// The text.
+    pub text: String,
+}
+
+/// Where templates come from: the repo's (and roles') files over the built-ins.
+#[derive(Debug, Clone, Default)]
+pub struct Library {
+    sources: BTreeMap<String, Source>,
+}
+
+impl Library {
+    /// Built-ins overlaid with `repo` templates (name → (shown path, text)).
+    pub fn new(repo: &BTreeMap<String, (Arc<str>, String)>) -> Library {
+        let mut sources = BTreeMap::new();
+        for (name, text) in BUILTIN {
+            sources.insert(
+                (*name).to_string(),
+                Source {
+                    shown: Arc::from(format!("<built-in>/{name}")),
+                    text: (*text).to_string(),
+                },
+            );
+        }
+        for (name, (shown, text)) in repo {
+            sources.insert(
+                name.clone(),
+                Source {
+                    shown: shown.clone(),
+                    text: text.clone(),
+                },
+            );
+        }
+        Library { sources }
+    }
+
+    /// Adds (or replaces) a template.
+    pub fn insert(&mut self, name: String, shown: Arc<str>, text: String) {
+        self.sources.insert(name, Source { shown, text });
+    }
+
+    /// Looks a template up.
+    pub fn get(&self, name: &str) -> Option<&Source> {
+        self.sources.get(name)
+    }
+
+    /// All template names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+
+    /// A ready environment holding every template of the library.
+    pub fn environment(&self) -> Environment<'static> {
+        let mut env = base_environment();
+        let sources: Arc<BTreeMap<String, String>> = Arc::new(
+            self.sources
+                .iter()
+                .map(|(k, v)| (k.clone(), v.text.clone()))
+                .collect(),
+        );
+        env.set_loader(move |name| Ok(sources.get(name).cloned()));
+        env
+    }
+}
+
+/// The environment settings every fleet render uses.
+pub fn base_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .keep_trailing_newline(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
+    env.add_filter("basename", |s: String| {
+        s.rsplit('/').next().unwrap_or_default().to_string()
+    });
+    env.add_filter("dirname", |s: String| match s.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(i) => s[..i].to_string(),
+        None => String::new(),
+    });
+    env.add_filter("sha256", |s: String| crate::util::sha256_hex(s.as_bytes()));
+    env
+}
+
+/// Turns a JSON context into a minijinja value.
+pub fn ctx_value(ctx: &serde_json::Value) -> Value {
+    Value::from(Serde(ctx))
+}
+
+/// Names referenced by `source` that the context lacks (`node.hardware.gpu`, `ollama_prt`).
+pub fn missing_variables(env: &Environment<'_>, source: &str, ctx: &serde_json::Value, is_expr: bool) -> Vec<String> {
+    let names = if is_expr {
+        env.compile_expression(source).map(|e| e.undeclared_variables(true))
+    } else {
+        env.template_from_str(source).map(|t| t.undeclared_variables(true))
+    };
+    let Ok(names) = names else { return Vec::new() };
+    let mut missing: Vec<String> = names
+        .into_iter()
+        .filter(|path| !json_has_path(ctx, path))
+        .collect();
+    missing.sort();
+    missing
+}
+
+fn json_has_path(ctx: &serde_json::Value, path: &str) -> bool {
+    let mut cur = ctx;
+    for part in path.split('.') {
+        match cur.get(part) {
+            Some(v) => cur = v,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Why a template failed, located in the user's file.
+pub fn render_error(err: &minijinja::Error, loc: &Loc, missing: &[String], context: &str) -> Diagnostic {
+    // Inline templates: the error line is relative to the string, which starts at `loc`.
+    let line = err.line().map_or(loc.line, |l| loc.line + u32::try_from(l).unwrap_or(1) - 1);
+    let at = Loc {
+        file: loc.file.clone(),
+        line,
+        col: if line == loc.line { loc.col } else { 1 },
+    };
+    if err.kind() == minijinja::ErrorKind::UndefinedError && !missing.is_empty() {
+        let list = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
+        return Diagnostic::error(at, format!("undefined variable {list} {context}"))
+            .with_help("define it in the inventory (`vars`), the role's `defaults`, the play's `vars`, or pass `-e name=value`");
+    }
+    let detail = err.detail().map(str::to_string).unwrap_or_else(|| err.kind().to_string());
+    let what = match err.kind() {
+        minijinja::ErrorKind::SyntaxError => "template syntax error",
+        minijinja::ErrorKind::UndefinedError => "undefined value",
+        minijinja::ErrorKind::UnknownFilter => "unknown filter",
+        minijinja::ErrorKind::UnknownFunction => "unknown function",
+        minijinja::ErrorKind::TemplateNotFound => "template not found",
+        _ => "template error",
+    };
+    Diagnostic::error(at, format!("{what} {context}: {detail}"))
+}
+
+/// Renders a string template (a YAML value) against a context.
+pub fn render_inline(env: &Environment<'_>, text: &str, ctx: &serde_json::Value, loc: &Loc, context: &str) -> Result<String, Diagnostic> {
+    if !text.contains("{{") && !text.contains("{%") {
+        return Ok(text.to_string());
+    }
+    env.render_str(text, ctx_value(ctx)).map_err(|e| {
+        let missing = missing_variables(env, text, ctx, false);
+        render_error(&e, loc, &missing, context)
+    })
+}
+
+/// Renders a string template keeping the value's type when the whole string is one
+/// expression (`"{{ node.models }}"` yields the list, not its text).
+pub fn render_value(env: &Environment<'_>, text: &str, ctx: &serde_json::Value, loc: &Loc, context: &str) -> Result<serde_json::Value, Diagnostic> {
+    let trimmed = text.trim();
+    if let Some(inner) = trimmed.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")) {
+        if !inner.contains("{{") && !inner.contains("}}") {
+            return eval_expr(env, inner, ctx, loc, context).map(|v| serde_json::to_value(&v).unwrap_or(serde_json::Value::Null));
+        }
+    }
+    render_inline(env, text, ctx, loc, context).map(serde_json::Value::String)
+}
+
+/// Evaluates an expression (`when:`), `{{ }}` optional.
+pub fn eval_expr(env: &Environment<'_>, expr: &str, ctx: &serde_json::Value, loc: &Loc, context: &str) -> Result<Value, Diagnostic> {
+    let e = expr.trim();
+    let e = e.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")).unwrap_or(e).trim();
+    let compiled = env.compile_expression(e).map_err(|err| render_error(&err, loc, &[], context))?;
+    compiled.eval(ctx_value(ctx)).map_err(|err| {
+        let missing = missing_variables(env, e, ctx, true);
+        render_error(&err, loc, &missing, context)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn loc() -> Loc {
+        Loc {
+            file: "r.yaml".into(),
+            line: 4,
+            col: 7,
+        }
+    }
+
+    #[test]
+    fn undefined_variables_are_named() {
+        let env = base_environment();
+        let ctx = json!({"node": {"name": "maestro"}});
+        let e = render_inline(&env, "port {{ ollama_prt }}", &ctx, &loc(), "in task `x`").expect_err("undefined");
+        assert_eq!(e.message, "undefined variable `ollama_prt` in task `x`");
+        assert_eq!(e.loc, Some(loc()));
+        let e = render_inline(&env, "{{ node.hardware.gpu }}", &ctx, &loc(), "here").expect_err("undefined");
+        assert!(e.message.contains("`node.hardware.gpu`"), "{}", e.message);
+    }
+
+    #[test]
+    fn whole_expressions_keep_their_type() {
+        let env = base_environment();
+        let ctx = json!({"node": {"models": ["a", "b"]}});
+        let v = render_value(&env, "{{ node.models }}", &ctx, &loc(), "").expect("renders");
+        assert_eq!(v, json!(["a", "b"]));
+        let v = render_value(&env, "x-{{ node.models[0] }}", &ctx, &loc(), "").expect("renders");
+        assert_eq!(v, json!("x-a"));
+    }
+
+    #[test]
+    fn no_autoescape_and_syntax_errors_located() {
+        let env = base_environment();
+        let ctx = json!({"a": "<b>&"});
+        assert_eq!(render_inline(&env, "{{ a }}", &ctx, &loc(), "").expect("ok"), "<b>&");
+        let e = render_inline(&env, "{{ a ", &ctx, &loc(), "in x").expect_err("syntax");
+        assert!(e.message.starts_with("template syntax error in x"), "{}", e.message);
+    }
+
+    #[test]
+    fn repo_templates_override_builtins() {
+        let mut repo = BTreeMap::new();
+        repo.insert(
+            "services/ollama.service.j2".to_string(),
+            (Arc::from("templates/services/ollama.service.j2"), "mine".to_string()),
+        );
+        let lib = Library::new(&repo);
+        assert_eq!(lib.get("services/ollama.service.j2").map(|s| s.text.as_str()), Some("mine"));
+        assert!(lib.get("services/fleet-agent.service.j2").is_some());
+    }
+}
