@@ -221,10 +221,7 @@ fn render_diagnostics(ds: &Diagnostics) -> String {
         out.push('\n');
     }
     let n = ds.error_count();
-    out.push_str(&format!(
-        "{n} error{} found",
-        if n == 1 { "" } else { "s" }
-    ));
+    out.push_str(&format!("{n} error{} found", if n == 1 { "" } else { "s" }));
     out
 }
 

@@ -127,10 +127,20 @@ pub struct PlanOptions {
 }
 
 /// Builds the plan; errors are collected for every host and task, not only the first.
-pub fn plan_playbook(repo: &Repo, library: &Library, pb: &Playbook, opts: &PlanOptions) -> (Plan, Diagnostics) {
+pub fn plan_playbook(
+    repo: &Repo,
+    library: &Library,
+    pb: &Playbook,
+    opts: &PlanOptions,
+) -> (Plan, Diagnostics) {
     let env = library.environment();
     let mut diags = Diagnostics::default();
-    let limit = match opts.limit.as_deref().map(|l| select(&repo.inventory, l)) {
+    let role_names: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
+    let limit = match opts
+        .limit
+        .as_deref()
+        .map(|l| select(&repo.inventory, &role_names, l))
+    {
         Some(Ok(nodes)) => Some(nodes),
         Some(Err(e)) => {
             diags.push(Diagnostic::error(None, format!("--limit: {e}")));
@@ -140,10 +150,13 @@ pub fn plan_playbook(repo: &Repo, library: &Library, pb: &Playbook, opts: &PlanO
     };
     let mut plays = Vec::new();
     for play in &pb.plays {
-        let targets = match select(&repo.inventory, &play.hosts.value) {
+        let targets = match select(&repo.inventory, &role_names, &play.hosts.value) {
             Ok(t) => t,
             Err(e) => {
-                diags.push(Diagnostic::error(play.hosts.loc.clone(), format!("play `{}`: hosts {e}", play.name)));
+                diags.push(Diagnostic::error(
+                    play.hosts.loc.clone(),
+                    format!("play `{}`: hosts {e}", play.name),
+                ));
                 continue;
             }
         };
@@ -251,7 +264,14 @@ impl HostPlanner<'_> {
         })
     }
 
-    fn plan_task(&self, host: &str, origin: Origin<'_>, task: &Task, base: &J, runtime: &BTreeSet<String>) -> Result<Vec<PlannedTask>, Diagnostic> {
+    fn plan_task(
+        &self,
+        host: &str,
+        origin: Origin<'_>,
+        task: &Task,
+        base: &J,
+        runtime: &BTreeSet<String>,
+    ) -> Result<Vec<PlannedTask>, Diagnostic> {
         let what = format!("for host `{host}` in task `{}`", task.name);
         let mut ctx = base.clone();
         if let Some(obj) = ctx.as_object_mut() {
@@ -261,7 +281,11 @@ impl HostPlanner<'_> {
         }
         let items: Vec<Option<J>> = match &task.loop_ {
             None => vec![None],
-            Some(l) => self.loop_items(l, &ctx, &what, runtime)?.into_iter().map(Some).collect(),
+            Some(l) => self
+                .loop_items(l, &ctx, &what, runtime)?
+                .into_iter()
+                .map(Some)
+                .collect(),
         };
         let mut out = Vec::new();
         for item in items {
@@ -273,16 +297,20 @@ impl HostPlanner<'_> {
                 None => Decision::Run,
                 Some(w) => match template::eval_expr(self.env, &w.value, &ictx, &w.loc, &what) {
                     Ok(v) if v.is_true() => Decision::Run,
-                    Ok(_) => Decision::Skip { when: w.value.clone() },
+                    Ok(_) => Decision::Skip {
+                        when: w.value.clone(),
+                    },
                     Err(e) if needs_runtime(self.env, &w.value, &ictx, runtime, true) => {
                         let _ = e;
-                        Decision::AtRunTime { when: w.value.clone() }
+                        Decision::AtRunTime {
+                            when: w.value.clone(),
+                        }
                     }
                     Err(e) => return Err(e),
                 },
             };
             let name = template::render_inline(self.env, &task.name, &ictx, &task.loc, &what)?;
-            let (args, file) = if decision == (Decision::Skip { when: String::new() }) || matches!(decision, Decision::Skip { .. }) {
+            let (args, file) = if matches!(decision, Decision::Skip { .. }) {
                 (task.args.to_json(), None)
             } else {
                 let args = self.render_args(&task.args, &ictx, &what, runtime)?;
@@ -305,62 +333,132 @@ impl HostPlanner<'_> {
         Ok(out)
     }
 
-    fn loop_items(&self, l: &Node, ctx: &J, what: &str, runtime: &BTreeSet<String>) -> Result<Vec<J>, Diagnostic> {
+    fn loop_items(
+        &self,
+        l: &Node,
+        ctx: &J,
+        what: &str,
+        runtime: &BTreeSet<String>,
+    ) -> Result<Vec<J>, Diagnostic> {
         let v = match &l.value {
-            Value::Scalar { text, .. } => match template::render_value(self.env, text, ctx, &l.loc, what) {
-                Ok(v) => v,
-                Err(_) if needs_runtime(self.env, text, ctx, runtime, false) => {
-                    return Ok(vec![J::String(format!("<each of {text}, at run time>"))]);
+            Value::Scalar { text, .. } => {
+                match template::render_value(self.env, text, ctx, &l.loc, what) {
+                    Ok(v) => v,
+                    Err(_) if needs_runtime(self.env, text, ctx, runtime, false) => {
+                        return Ok(vec![J::String(format!("<each of {text}, at run time>"))]);
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
             _ => self.render_args(l, ctx, what, runtime)?,
         };
         match v {
             J::Array(items) => Ok(items),
             J::Null => Ok(Vec::new()),
-            other => Err(Diagnostic::error(l.loc.clone(), format!("`loop` {what}: expected a list, found {other}"))
-                .with_help("give a YAML list, or a template that yields one such as \"{{ node.models }}\"")),
+            other => Err(Diagnostic::error(
+                l.loc.clone(),
+                format!("`loop` {what}: expected a list, found {other}"),
+            )
+            .with_help(
+                "give a YAML list, or a template that yields one such as \"{{ node.models }}\"",
+            )),
         }
     }
 
-    fn render_args(&self, n: &Node, ctx: &J, what: &str, runtime: &BTreeSet<String>) -> Result<J, Diagnostic> {
+    fn render_args(
+        &self,
+        n: &Node,
+        ctx: &J,
+        what: &str,
+        runtime: &BTreeSet<String>,
+    ) -> Result<J, Diagnostic> {
         Ok(match &n.value {
             Value::Scalar { text, .. } if text.contains("{{") || text.contains("{%") => {
                 match template::render_value(self.env, text, ctx, &n.loc, what) {
                     Ok(v) => v,
-                    Err(_) if needs_runtime(self.env, text, ctx, runtime, false) => J::String(text.clone()),
+                    Err(_) if needs_runtime(self.env, text, ctx, runtime, false) => {
+                        J::String(text.clone())
+                    }
                     Err(e) => return Err(e),
                 }
             }
             Value::Scalar { .. } => n.to_json(),
-            Value::Seq(items) => J::Array(items.iter().map(|i| self.render_args(i, ctx, what, runtime)).collect::<Result<_, _>>()?),
+            Value::Seq(items) => J::Array(
+                items
+                    .iter()
+                    .map(|i| self.render_args(i, ctx, what, runtime))
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Map(entries) => {
                 let mut m = serde_json::Map::new();
                 for (k, v) in entries {
-                    m.insert(k.key_text().to_string(), self.render_args(v, ctx, what, runtime)?);
+                    m.insert(
+                        k.key_text().to_string(),
+                        self.render_args(v, ctx, what, runtime)?,
+                    );
                 }
                 J::Object(m)
             }
         })
     }
 
-    fn planned_file(&self, origin: Origin<'_>, task: &Task, args: &J, ctx: &J, what: &str) -> Result<Option<PlannedFile>, Diagnostic> {
-        let dest = args.get("dest").and_then(J::as_str).unwrap_or_default().to_string();
+    fn planned_file(
+        &self,
+        origin: Origin<'_>,
+        task: &Task,
+        args: &J,
+        ctx: &J,
+        what: &str,
+    ) -> Result<Option<PlannedFile>, Diagnostic> {
+        let dest = args
+            .get("dest")
+            .and_then(J::as_str)
+            .unwrap_or_default()
+            .to_string();
         let content: Vec<u8> = match task.module.name {
             "template" => {
-                let Some(src) = args.get("src").and_then(J::as_str) else { return Ok(None) };
-                let Some((tname, source)) = resolve_template(self.library, origin, src) else {
-                    return Err(Diagnostic::error(task.args.get("src").map_or(task.loc.clone(), |n| n.loc.clone()), format!("template `{src}` not found {what}"))
-                        .with_help(match origin {
-                            Some(r) => format!("put it in `roles/{r}/templates/{src}` or `templates/{src}`"),
-                            None => format!("put it in `templates/{src}`"),
-                        }));
+                let Some(src) = args.get("src").and_then(J::as_str) else {
+                    return Ok(None);
                 };
-                let tmpl = self.env.get_template(&tname).map_err(|e| template::render_error(&e, &Loc::file_start(&source), &[], &format!("in `{source}`")))?;
+                let Some((tname, source)) = resolve_template(self.library, origin, src) else {
+                    return Err(Diagnostic::error(
+                        task.args
+                            .get("src")
+                            .map_or(task.loc.clone(), |n| n.loc.clone()),
+                        format!("template `{src}` not found {what}"),
+                    )
+                    .with_help(match origin {
+                        Some(r) => {
+                            format!("put it in `roles/{r}/templates/{src}` or `templates/{src}`")
+                        }
+                        None => format!("put it in `templates/{src}`"),
+                    }));
+                };
+                let tmpl = self.env.get_template(&tname).map_err(|e| {
+                    template::render_error(
+                        &e,
+                        &Loc::file_start(&source),
+                        &[],
+                        &format!("in `{source}`"),
+                    )
+                })?;
                 let text = tmpl.render(template::ctx_value(ctx)).map_err(|e| {
-                    let missing = template::missing_variables(self.env, &self.library.get(&tname).map(|s| s.text.clone()).unwrap_or_default(), ctx, false);
-                    template::render_error(&e, &Loc::file_start(&source), &missing, &format!("in template `{src}` {what}"))
+                    let missing = template::missing_variables(
+                        self.env,
+                        &self
+                            .library
+                            .get(&tname)
+                            .map(|s| s.text.clone())
+                            .unwrap_or_default(),
+                        ctx,
+                        false,
+                    );
+                    template::render_error(
+                        &e,
+                        &Loc::file_start(&source),
+                        &missing,
+                        &format!("in template `{src}` {what}"),
+                    )
                 })?;
                 text.into_bytes()
             }
@@ -368,15 +466,31 @@ impl HostPlanner<'_> {
                 if let Some(c) = args.get("content").and_then(J::as_str) {
                     c.as_bytes().to_vec()
                 } else if let Some(src) = args.get("src").and_then(J::as_str) {
-                    let candidates = [origin.map(|r| self.repo.root.join("roles").join(r).join("files").join(src)), Some(self.repo.root.join("files").join(src))];
+                    let candidates = [
+                        origin
+                            .map(|r| self.repo.root.join("roles").join(r).join("files").join(src)),
+                        Some(self.repo.root.join("files").join(src)),
+                    ];
                     match candidates.iter().flatten().find(|p| p.is_file()) {
-                        Some(p) => std::fs::read(p).map_err(|e| Diagnostic::error(task.loc.clone(), format!("cannot read `{}`: {e}", p.display())))?,
+                        Some(p) => std::fs::read(p).map_err(|e| {
+                            Diagnostic::error(
+                                task.loc.clone(),
+                                format!("cannot read `{}`: {e}", p.display()),
+                            )
+                        })?,
                         None => {
-                            return Err(Diagnostic::error(task.args.get("src").map_or(task.loc.clone(), |n| n.loc.clone()), format!("file `{src}` not found {what}"))
-                                .with_help(match origin {
-                                    Some(r) => format!("put it in `roles/{r}/files/{src}` or `files/{src}`"),
-                                    None => format!("put it in `files/{src}`"),
-                                }));
+                            return Err(Diagnostic::error(
+                                task.args
+                                    .get("src")
+                                    .map_or(task.loc.clone(), |n| n.loc.clone()),
+                                format!("file `{src}` not found {what}"),
+                            )
+                            .with_help(match origin {
+                                Some(r) => {
+                                    format!("put it in `roles/{r}/files/{src}` or `files/{src}`")
+                                }
+                                None => format!("put it in `files/{src}`"),
+                            }));
                         }
                     }
                 } else {
@@ -389,14 +503,21 @@ impl HostPlanner<'_> {
             dest,
             sha256: sha256_hex(&content),
             bytes: content.len(),
-            content: self.opts.with_content.then(|| String::from_utf8_lossy(&content).into_owned()),
+            content: self
+                .opts
+                .with_content
+                .then(|| String::from_utf8_lossy(&content).into_owned()),
         }))
     }
 }
 
 /// Finds a template for a task: the role's own `templates/` first, then the repo's, then the
 /// built-ins. Returns the library name and the shown path.
-pub fn resolve_template(library: &Library, origin: Origin<'_>, src: &str) -> Option<(String, std::sync::Arc<str>)> {
+pub fn resolve_template(
+    library: &Library,
+    origin: Origin<'_>,
+    src: &str,
+) -> Option<(String, std::sync::Arc<str>)> {
     let role_name = origin.map(|r| role_template_name(r, src));
     role_name
         .into_iter()
@@ -410,10 +531,19 @@ pub fn role_template_name(role: &str, src: &str) -> String {
 }
 
 /// True when every variable the text misses is one that only exists at run time.
-fn needs_runtime(env: &Environment<'_>, text: &str, ctx: &J, runtime: &BTreeSet<String>, is_expr: bool) -> bool {
+fn needs_runtime(
+    env: &Environment<'_>,
+    text: &str,
+    ctx: &J,
+    runtime: &BTreeSet<String>,
+    is_expr: bool,
+) -> bool {
     let src = if is_expr {
         let t = text.trim();
-        t.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")).unwrap_or(t).to_string()
+        t.strip_prefix("{{")
+            .and_then(|s| s.strip_suffix("}}"))
+            .unwrap_or(t)
+            .to_string()
     } else {
         text.to_string()
     };

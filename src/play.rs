@@ -38,7 +38,10 @@ impl<'a> Expanded<'a> {
 }
 
 /// Orders `names` and their includes depth-first; unknown roles and include cycles are errors.
-pub fn role_order<'a>(roles: &'a IndexMap<String, Role>, names: &[Spanned<String>]) -> Result<Vec<&'a Role>, Diagnostic> {
+pub fn role_order<'a>(
+    roles: &'a IndexMap<String, Role>,
+    names: &[Spanned<String>],
+) -> Result<Vec<&'a Role>, Diagnostic> {
     let mut out: Vec<&'a Role> = Vec::new();
     let mut path: Vec<&str> = Vec::new();
     for n in names {
@@ -47,17 +50,33 @@ pub fn role_order<'a>(roles: &'a IndexMap<String, Role>, names: &[Spanned<String
     Ok(out)
 }
 
-fn visit<'a>(roles: &'a IndexMap<String, Role>, name: &Spanned<String>, path: &mut Vec<&'a str>, out: &mut Vec<&'a Role>) -> Result<(), Diagnostic> {
+fn visit<'a>(
+    roles: &'a IndexMap<String, Role>,
+    name: &Spanned<String>,
+    path: &mut Vec<&'a str>,
+    out: &mut Vec<&'a Role>,
+) -> Result<(), Diagnostic> {
     let Some(role) = roles.get(name.value.as_str()) else {
         let help = crate::error::did_you_mean(&name.value, roles.keys().map(String::as_str))
-            .unwrap_or_else(|| format!("roles in this repo: {}", roles.keys().cloned().collect::<Vec<_>>().join(", ")));
-        return Err(Diagnostic::error(name.loc.clone(), format!("unknown role `{}`", name.value)).with_help(help));
+            .unwrap_or_else(|| {
+                format!(
+                    "roles in this repo: {}",
+                    roles.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            });
+        return Err(
+            Diagnostic::error(name.loc.clone(), format!("unknown role `{}`", name.value))
+                .with_help(help),
+        );
     };
     if let Some(pos) = path.iter().position(|p| *p == role.name) {
         let mut cycle: Vec<&str> = path[pos..].to_vec();
         cycle.push(&role.name);
-        return Err(Diagnostic::error(name.loc.clone(), format!("roles include each other in a cycle: {}", cycle.join(" → ")))
-            .with_help("remove one of the `includes` so the roles form a tree"));
+        return Err(Diagnostic::error(
+            name.loc.clone(),
+            format!("roles include each other in a cycle: {}", cycle.join(" → ")),
+        )
+        .with_help("remove one of the `includes` so the roles form a tree"));
     }
     if out.iter().any(|r| r.name == role.name) {
         return Ok(());
@@ -72,13 +91,19 @@ fn visit<'a>(roles: &'a IndexMap<String, Role>, name: &Spanned<String>, path: &m
 }
 
 /// Expands a play against the repo's roles.
-pub fn expand<'a>(roles: &'a IndexMap<String, Role>, play: &'a Play) -> Result<Expanded<'a>, Diagnostic> {
+pub fn expand<'a>(
+    roles: &'a IndexMap<String, Role>,
+    play: &'a Play,
+) -> Result<Expanded<'a>, Diagnostic> {
     let ordered = role_order(roles, &play.roles)?;
     Ok(from_roles(ordered, &play.tasks, &play.handlers))
 }
 
 /// Expands a single role (for `fleet provision NODE --role R`).
-pub fn expand_role<'a>(roles: &'a IndexMap<String, Role>, role: &Spanned<String>) -> Result<Expanded<'a>, Diagnostic> {
+pub fn expand_role<'a>(
+    roles: &'a IndexMap<String, Role>,
+    role: &Spanned<String>,
+) -> Result<Expanded<'a>, Diagnostic> {
     let ordered = role_order(roles, std::slice::from_ref(role))?;
     Ok(from_roles(ordered, &[], &[]))
 }

@@ -71,7 +71,10 @@ pub fn read_yaml(path: &Path, diags: &mut Diagnostics) -> Option<Node> {
     let src = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) => {
-            diags.push(Diagnostic::error(Loc::file_start(&file), format!("cannot read this file: {e}")));
+            diags.push(Diagnostic::error(
+                Loc::file_start(&file),
+                format!("cannot read this file: {e}"),
+            ));
             return None;
         }
     };
@@ -88,7 +91,10 @@ fn yaml_files_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -97,7 +103,9 @@ fn yaml_files_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for p in entries {
@@ -110,17 +118,27 @@ fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Reads every file below `dir` as a template named `prefix` + its relative path.
-fn read_templates(dir: &Path, prefix: &str, out: &mut BTreeMap<String, (Arc<str>, String)>, diags: &mut Diagnostics) {
+fn read_templates(
+    dir: &Path,
+    prefix: &str,
+    out: &mut BTreeMap<String, (Arc<str>, String)>,
+    diags: &mut Diagnostics,
+) {
     let mut files = Vec::new();
     walk_files(dir, &mut files);
     for f in files {
-        let Ok(rel) = f.strip_prefix(dir) else { continue };
+        let Ok(rel) = f.strip_prefix(dir) else {
+            continue;
+        };
         let name = format!("{prefix}{}", rel.to_string_lossy().replace('\\', "/"));
         match std::fs::read_to_string(&f) {
             Ok(src) => {
                 out.insert(name, (shown(&f), src));
             }
-            Err(e) => diags.push(Diagnostic::error(Loc::file_start(&shown(&f)), format!("cannot read this template: {e}"))),
+            Err(e) => diags.push(Diagnostic::error(
+                Loc::file_start(&shown(&f)),
+                format!("cannot read this template: {e}"),
+            )),
         }
     }
 }
@@ -155,22 +173,33 @@ impl Repo {
         let mut roles = IndexMap::new();
         let roles_dir = root.join("roles");
         if let Ok(rd) = std::fs::read_dir(&roles_dir) {
-            let mut dirs: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+            let mut dirs: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect();
             dirs.sort();
             for dir in dirs {
-                let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 let file = dir.join("role.yaml");
                 if !file.is_file() {
                     diags.push(
-                        Diagnostic::error(Loc::file_start(&shown(&dir)), format!("role `{name}` has no `role.yaml`"))
-                            .with_help(format!("create `roles/{name}/role.yaml` or remove the directory")),
+                        Diagnostic::error(
+                            Loc::file_start(&shown(&dir)),
+                            format!("role `{name}` has no `role.yaml`"),
+                        )
+                        .with_help(format!(
+                            "create `roles/{name}/role.yaml` or remove the directory"
+                        )),
                     );
                     continue;
                 }
-                if let Some(n) = read_yaml(&file, &mut diags) {
-                    if let Some(role) = decode_role(&mut d, &name, dir.clone(), &n) {
-                        roles.insert(name, role);
-                    }
+                if let Some(n) = read_yaml(&file, &mut diags)
+                    && let Some(role) = decode_role(&mut d, &name, dir.clone(), &n)
+                {
+                    roles.insert(name, role);
                 }
             }
         }
@@ -179,7 +208,12 @@ impl Repo {
         read_templates(&root.join("templates"), "", &mut templates, &mut diags);
         for role in roles.values() {
             let prefix = crate::plan::role_template_name(&role.name, "");
-            read_templates(&role.dir.join("templates"), &prefix, &mut templates, &mut diags);
+            read_templates(
+                &role.dir.join("templates"),
+                &prefix,
+                &mut templates,
+                &mut diags,
+            );
         }
 
         diags.extend(d.diags);
@@ -207,7 +241,11 @@ impl Repo {
             return Err(Error::Usage(format!(
                 "no playbook at `{}`\n  help: playbooks here: {}",
                 path.display(),
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         };
         let mut diags = Diagnostics::default();

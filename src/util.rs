@@ -56,7 +56,9 @@ mod tests {
         write_atomic(&p, b"one").expect("write");
         write_atomic(&p, b"two").expect("write");
         assert_eq!(std::fs::read_to_string(&p).expect("read"), "two");
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub")).expect("ls").collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .expect("ls")
+            .collect();
         assert_eq!(names.len(), 1);
     }
 }

@@ -41,12 +41,29 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
     for name in library.names() {
         templates += 1;
         if let Err(e) = env.get_template(name) {
-            let shown = library.get(name).map(|s| s.shown.clone()).unwrap_or_else(|| name.into());
-            let d = crate::template::render_error(&e, &crate::error::Loc::file_start(&shown), &[], &format!("in `{shown}`"));
+            let shown = library
+                .get(name)
+                .map(|s| s.shown.clone())
+                .unwrap_or_else(|| name.into());
+            let d = crate::template::render_error(
+                &e,
+                &crate::error::Loc::file_start(&shown),
+                &[],
+                &format!("in `{shown}`"),
+            );
             diags.push(d);
         }
     }
 
+    for role in repo.roles.values() {
+        for t in role.tasks.iter().chain(role.handlers.iter()) {
+            check_task_syntax(&env, t, &mut diags);
+        }
+    }
+
+    // Planning every playbook for every host finds undefined variables and missing files;
+    // it only runs on an otherwise clean repo, so one typo does not cascade into dozens.
+    let clean = !diags.has_errors();
     let paths = repo.playbook_paths();
     for p in &paths {
         match repo.load_playbook(p) {
@@ -56,9 +73,17 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
                 if had_errors {
                     continue;
                 }
-                check_play_handlers(repo, &pb, &mut diags);
-                let (_, plan_diags) = plan_playbook(repo, &library, &pb, &PlanOptions::default());
-                diags.extend(plan_diags);
+                for play in &pb.plays {
+                    for t in play.tasks.iter().chain(play.handlers.iter()) {
+                        check_task_syntax(&env, t, &mut diags);
+                    }
+                }
+                if clean {
+                    check_play_handlers(repo, &pb, &mut diags);
+                    let (_, plan_diags) =
+                        plan_playbook(repo, &library, &pb, &PlanOptions::default());
+                    diags.extend(plan_diags);
+                }
             }
             Err(e) => diags.push(Diagnostic::error(None, e.to_string())),
         }
@@ -72,10 +97,81 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
     (diags, summary)
 }
 
+/// Compiles every template string and expression of a task, whether or not a play uses it.
+fn check_task_syntax(
+    env: &minijinja::Environment<'_>,
+    t: &crate::spec::task::Task,
+    diags: &mut Diagnostics,
+) {
+    let what = format!("in task `{}`", t.name);
+    let mut strings: Vec<&crate::spec::yaml::Node> = Vec::new();
+    collect_strings(&t.args, &mut strings);
+    if let Some(l) = &t.loop_ {
+        collect_strings(l, &mut strings);
+    }
+    for n in strings {
+        if let crate::spec::yaml::Value::Scalar { text, .. } = &n.value
+            && let Err(e) = env.template_from_str(text)
+        {
+            diags.push(crate::template::render_error(&e, &n.loc, &[], &what));
+        }
+    }
+    for e in [&t.when, &t.until, &t.changed_when, &t.failed_when]
+        .into_iter()
+        .flatten()
+    {
+        let text = e.value.trim();
+        let inner = text
+            .strip_prefix("{{")
+            .and_then(|s| s.strip_suffix("}}"))
+            .unwrap_or(text);
+        if let Err(err) = env.compile_expression(inner) {
+            diags.push(crate::template::render_error(&err, &e.loc, &[], &what));
+        }
+    }
+}
+
+fn collect_strings<'n>(n: &'n crate::spec::yaml::Node, out: &mut Vec<&'n crate::spec::yaml::Node>) {
+    match &n.value {
+        crate::spec::yaml::Value::Scalar { text, .. }
+            if text.contains("{{") || text.contains("{%") =>
+        {
+            out.push(n)
+        }
+        crate::spec::yaml::Value::Scalar { .. } => {}
+        crate::spec::yaml::Value::Seq(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        crate::spec::yaml::Value::Map(entries) => {
+            entries.iter().for_each(|(_, v)| collect_strings(v, out))
+        }
+    }
+}
+
+/// "did you mean", or else the list of known names when it is short.
+pub fn suggest<'a>(
+    found: &str,
+    known: impl IntoIterator<Item = &'a str> + Clone,
+    what: &str,
+) -> String {
+    did_you_mean(found, known.clone()).unwrap_or_else(|| {
+        let all: Vec<&str> = known.into_iter().collect();
+        if all.is_empty() {
+            format!("there are no {what} yet")
+        } else if all.len() <= 12 {
+            format!("{what}: {}", all.join(", "))
+        } else {
+            format!("{what}: {}, …", all[..12].join(", "))
+        }
+    })
+}
+
 fn unknown_role(repo: &Repo, name: &Spanned<String>) -> Diagnostic {
-    let help = did_you_mean(&name.value, repo.roles.keys().map(String::as_str)).unwrap_or_else(|| {
-        format!("roles in this repo: {}", repo.roles.keys().cloned().collect::<Vec<_>>().join(", "))
-    });
+    let help =
+        did_you_mean(&name.value, repo.roles.keys().map(String::as_str)).unwrap_or_else(|| {
+            format!(
+                "roles in this repo: {}",
+                repo.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        });
     Diagnostic::error(name.loc.clone(), format!("unknown role `{}`", name.value)).with_help(help)
 }
 
@@ -83,32 +179,64 @@ fn check_inventory_refs(repo: &Repo, diags: &mut Diagnostics) {
     let inv = &repo.inventory;
     match &inv.fleet.hq {
         Some(hq) if !inv.nodes.contains_key(&hq.value) => {
-            let help = did_you_mean(&hq.value, inv.nodes.keys().map(String::as_str))
-                .unwrap_or_else(|| "name one of the nodes under `nodes:`".into());
-            diags.push(Diagnostic::error(hq.loc.clone(), format!("`fleet.hq` names `{}`, which is not a node", hq.value)).with_help(help));
+            let help = suggest(
+                &hq.value,
+                inv.nodes.keys().map(String::as_str),
+                "nodes in this inventory",
+            );
+            diags.push(
+                Diagnostic::error(
+                    hq.loc.clone(),
+                    format!("`fleet.hq` names `{}`, which is not a node", hq.value),
+                )
+                .with_help(help),
+            );
         }
         Some(hq) => {
-            if let Some(n) = inv.nodes.get(&hq.value) {
-                if n.role.value != "hq" {
-                    diags.push(Diagnostic::warning(n.role.loc.clone(), format!("`{}` is the fleet's hq but has role `{}`", n.name, n.role.value))
-                        .with_help("give it `role: hq` so it runs the registry"));
-                }
+            if let Some(n) = inv.nodes.get(&hq.value)
+                && n.role.value != "hq"
+            {
+                diags.push(
+                    Diagnostic::warning(
+                        n.role.loc.clone(),
+                        format!(
+                            "`{}` is the fleet's hq but has role `{}`",
+                            n.name, n.role.value
+                        ),
+                    )
+                    .with_help("give it `role: hq` so it runs the registry"),
+                );
             }
         }
         None if !inv.nodes.is_empty() && !repo.inventory_files.is_empty() => {
             let file = shown(&repo.inventory_files[0]);
             diags.push(
-                Diagnostic::error(crate::error::Loc::file_start(&file), "the inventory names no hq node")
-                    .with_help("add `fleet: { hq: NODE, hq_url: http://NODE:8765 }`"),
+                Diagnostic::error(
+                    crate::error::Loc::file_start(&file),
+                    "the inventory names no hq node",
+                )
+                .with_help("add `fleet: { hq: NODE, hq_url: http://NODE:8765 }`"),
             );
         }
         None => {}
     }
-    let hqs: Vec<&NodeSpec> = inv.nodes.values().filter(|n| n.role.value == "hq").collect();
+    let hqs: Vec<&NodeSpec> = inv
+        .nodes
+        .values()
+        .filter(|n| n.role.value == "hq")
+        .collect();
     if hqs.len() > 1 {
         for n in &hqs[1..] {
-            diags.push(Diagnostic::error(n.role.loc.clone(), format!("a second node with role `hq` (`{}`); a fleet has exactly one", n.name))
-                .with_help(format!("`{}` is already the hq", hqs[0].name)));
+            diags.push(
+                Diagnostic::error(
+                    n.role.loc.clone(),
+                    format!(
+                        "a second node with role `hq` (`{}`); a fleet has exactly one",
+                        n.name
+                    ),
+                )
+                .with_help(format!("`{}` is already the hq", hqs[0].name)),
+            );
         }
     }
     for n in inv.nodes.values() {
@@ -118,13 +246,31 @@ fn check_inventory_refs(repo: &Repo, diags: &mut Diagnostics) {
     }
     for g in inv.groups.values() {
         if inv.nodes.contains_key(&g.name) {
-            diags.push(Diagnostic::error(g.loc.clone(), format!("group `{}` has the same name as a node", g.name))
-                .with_help("rename the group so host patterns are unambiguous"));
+            diags.push(
+                Diagnostic::error(
+                    g.loc.clone(),
+                    format!("group `{}` has the same name as a node", g.name),
+                )
+                .with_help("rename the group so host patterns are unambiguous"),
+            );
         }
         for m in &g.members {
             if !inv.nodes.contains_key(&m.value) {
-                let help = did_you_mean(&m.value, inv.nodes.keys().map(String::as_str)).unwrap_or_else(|| "list nodes defined under `nodes:`".into());
-                diags.push(Diagnostic::error(m.loc.clone(), format!("group `{}` lists `{}`, which is not a node", g.name, m.value)).with_help(help));
+                let help = suggest(
+                    &m.value,
+                    inv.nodes.keys().map(String::as_str),
+                    "nodes in this inventory",
+                );
+                diags.push(
+                    Diagnostic::error(
+                        m.loc.clone(),
+                        format!(
+                            "group `{}` lists `{}`, which is not a node",
+                            g.name, m.value
+                        ),
+                    )
+                    .with_help(help),
+                );
             }
         }
     }
@@ -139,10 +285,26 @@ pub fn combined_requires(roles: &[&Role]) -> Requires {
         req.disk_gb = max_opt(req.disk_gb, q.disk_gb);
         req.cores = req.cores.max(q.cores);
         if !q.os.is_empty() {
-            req.os = if req.os.is_empty() { q.os.clone() } else { req.os.iter().filter(|o| q.os.contains(o)).cloned().collect() };
+            req.os = if req.os.is_empty() {
+                q.os.clone()
+            } else {
+                req.os
+                    .iter()
+                    .filter(|o| q.os.contains(o))
+                    .cloned()
+                    .collect()
+            };
         }
         if !q.arch.is_empty() {
-            req.arch = if req.arch.is_empty() { q.arch.clone() } else { req.arch.iter().filter(|o| q.arch.contains(o)).cloned().collect() };
+            req.arch = if req.arch.is_empty() {
+                q.arch.clone()
+            } else {
+                req.arch
+                    .iter()
+                    .filter(|o| q.arch.contains(o))
+                    .cloned()
+                    .collect()
+            };
         }
     }
     req
@@ -157,32 +319,51 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// Why a node's hardware misses a role's requirements, one message per miss.
-pub fn requirement_misses(role: &str, node: &str, req: &Requires, hw: &crate::spec::inventory::Hardware) -> Vec<String> {
+pub fn requirement_misses(
+    role: &str,
+    node: &str,
+    req: &Requires,
+    hw: &crate::spec::inventory::Hardware,
+) -> Vec<String> {
     let mut out = Vec::new();
-    if let (Some(need), Some(have)) = (req.ram_gb, hw.ram_gb) {
-        if have < need {
-            out.push(format!("role `{role}` needs {need} GB RAM; `{node}` has {have} GB"));
-        }
+    if let (Some(need), Some(have)) = (req.ram_gb, hw.ram_gb)
+        && have < need
+    {
+        out.push(format!(
+            "role `{role}` needs {need} GB RAM; `{node}` has {have} GB"
+        ));
     }
-    if let (Some(need), Some(have)) = (req.cores, hw.cores) {
-        if have < need {
-            out.push(format!("role `{role}` needs {need} CPU cores; `{node}` has {have}"));
-        }
+    if let (Some(need), Some(have)) = (req.cores, hw.cores)
+        && have < need
+    {
+        out.push(format!(
+            "role `{role}` needs {need} CPU cores; `{node}` has {have}"
+        ));
     }
-    if let (Some(need), Some(have)) = (req.disk_gb, hw.disk_gb) {
-        if have < need {
-            out.push(format!("role `{role}` needs {need} GB free disk; `{node}` has {have} GB"));
-        }
+    if let (Some(need), Some(have)) = (req.disk_gb, hw.disk_gb)
+        && have < need
+    {
+        out.push(format!(
+            "role `{role}` needs {need} GB free disk; `{node}` has {have} GB"
+        ));
     }
-    if let Some(os) = &hw.os {
-        if !req.os.is_empty() && !req.os.contains(os) {
-            out.push(format!("role `{role}` runs on {}; `{node}` runs {os}", req.os.join(" or ")));
-        }
+    if let Some(os) = &hw.os
+        && !req.os.is_empty()
+        && !req.os.contains(os)
+    {
+        out.push(format!(
+            "role `{role}` runs on {}; `{node}` runs {os}",
+            req.os.join(" or ")
+        ));
     }
-    if let Some(arch) = &hw.arch {
-        if !req.arch.is_empty() && !req.arch.contains(arch) {
-            out.push(format!("role `{role}` needs {}; `{node}` is {arch}", req.arch.join(" or ")));
-        }
+    if let Some(arch) = &hw.arch
+        && !req.arch.is_empty()
+        && !req.arch.contains(arch)
+    {
+        out.push(format!(
+            "role `{role}` needs {}; `{node}` is {arch}",
+            req.arch.join(" or ")
+        ));
     }
     out
 }
@@ -207,13 +388,17 @@ fn check_roles(repo: &Repo, diags: &mut Diagnostics) {
         let handlers: BTreeSet<&str> = closure
             .iter()
             .flat_map(|r| r.handlers.iter())
-            .flat_map(|h| std::iter::once(h.name.as_str()).chain(h.listen.iter().map(String::as_str)))
+            .flat_map(|h| {
+                std::iter::once(h.name.as_str()).chain(h.listen.iter().map(String::as_str))
+            })
             .collect();
         for t in role.tasks.iter().chain(role.handlers.iter()) {
             for n in &t.notify {
                 if !handlers.contains(n.value.as_str()) {
-                    let help = did_you_mean(&n.value, handlers.iter().copied())
-                        .unwrap_or_else(|| format!("add a handler named `{}` to role `{}`", n.value, role.name));
+                    let help =
+                        did_you_mean(&n.value, handlers.iter().copied()).unwrap_or_else(|| {
+                            format!("add a handler named `{}` to role `{}`", n.value, role.name)
+                        });
                     diags.push(Diagnostic::error(n.loc.clone(), format!("task `{}` notifies `{}`, which is not a handler of role `{}` or the roles it includes", t.name, n.value, role.name)).with_help(help));
                 }
             }
@@ -221,23 +406,45 @@ fn check_roles(repo: &Repo, diags: &mut Diagnostics) {
     }
     // Declared hardware against each node's role requirements.
     for n in repo.inventory.nodes.values() {
-        let Ok(closure) = role_order(&repo.roles, std::slice::from_ref(&n.role)) else { continue };
+        let Ok(closure) = role_order(&repo.roles, std::slice::from_ref(&n.role)) else {
+            continue;
+        };
         let req = combined_requires(&closure);
         for miss in requirement_misses(&n.role.value, &n.name, &req, &n.hardware) {
-            diags.push(Diagnostic::error(n.hardware_loc.clone(), miss).with_help("give this node a role its hardware can carry, or correct `hardware:`"));
+            diags.push(
+                Diagnostic::error(n.hardware_loc.clone(), miss).with_help(
+                    "give this node a role its hardware can carry, or correct `hardware:`",
+                ),
+            );
         }
     }
 }
 
 fn check_play_handlers(repo: &Repo, pb: &crate::spec::playbook::Playbook, diags: &mut Diagnostics) {
     for play in &pb.plays {
-        let Ok(expanded) = crate::play::expand(&repo.roles, play) else { continue };
+        let Ok(expanded) = crate::play::expand(&repo.roles, play) else {
+            continue;
+        };
         for (_, t) in expanded.tasks.iter().chain(expanded.handlers.iter()) {
             for n in &t.notify {
                 if expanded.handler(&n.value).is_none() {
                     let names = expanded.handlers.iter().map(|(_, h)| h.name.as_str());
-                    let help = did_you_mean(&n.value, names).unwrap_or_else(|| format!("add a handler named `{}` to the play or one of its roles", n.value));
-                    diags.push(Diagnostic::error(n.loc.clone(), format!("task `{}` notifies `{}`, which is no handler in play `{}`", t.name, n.value, play.name)).with_help(help));
+                    let help = did_you_mean(&n.value, names).unwrap_or_else(|| {
+                        format!(
+                            "add a handler named `{}` to the play or one of its roles",
+                            n.value
+                        )
+                    });
+                    diags.push(
+                        Diagnostic::error(
+                            n.loc.clone(),
+                            format!(
+                                "task `{}` notifies `{}`, which is no handler in play `{}`",
+                                t.name, n.value, play.name
+                            ),
+                        )
+                        .with_help(help),
+                    );
                 }
             }
         }
@@ -256,22 +463,57 @@ pub fn node_capabilities(repo: &Repo, n: &NodeSpec) -> BTreeSet<String> {
 fn check_routing(repo: &Repo, diags: &mut Diagnostics) {
     let inv: &Inventory = &repo.inventory;
     let rules = &inv.routing.rules;
-    let models: BTreeSet<&str> = inv.nodes.values().flat_map(|n| n.models.iter().map(|m| m.value.as_str())).collect();
-    let caps: BTreeSet<String> = inv.nodes.values().flat_map(|n| node_capabilities(repo, n)).collect();
+    let models: BTreeSet<&str> = inv
+        .nodes
+        .values()
+        .flat_map(|n| n.models.iter().map(|m| m.value.as_str()))
+        .collect();
+    let caps: BTreeSet<String> = inv
+        .nodes
+        .values()
+        .flat_map(|n| node_capabilities(repo, n))
+        .collect();
     for r in rules {
-        if let Some(m) = &r.model {
-            if !models.contains(m.value.as_str()) {
-                let help = did_you_mean(&m.value, models.iter().copied())
-                    .unwrap_or_else(|| format!("add `{}` to some node's `models`, or route this task to a model the fleet has", m.value));
-                diags.push(Diagnostic::error(m.loc.clone(), format!("routing rule `{}` needs model `{}`, which no node serves", r.task.value, m.value)).with_help(help));
-            }
+        if let Some(m) = &r.model
+            && !models.contains(m.value.as_str())
+        {
+            let help = did_you_mean(&m.value, models.iter().copied()).unwrap_or_else(|| {
+                format!(
+                    "add `{}` to some node's `models`, or route this task to a model the fleet has",
+                    m.value
+                )
+            });
+            diags.push(
+                Diagnostic::error(
+                    m.loc.clone(),
+                    format!(
+                        "routing rule `{}` needs model `{}`, which no node serves",
+                        r.task.value, m.value
+                    ),
+                )
+                .with_help(help),
+            );
         }
-        if let Some(c) = &r.capability {
-            if !caps.contains(&c.value) {
-                let help = did_you_mean(&c.value, caps.iter().map(String::as_str))
-                    .unwrap_or_else(|| format!("capabilities in this fleet: {}", caps.iter().cloned().collect::<Vec<_>>().join(", ")));
-                diags.push(Diagnostic::error(c.loc.clone(), format!("routing rule `{}` needs capability `{}`, which no node has", r.task.value, c.value)).with_help(help));
-            }
+        if let Some(c) = &r.capability
+            && !caps.contains(&c.value)
+        {
+            let help =
+                did_you_mean(&c.value, caps.iter().map(String::as_str)).unwrap_or_else(|| {
+                    format!(
+                        "capabilities in this fleet: {}",
+                        caps.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                });
+            diags.push(
+                Diagnostic::error(
+                    c.loc.clone(),
+                    format!(
+                        "routing rule `{}` needs capability `{}`, which no node has",
+                        r.task.value, c.value
+                    ),
+                )
+                .with_help(help),
+            );
         }
         for f in &r.fallback {
             if f.value == CLOUD_FALLBACK {
@@ -280,9 +522,23 @@ fn check_routing(repo: &Repo, diags: &mut Diagnostics) {
                         .with_help("add `routing: { cloud_fallback: { provider, model, api_key_env } }`"));
                 }
             } else if !rules.iter().any(|o| o.task.value == f.value) {
-                let known = rules.iter().map(|o| o.task.value.as_str()).chain([CLOUD_FALLBACK]);
-                let help = did_you_mean(&f.value, known).unwrap_or_else(|| format!("a fallback is another rule's task type or `{CLOUD_FALLBACK}`"));
-                diags.push(Diagnostic::error(f.loc.clone(), format!("routing rule `{}` falls back to `{}`, which is no routing rule", r.task.value, f.value)).with_help(help));
+                let known = rules
+                    .iter()
+                    .map(|o| o.task.value.as_str())
+                    .chain([CLOUD_FALLBACK]);
+                let help = did_you_mean(&f.value, known).unwrap_or_else(|| {
+                    format!("a fallback is another rule's task type or `{CLOUD_FALLBACK}`")
+                });
+                diags.push(
+                    Diagnostic::error(
+                        f.loc.clone(),
+                        format!(
+                            "routing rule `{}` falls back to `{}`, which is no routing rule",
+                            r.task.value, f.value
+                        ),
+                    )
+                    .with_help(help),
+                );
             }
         }
     }

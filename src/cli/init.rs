@@ -11,15 +11,42 @@ use crate::util::write_atomic;
 
 /// The example roles and playbook, compiled into the binary so `init` works anywhere.
 const SCAFFOLD: &[(&str, &str)] = &[
-    ("roles/hq/role.yaml", include_str!("../../roles/hq/role.yaml")),
-    ("roles/llm_worker/role.yaml", include_str!("../../roles/llm_worker/role.yaml")),
-    ("roles/browser_node/role.yaml", include_str!("../../roles/browser_node/role.yaml")),
-    ("roles/full_worker/role.yaml", include_str!("../../roles/full_worker/role.yaml")),
-    ("roles/ollama/role.yaml", include_str!("../../roles/ollama/role.yaml")),
-    ("roles/docker/role.yaml", include_str!("../../roles/docker/role.yaml")),
-    ("roles/agent/role.yaml", include_str!("../../roles/agent/role.yaml")),
-    ("roles/browser/role.yaml", include_str!("../../roles/browser/role.yaml")),
-    ("playbooks/site.yaml", include_str!("../../playbooks/site.yaml")),
+    (
+        "roles/hq/role.yaml",
+        include_str!("../../roles/hq/role.yaml"),
+    ),
+    (
+        "roles/llm_worker/role.yaml",
+        include_str!("../../roles/llm_worker/role.yaml"),
+    ),
+    (
+        "roles/browser_node/role.yaml",
+        include_str!("../../roles/browser_node/role.yaml"),
+    ),
+    (
+        "roles/full_worker/role.yaml",
+        include_str!("../../roles/full_worker/role.yaml"),
+    ),
+    (
+        "roles/ollama/role.yaml",
+        include_str!("../../roles/ollama/role.yaml"),
+    ),
+    (
+        "roles/docker/role.yaml",
+        include_str!("../../roles/docker/role.yaml"),
+    ),
+    (
+        "roles/agent/role.yaml",
+        include_str!("../../roles/agent/role.yaml"),
+    ),
+    (
+        "roles/browser/role.yaml",
+        include_str!("../../roles/browser/role.yaml"),
+    ),
+    (
+        "playbooks/site.yaml",
+        include_str!("../../playbooks/site.yaml"),
+    ),
 ];
 
 /// Arguments of `fleet init`.
@@ -65,7 +92,10 @@ pub fn provider_defaults(p: &str) -> (&'static str, &'static str) {
         "openai" => ("gpt-4o-mini", "OPENAI_API_KEY"),
         "gemini" => ("gemini-2.0-flash", "GEMINI_API_KEY"),
         "groq" => ("llama-3.1-8b-instant", "GROQ_API_KEY"),
-        "together" => ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "TOGETHER_API_KEY"),
+        "together" => (
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+            "TOGETHER_API_KEY",
+        ),
         "openrouter" => ("openrouter/auto", "OPENROUTER_API_KEY"),
         _ => ("claude-haiku", "ANTHROPIC_API_KEY"),
     }
@@ -91,14 +121,19 @@ impl Asker {
             .read_line(&mut line)
             .map_err(|e| Error::io("read", Path::new("<stdin>"), e))?;
         let line = line.trim();
-        Ok(if line.is_empty() { default.to_string() } else { line.to_string() })
+        Ok(if line.is_empty() {
+            default.to_string()
+        } else {
+            line.to_string()
+        })
     }
 }
 
 fn is_env_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn yaml_str(s: &str) -> String {
@@ -116,38 +151,76 @@ pub fn run(args: &Args) -> Result<u8> {
         )));
     }
     let asker = Asker {
-        interactive: !args.non_interactive && std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        interactive: !args.non_interactive
+            && std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal(),
     };
-    let default_name = std::fs::canonicalize(&dir)
+    let default_name = std::path::absolute(&dir)
         .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        .and_then(|p| {
+            p.components()
+                .next_back()
+                .map(|c| c.as_os_str().to_string_lossy().to_string())
+        })
+        .filter(|n| n != "." && n != "/" && !n.is_empty())
         .unwrap_or_else(|| "fleet".into());
     let name = asker.ask("fleet name", args.name.clone(), &default_name)?;
     let hq = asker.ask("HQ node name", args.hq.clone(), "hq")?;
     if !crate::spec::decode::is_identifier(&hq.replace('-', "_")) {
-        return Err(Error::Usage(format!("`{hq}` cannot be a node name: use letters, digits, `-` and `_`")));
+        return Err(Error::Usage(format!(
+            "`{hq}` cannot be a node name: use letters, digits, `-` and `_`"
+        )));
     }
     let hq_host = asker.ask("HQ address", args.hq_host.clone(), &format!("{hq}.local"))?;
-    let hq_os = asker.ask("HQ operating system (macos/linux)", args.hq_os.clone(), "macos")?;
+    let hq_os = asker.ask(
+        "HQ operating system (macos/linux)",
+        args.hq_os.clone(),
+        "macos",
+    )?;
     if !matches!(hq_os.as_str(), "macos" | "linux") {
-        return Err(Error::Usage(format!("HQ operating system must be `macos` or `linux`, not `{hq_os}`")));
+        return Err(Error::Usage(format!(
+            "HQ operating system must be `macos` or `linux`, not `{hq_os}`"
+        )));
     }
-    let ram = asker.ask("HQ memory in GB", args.hq_ram_gb.map(|r| r.to_string()), "16")?;
-    let ram: u32 = ram.parse().map_err(|_| Error::Usage(format!("HQ memory must be a whole number of GB, not `{ram}`")))?;
-    let provider = asker.ask(&format!("cloud fallback provider ({})", PROVIDERS.join("/")), args.provider.clone(), "anthropic")?;
+    let ram = asker.ask(
+        "HQ memory in GB",
+        args.hq_ram_gb.map(|r| r.to_string()),
+        "16",
+    )?;
+    let ram: u32 = ram.parse().map_err(|_| {
+        Error::Usage(format!(
+            "HQ memory must be a whole number of GB, not `{ram}`"
+        ))
+    })?;
+    let provider = asker.ask(
+        &format!("cloud fallback provider ({})", PROVIDERS.join("/")),
+        args.provider.clone(),
+        "anthropic",
+    )?;
     if !PROVIDERS.contains(&provider.as_str()) {
-        return Err(Error::Usage(format!("unknown provider `{provider}`; choose one of {}", PROVIDERS.join(", "))));
+        return Err(Error::Usage(format!(
+            "unknown provider `{provider}`; choose one of {}",
+            PROVIDERS.join(", ")
+        )));
     }
     let (default_model, default_env) = provider_defaults(&provider);
     let model = asker.ask("cloud model", args.model.clone(), default_model)?;
-    let key_env = asker.ask("environment variable holding the API key", args.api_key_env.clone(), default_env)?;
+    let key_env = asker.ask(
+        "environment variable holding the API key",
+        args.api_key_env.clone(),
+        default_env,
+    )?;
     if !is_env_name(&key_env) {
         // Whatever was typed may be the key itself: never echo it back.
         return Err(Error::Usage(
             "the API key setting must be the NAME of an environment variable (like ANTHROPIC_API_KEY), not a key; nothing was written".into(),
         ));
     }
-    let arch = if hq_os == "macos" { "aarch64" } else { "x86_64" };
+    let arch = if hq_os == "macos" {
+        "aarch64"
+    } else {
+        "x86_64"
+    };
     let inventory = format!(
         "# The fleet `{name}`. Add nodes under `nodes:`; `fleet validate` checks this file.\n\
 fleet:\n  name: {n}\n  hq: {hq}\n  hq_url: http://{hq_host}:8765\n\n\
@@ -170,9 +243,18 @@ routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_k
     }
     let gitignore = dir.join(".gitignore");
     if !gitignore.exists() {
-        write_atomic(&gitignore, b"# fleet's local state (facts cache, HQ database)\n.fleet/\n*.sqlite\n")?;
+        write_atomic(
+            &gitignore,
+            b"# fleet's local state (facts cache, HQ database)\n.fleet/\n*.sqlite\n",
+        )?;
     }
-    eprintln!("created fleet `{name}` in {} ({} files)", dir.display(), written.len());
-    eprintln!("next: export {key_env}=…; edit inventory/fleet.yaml; run `fleet validate` and `fleet plan playbooks/site.yaml`");
+    eprintln!(
+        "created fleet `{name}` in {} ({} files)",
+        dir.display(),
+        written.len()
+    );
+    eprintln!(
+        "next: export {key_env}=…; edit inventory/fleet.yaml; run `fleet validate` and `fleet plan playbooks/site.yaml`"
+    );
     Ok(0)
 }

@@ -20,7 +20,13 @@ pub mod validate;
 pub struct Cli {
     /// The fleet repo (the directory holding `inventory/`); default: the current directory or
     /// its nearest parent holding `inventory/`.
-    #[arg(short = 'i', long = "inventory", global = true, value_name = "DIR", env = "FLEET_REPO")]
+    #[arg(
+        short = 'i',
+        long = "inventory",
+        global = true,
+        value_name = "DIR",
+        env = "FLEET_REPO"
+    )]
     pub inventory: Option<PathBuf>,
     /// More output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -18,7 +18,14 @@ pub struct Args {
 }
 
 fn fmt_gb(v: Option<f64>) -> String {
-    v.map(|g| if g.fract() == 0.0 { format!("{g:.0} GB") } else { format!("{g} GB") }).unwrap_or_else(|| "?".into())
+    v.map(|g| {
+        if g.fract() == 0.0 {
+            format!("{g:.0} GB")
+        } else {
+            format!("{g} GB")
+        }
+    })
+    .unwrap_or_else(|| "?".into())
 }
 
 /// Runs `fleet nodes`.
@@ -49,7 +56,8 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 })
             })
             .collect();
-        let out = serde_json::to_string_pretty(&json!({ "fleet": inv.fleet.name, "nodes": nodes })).unwrap_or_default();
+        let out = serde_json::to_string_pretty(&json!({ "fleet": inv.fleet.name, "nodes": nodes }))
+            .unwrap_or_default();
         println!("{out}");
         return Ok(0);
     }
@@ -67,7 +75,11 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         }
         parts.push(fmt_gb(hw.ram_gb));
         if let Some(g) = &hw.gpu {
-            parts.push(format!("{} {}", g.name.clone().unwrap_or_else(|| g.vendor.clone()), fmt_gb(Some(g.vram_gb))));
+            parts.push(format!(
+                "{} {}",
+                g.name.clone().unwrap_or_else(|| g.vendor.clone()),
+                fmt_gb(Some(g.vram_gb))
+            ));
         }
         if let (Some(os), Some(arch)) = (&hw.os, &hw.arch) {
             parts.push(format!("{os}/{arch}"));
@@ -76,13 +88,29 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             Some(p) => p.to_string(),
             None => format!("{} (hw)", default_priority(hw)),
         };
-        let role = if inv.fleet.hq.as_ref().is_some_and(|h| h.value == n.name) && n.role.value != "hq" {
-            format!("{} (hq)", n.role.value)
+        let role =
+            if inv.fleet.hq.as_ref().is_some_and(|h| h.value == n.name) && n.role.value != "hq" {
+                format!("{} (hq)", n.role.value)
+            } else {
+                n.role.value.clone()
+            };
+        let models = if n.models.is_empty() {
+            "-".to_string()
         } else {
-            n.role.value.clone()
+            n.models
+                .iter()
+                .map(|m| m.value.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        let models = if n.models.is_empty() { "-".to_string() } else { n.models.iter().map(|m| m.value.as_str()).collect::<Vec<_>>().join(", ") };
-        t.add_row([n.name.clone(), role, n.host.clone(), parts.join(", "), models, prio]);
+        t.add_row([
+            n.name.clone(),
+            role,
+            n.host.clone(),
+            parts.join(", "),
+            models,
+            prio,
+        ]);
     }
     println!("{t}");
     Ok(0)

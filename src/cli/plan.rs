@@ -55,7 +55,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Err(Error::Config(diags));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        );
     } else {
         print!("{}", human(&plan, args.diff));
     }
@@ -88,29 +91,47 @@ pub fn human(plan: &Plan, diff: bool) -> String {
             "{} {} {}\n",
             style::bold("PLAY"),
             style::bold(&play.name),
-            style::dim(&format!("(hosts: {}, {} selected)", play.hosts, play.targets.len()))
+            style::dim(&format!(
+                "(hosts: {}, {} selected)",
+                play.hosts,
+                play.targets.len()
+            ))
         ));
         for host in &play.targets {
             totals.0 += 1;
             out.push_str(&format!(
                 "\n  {} {}\n",
                 style::cyan(&host.node),
-                style::dim(&format!("{} · role {} · {}", host.host, host.role, host.platform))
+                style::dim(&format!(
+                    "{} · role {} · {}",
+                    host.host, host.role, host.platform
+                ))
             ));
             let mut n = 0;
             for t in &host.tasks {
                 let origin = t.role.as_deref().unwrap_or("play");
-                let item = t.item.as_ref().map(|i| format!(" [{}]", compact(i))).unwrap_or_default();
+                let item = t
+                    .item
+                    .as_ref()
+                    .map(|i| format!(" [{}]", compact(i)))
+                    .unwrap_or_default();
                 match &t.decision {
                     Decision::Skip { when } => {
                         totals.2 += 1;
-                        out.push_str(&style::dim(&format!("     -  {origin}: {}{item}  (skip: not {when})\n", t.name)));
+                        out.push_str(&style::dim(&format!(
+                            "     -  {origin}: {}{item}  (skip: not {when})\n",
+                            t.name
+                        )));
                         continue;
                     }
                     Decision::AtRunTime { when } => {
                         totals.3 += 1;
                         n += 1;
-                        out.push_str(&format!("   {n:>3}. {origin}: {}{item}  {}\n", t.name, style::yellow(&format!("(if {when}, decided on the host)"))));
+                        out.push_str(&format!(
+                            "   {n:>3}. {origin}: {}{item}  {}\n",
+                            t.name,
+                            style::yellow(&format!("(if {when}, decided on the host)"))
+                        ));
                     }
                     Decision::Run => {
                         totals.1 += 1;
@@ -119,19 +140,29 @@ pub fn human(plan: &Plan, diff: bool) -> String {
                     }
                 }
                 let become_ = if t.become_ { " (sudo)" } else { "" };
-                out.push_str(&format!("        {}{become_} {}\n", style::green(t.module), compact(&t.args)));
+                out.push_str(&format!(
+                    "        {}{become_} {}\n",
+                    style::green(t.module),
+                    compact(&t.args)
+                ));
                 if let Some(f) = &t.file {
-                    out.push_str(&format!("        → {}  sha256:{}  {} bytes\n", f.dest, &f.sha256[..16], f.bytes));
-                    if diff {
-                        if let Some(c) = &f.content {
-                            for line in c.lines() {
-                                out.push_str(&format!("        {} {line}\n", style::green("+")));
-                            }
+                    out.push_str(&format!(
+                        "        → {}  sha256:{}  {} bytes\n",
+                        f.dest,
+                        &f.sha256[..16],
+                        f.bytes
+                    ));
+                    if diff && let Some(c) = &f.content {
+                        for line in c.lines() {
+                            out.push_str(&format!("        {} {line}\n", style::green("+")));
                         }
                     }
                 }
                 if !t.notify.is_empty() {
-                    out.push_str(&style::dim(&format!("        notifies: {}\n", t.notify.join(", "))));
+                    out.push_str(&style::dim(&format!(
+                        "        notifies: {}\n",
+                        t.notify.join(", ")
+                    )));
                 }
             }
         }

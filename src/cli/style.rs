@@ -10,7 +10,10 @@ static COLOR: AtomicBool = AtomicBool::new(false);
 /// Decides once whether stderr/stdout get colors.
 pub fn init(no_color: bool) {
     let env_off = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    COLOR.store(!no_color && !env_off && std::io::stderr().is_terminal(), Ordering::Relaxed);
+    COLOR.store(
+        !no_color && !env_off && std::io::stderr().is_terminal(),
+        Ordering::Relaxed,
+    );
 }
 
 fn paint(code: &str, s: &str) -> String {
@@ -71,7 +74,11 @@ pub fn error_text(e: &Error) -> String {
         Error::Config(ds) => {
             let mut out: Vec<String> = ds.sorted().into_iter().map(diagnostic).collect();
             let n = ds.error_count();
-            out.push(format!("{}: {n} error{} found; nothing was changed", red("error"), if n == 1 { "" } else { "s" }));
+            out.push(format!(
+                "{}: {n} error{} found; nothing was changed",
+                red("error"),
+                if n == 1 { "" } else { "s" }
+            ));
             out.join("\n")
         }
         other => format!("{}: {other}", red("error")),

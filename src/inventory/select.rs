@@ -6,17 +6,23 @@ use crate::spec::inventory::Inventory;
 
 /// Nodes matching a pattern, in inventory order. An unknown non-glob term is an error that
 /// says what names exist, because a typo would otherwise silently select nothing.
-pub fn select(inv: &Inventory, pattern: &str) -> Result<Vec<String>, String> {
+/// `roles` are the role names the repo defines: a role no node has yet selects nothing
+/// rather than being an error.
+pub fn select(inv: &Inventory, roles: &[&str], pattern: &str) -> Result<Vec<String>, String> {
     let mut included: Vec<bool> = vec![false; inv.nodes.len()];
     let mut excluded: Vec<bool> = vec![false; inv.nodes.len()];
     let mut any_positive = false;
-    for raw in pattern.split([',', ':']).map(str::trim).filter(|t| !t.is_empty()) {
+    for raw in pattern
+        .split([',', ':'])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         let (negate, term) = match raw.strip_prefix('!') {
             Some(t) => (true, t),
             None => (false, raw),
         };
         any_positive |= !negate;
-        let hits = matches(inv, term)?;
+        let hits = matches(inv, roles, term)?;
         let target = if negate { &mut excluded } else { &mut included };
         for i in hits {
             target[i] = true;
@@ -34,7 +40,7 @@ pub fn select(inv: &Inventory, pattern: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn matches(inv: &Inventory, term: &str) -> Result<Vec<usize>, String> {
+fn matches(inv: &Inventory, roles: &[&str], term: &str) -> Result<Vec<usize>, String> {
     if term == "all" || term == "*" {
         return Ok((0..inv.nodes.len()).collect());
     }
@@ -58,7 +64,7 @@ fn matches(inv: &Inventory, term: &str) -> Result<Vec<usize>, String> {
     if !by_role.is_empty() {
         return Ok(by_role);
     }
-    if term.contains(['*', '?']) {
+    if term.contains(['*', '?']) || roles.contains(&term) {
         return Ok(inv
             .nodes
             .keys()
@@ -75,7 +81,10 @@ fn matches(inv: &Inventory, term: &str) -> Result<Vec<usize>, String> {
         .chain(["all"]);
     let help = did_you_mean(term, known)
         .map(|s| format!("\n  help: {s}"))
-        .unwrap_or_else(|| "\n  help: a pattern names nodes, groups, roles, `all`, or a glob such as `llm-*`".into());
+        .unwrap_or_else(|| {
+            "\n  help: a pattern names nodes, groups, roles, `all`, or a glob such as `llm-*`"
+                .into()
+        });
     Err(format!("`{term}` matches no node, group or role{help}"))
 }
 

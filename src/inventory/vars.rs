@@ -43,7 +43,12 @@ impl ExtraVars {
 /// The `node` variable: what templates and conditions know about the host.
 pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
     let hw = &node.hardware;
-    let fact = |k: &str| facts.and_then(|f| f.get(k)).filter(|v| !v.is_null()).cloned();
+    let fact = |k: &str| {
+        facts
+            .and_then(|f| f.get(k))
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
     let os = fact("os").unwrap_or_else(|| json!(hw.os));
     let arch = fact("arch").unwrap_or_else(|| json!(hw.arch));
     let groups: Vec<&str> = inv
@@ -71,7 +76,10 @@ pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
 /// The `fleet` variable.
 pub fn fleet_json(inv: &Inventory) -> J {
     let hq = inv.fleet.hq.as_ref().map(|h| h.value.clone());
-    let hq_host = hq.as_ref().and_then(|h| inv.nodes.get(h)).map(|n| n.host.clone());
+    let hq_host = hq
+        .as_ref()
+        .and_then(|h| inv.nodes.get(h))
+        .map(|n| n.host.clone());
     json!({
         "name": inv.fleet.name,
         "hq": hq,
@@ -93,7 +101,12 @@ pub struct Layers<'a> {
 
 /// The full template context for a host: its layered variables (resolved), plus `node`,
 /// `fleet` and `nodes` (every node, for HQ templates).
-pub fn host_context(inv: &Inventory, node: &NodeSpec, layers: &Layers<'_>, facts: Option<&J>) -> Result<J, Diagnostic> {
+pub fn host_context(
+    inv: &Inventory,
+    node: &NodeSpec,
+    layers: &Layers<'_>,
+    facts: Option<&J>,
+) -> Result<J, Diagnostic> {
     // name -> (value, where it was defined); later layers replace earlier ones.
     let mut raw: Vec<(String, J, Option<Loc>)> = Vec::new();
     let mut set = |name: &str, v: J, loc: Option<Loc>| {
@@ -150,11 +163,24 @@ pub fn host_context(inv: &Inventory, node: &NodeSpec, layers: &Layers<'_>, facts
     for _pass in 0..8 {
         let mut changed = false;
         for (name, _, loc) in &raw {
-            let Some(text) = ctx.get(name).and_then(J::as_str).filter(|s| s.contains("{{")).map(str::to_string) else {
+            let Some(text) = ctx
+                .get(name)
+                .and_then(J::as_str)
+                .filter(|s| s.contains("{{"))
+                .map(str::to_string)
+            else {
                 continue;
             };
-            let here = loc.clone().unwrap_or_else(|| Loc::file_start(&"<-e>".into()));
-            let v = template::render_value(&env, &text, &ctx, &here, &format!("in variable `{name}` for host `{}`", node.name))?;
+            let here = loc
+                .clone()
+                .unwrap_or_else(|| Loc::file_start(&"<-e>".into()));
+            let v = template::render_value(
+                &env,
+                &text,
+                &ctx,
+                &here,
+                &format!("in variable `{name}` for host `{}`", node.name),
+            )?;
             if v.as_str() != Some(text.as_str()) {
                 changed = true;
             }
@@ -167,9 +193,16 @@ pub fn host_context(inv: &Inventory, node: &NodeSpec, layers: &Layers<'_>, facts
         }
     }
     for (name, _, loc) in &raw {
-        if ctx.get(name).and_then(J::as_str).is_some_and(|s| s.contains("{{")) {
-            return Err(Diagnostic::error(loc.clone(), format!("variable `{name}` refers to itself through other variables"))
-                .with_help("break the cycle: one of the variables must have a plain value"));
+        if ctx
+            .get(name)
+            .and_then(J::as_str)
+            .is_some_and(|s| s.contains("{{"))
+        {
+            return Err(Diagnostic::error(
+                loc.clone(),
+                format!("variable `{name}` refers to itself through other variables"),
+            )
+            .with_help("break the cycle: one of the variables must have a plain value"));
         }
     }
     Ok(ctx)
@@ -201,7 +234,11 @@ mod tests {
         let defaults = d.vars(&defaults, "defaults");
         let extra = ExtraVars::parse(&["port=3".to_string()]).expect("extra");
         let node = &inv.nodes["a"];
-        let layers = Layers { role_defaults: vec![&defaults], play: None, extra: Some(&extra) };
+        let layers = Layers {
+            role_defaults: vec![&defaults],
+            play: None,
+            extra: Some(&extra),
+        };
         let ctx = host_context(&inv, node, &layers, None).expect("ctx");
         assert_eq!(ctx["port"], json!(3));
         assert_eq!(ctx["who"], json!("node"));
@@ -212,7 +249,8 @@ mod tests {
 
     #[test]
     fn cycles_are_reported() {
-        let inv = inventory("vars: { a: \"{{ b }}\", b: \"{{ a }}\" }\nnodes:\n  n: { role: hq }\n");
+        let inv =
+            inventory("vars: { a: \"{{ b }}\", b: \"{{ a }}\" }\nnodes:\n  n: { role: hq }\n");
         let err = host_context(&inv, &inv.nodes["n"], &Layers::default(), None).expect_err("cycle");
         assert!(err.message.contains("refers to itself"), "{}", err.message);
     }

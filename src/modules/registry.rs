@@ -63,7 +63,12 @@ const fn arg(name: &'static str, kind: ArgKind, required: bool, doc: &'static st
 }
 
 const OWNERSHIP: [ArgSpec; 3] = [
-    arg("mode", ArgKind::Mode, false, "file mode as a quoted octal string, e.g. \"0644\""),
+    arg(
+        "mode",
+        ArgKind::Mode,
+        false,
+        "file mode as a quoted octal string, e.g. \"0644\"",
+    ),
     arg("owner", ArgKind::Str, false, "owning user"),
     arg("group", ArgKind::Str, false, "owning group"),
 ];
@@ -75,10 +80,20 @@ pub const MODULES: &[ModuleSpec] = &[
         summary: "Run a program with arguments (no shell). Always reports changed unless guarded.",
         free_form: Some("cmd"),
         args: &[
-            arg("cmd", ArgKind::Str, true, "the command line, split like a shell would but without expansion"),
+            arg(
+                "cmd",
+                ArgKind::Str,
+                true,
+                "the command line, split like a shell would but without expansion",
+            ),
             arg("chdir", ArgKind::Str, false, "directory to run in"),
             arg("creates", ArgKind::Str, false, "skip when this path exists"),
-            arg("removes", ArgKind::Str, false, "skip unless this path exists"),
+            arg(
+                "removes",
+                ArgKind::Str,
+                false,
+                "skip unless this path exists",
+            ),
             arg("env", ArgKind::Map, false, "extra environment variables"),
         ],
         exactly_one_of: &[],
@@ -91,7 +106,12 @@ pub const MODULES: &[ModuleSpec] = &[
             arg("cmd", ArgKind::Str, true, "the shell command"),
             arg("chdir", ArgKind::Str, false, "directory to run in"),
             arg("creates", ArgKind::Str, false, "skip when this path exists"),
-            arg("removes", ArgKind::Str, false, "skip unless this path exists"),
+            arg(
+                "removes",
+                ArgKind::Str,
+                false,
+                "skip unless this path exists",
+            ),
             arg("env", ArgKind::Map, false, "extra environment variables"),
         ],
         exactly_one_of: &[],
@@ -101,8 +121,18 @@ pub const MODULES: &[ModuleSpec] = &[
         summary: "Place a file from the repo (`src`, under the role's `files/`) or inline `content`, atomically.",
         free_form: None,
         args: &[
-            arg("src", ArgKind::Str, false, "file in the role's `files/` or the repo's `files/`"),
-            arg("content", ArgKind::Str, false, "the file's contents (templated)"),
+            arg(
+                "src",
+                ArgKind::Str,
+                false,
+                "file in the role's `files/` or the repo's `files/`",
+            ),
+            arg(
+                "content",
+                ArgKind::Str,
+                false,
+                "the file's contents (templated)",
+            ),
             arg("dest", ArgKind::Str, true, "destination path on the host"),
             OWNERSHIP[0],
             OWNERSHIP[1],
@@ -115,7 +145,12 @@ pub const MODULES: &[ModuleSpec] = &[
         summary: "Render a minijinja template with the host's variables and place it atomically.",
         free_form: None,
         args: &[
-            arg("src", ArgKind::Str, true, "template in the role's `templates/` or the repo's `templates/`"),
+            arg(
+                "src",
+                ArgKind::Str,
+                true,
+                "template in the role's `templates/` or the repo's `templates/`",
+            ),
             arg("dest", ArgKind::Str, true, "destination path on the host"),
             OWNERSHIP[0],
             OWNERSHIP[1],
@@ -129,7 +164,12 @@ pub const MODULES: &[ModuleSpec] = &[
         free_form: None,
         args: &[
             arg("path", ArgKind::Str, true, "the path on the host"),
-            arg("state", ArgKind::OneOf(&["file", "directory", "link", "absent", "touch"]), false, "what the path should be (default `file`)"),
+            arg(
+                "state",
+                ArgKind::OneOf(&["file", "directory", "link", "absent", "touch"]),
+                false,
+                "what the path should be (default `file`)",
+            ),
             arg("src", ArgKind::Str, false, "link target, for `state: link`"),
             OWNERSHIP[0],
             OWNERSHIP[1],
@@ -144,9 +184,24 @@ pub const MODULES: &[ModuleSpec] = &[
         args: &[
             arg("path", ArgKind::Str, true, "the file on the host"),
             arg("line", ArgKind::Str, false, "the line that should be there"),
-            arg("regexp", ArgKind::Str, false, "the line to replace or remove"),
-            arg("state", ArgKind::OneOf(&["present", "absent"]), false, "default `present`"),
-            arg("create", ArgKind::Bool, false, "create the file when missing"),
+            arg(
+                "regexp",
+                ArgKind::Str,
+                false,
+                "the line to replace or remove",
+            ),
+            arg(
+                "state",
+                ArgKind::OneOf(&["present", "absent"]),
+                false,
+                "default `present`",
+            ),
+            arg(
+                "create",
+                ArgKind::Bool,
+                false,
+                "create the file when missing",
+            ),
             OWNERSHIP[0],
         ],
         exactly_one_of: &[],
@@ -156,11 +211,31 @@ pub const MODULES: &[ModuleSpec] = &[
         summary: "Install or remove packages with the host's manager (apt, dnf, pacman, brew).",
         free_form: None,
         args: &[
-            arg("name", ArgKind::StrList, true, "package name or list of names"),
-            arg("state", ArgKind::OneOf(&["present", "absent", "latest"]), false, "default `present`"),
-            arg("manager", ArgKind::OneOf(&["auto", "apt", "dnf", "pacman", "brew"]), false, "default `auto` (from facts)"),
+            arg(
+                "name",
+                ArgKind::StrList,
+                true,
+                "package name or list of names",
+            ),
+            arg(
+                "state",
+                ArgKind::OneOf(&["present", "absent", "latest"]),
+                false,
+                "default `present`",
+            ),
+            arg(
+                "manager",
+                ArgKind::OneOf(&["auto", "apt", "dnf", "pacman", "brew"]),
+                false,
+                "default `auto` (from facts)",
+            ),
             arg("cask", ArgKind::Bool, false, "Homebrew cask (macOS apps)"),
-            arg("update_cache", ArgKind::Bool, false, "refresh the package index first"),
+            arg(
+                "update_cache",
+                ArgKind::Bool,
+                false,
+                "refresh the package index first",
+            ),
         ],
         exactly_one_of: &[],
     },
@@ -169,10 +244,25 @@ pub const MODULES: &[ModuleSpec] = &[
         summary: "Start, stop, restart or enable a service (systemd on Linux, launchd on macOS).",
         free_form: None,
         args: &[
-            arg("name", ArgKind::Str, true, "unit name (systemd) or label (launchd)"),
-            arg("state", ArgKind::OneOf(&["started", "stopped", "restarted", "reloaded"]), false, "desired run state"),
+            arg(
+                "name",
+                ArgKind::Str,
+                true,
+                "unit name (systemd) or label (launchd)",
+            ),
+            arg(
+                "state",
+                ArgKind::OneOf(&["started", "stopped", "restarted", "reloaded"]),
+                false,
+                "desired run state",
+            ),
             arg("enabled", ArgKind::Bool, false, "start at boot"),
-            arg("manager", ArgKind::OneOf(&["auto", "systemd", "launchd"]), false, "default `auto` (from facts)"),
+            arg(
+                "manager",
+                ArgKind::OneOf(&["auto", "systemd", "launchd"]),
+                false,
+                "default `auto` (from facts)",
+            ),
         ],
         exactly_one_of: &[],
     },
@@ -183,7 +273,12 @@ pub const MODULES: &[ModuleSpec] = &[
         args: &[
             arg("url", ArgKind::Str, true, "what to download"),
             arg("dest", ArgKind::Str, true, "destination path on the host"),
-            arg("sha256", ArgKind::Str, false, "expected checksum; without it an existing file is kept"),
+            arg(
+                "sha256",
+                ArgKind::Str,
+                false,
+                "expected checksum; without it an existing file is kept",
+            ),
             OWNERSHIP[0],
             OWNERSHIP[1],
             OWNERSHIP[2],
@@ -196,9 +291,19 @@ pub const MODULES: &[ModuleSpec] = &[
         free_form: None,
         args: &[
             arg("port", ArgKind::Int, false, "TCP port on `host`"),
-            arg("host", ArgKind::Str, false, "default 127.0.0.1 (as seen from the node)"),
+            arg(
+                "host",
+                ArgKind::Str,
+                false,
+                "default 127.0.0.1 (as seen from the node)",
+            ),
             arg("url", ArgKind::Str, false, "HTTP URL that must answer 2xx"),
-            arg("timeout", ArgKind::Str, false, "how long to wait, e.g. `30s` (default 60s)"),
+            arg(
+                "timeout",
+                ArgKind::Str,
+                false,
+                "how long to wait, e.g. `30s` (default 60s)",
+            ),
         ],
         exactly_one_of: &[&["port", "url"]],
     },
@@ -208,10 +313,25 @@ pub const MODULES: &[ModuleSpec] = &[
         free_form: None,
         args: &[
             arg("url", ArgKind::Str, true, "the URL"),
-            arg("method", ArgKind::OneOf(&["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]), false, "default GET"),
-            arg("body", ArgKind::Any, false, "request body; a mapping is sent as JSON"),
+            arg(
+                "method",
+                ArgKind::OneOf(&["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]),
+                false,
+                "default GET",
+            ),
+            arg(
+                "body",
+                ArgKind::Any,
+                false,
+                "request body; a mapping is sent as JSON",
+            ),
             arg("headers", ArgKind::Map, false, "request headers"),
-            arg("status", ArgKind::Int, false, "expected status (default 200)"),
+            arg(
+                "status",
+                ArgKind::Int,
+                false,
+                "expected status (default 200)",
+            ),
             arg("timeout", ArgKind::Str, false, "e.g. `10s`"),
         ],
         exactly_one_of: &[],
@@ -222,8 +342,18 @@ pub const MODULES: &[ModuleSpec] = &[
         free_form: None,
         args: &[
             arg("name", ArgKind::Str, true, "model name, e.g. `llama3.1:8b`"),
-            arg("state", ArgKind::OneOf(&["present", "absent"]), false, "default `present`"),
-            arg("url", ArgKind::Str, false, "Ollama base URL as seen from the node (default http://127.0.0.1:{{ ollama_port }})"),
+            arg(
+                "state",
+                ArgKind::OneOf(&["present", "absent"]),
+                false,
+                "default `present`",
+            ),
+            arg(
+                "url",
+                ArgKind::Str,
+                false,
+                "Ollama base URL as seen from the node (default http://127.0.0.1:{{ ollama_port }})",
+            ),
         ],
         exactly_one_of: &[],
     },
@@ -232,10 +362,30 @@ pub const MODULES: &[ModuleSpec] = &[
         summary: "Install the fleet agent with its token (0600) and service unit, and start it.",
         free_form: None,
         args: &[
-            arg("hq_url", ArgKind::Str, true, "HQ registry URL the agent reports to"),
-            arg("token_file", ArgKind::Str, false, "where the node's token is placed (default /etc/fleet/agent.token)"),
-            arg("interval", ArgKind::Str, false, "heartbeat interval (default 60s)"),
-            arg("binary", ArgKind::Str, false, "where the agent binary goes (default /usr/local/bin/fleet)"),
+            arg(
+                "hq_url",
+                ArgKind::Str,
+                true,
+                "HQ registry URL the agent reports to",
+            ),
+            arg(
+                "token_file",
+                ArgKind::Str,
+                false,
+                "where the node's token is placed (default /etc/fleet/agent.token)",
+            ),
+            arg(
+                "interval",
+                ArgKind::Str,
+                false,
+                "heartbeat interval (default 60s)",
+            ),
+            arg(
+                "binary",
+                ArgKind::Str,
+                false,
+                "where the agent binary goes (default /usr/local/bin/fleet)",
+            ),
         ],
         exactly_one_of: &[],
     },
@@ -248,8 +398,18 @@ pub const MODULES: &[ModuleSpec] = &[
             arg("system", ArgKind::Bool, false, "a system account"),
             arg("home", ArgKind::Str, false, "home directory"),
             arg("shell", ArgKind::Str, false, "login shell"),
-            arg("groups", ArgKind::StrList, false, "supplementary groups the user must be in (others are kept)"),
-            arg("state", ArgKind::OneOf(&["present", "absent"]), false, "default `present`"),
+            arg(
+                "groups",
+                ArgKind::StrList,
+                false,
+                "supplementary groups the user must be in (others are kept)",
+            ),
+            arg(
+                "state",
+                ArgKind::OneOf(&["present", "absent"]),
+                false,
+                "default `present`",
+            ),
         ],
         exactly_one_of: &[],
     },
@@ -284,7 +444,10 @@ impl ModuleSpec {
             if self.free_form.is_none() {
                 d.error_help(
                     &args.loc,
-                    format!("{what} takes a mapping of arguments, found {}", args.describe()),
+                    format!(
+                        "{what} takes a mapping of arguments, found {}",
+                        args.describe()
+                    ),
                     format!("arguments: {}", self.arg_list()),
                 );
             } else if args.is_null() {
@@ -299,7 +462,10 @@ impl ModuleSpec {
         for spec in self.args {
             let Some(v) = fields.get(spec.name) else {
                 if spec.required && !self.exactly_one_of.iter().any(|g| g.contains(&spec.name)) {
-                    d.error(&args.loc, format!("{what} needs the argument `{}`", spec.name));
+                    d.error(
+                        &args.loc,
+                        format!("{what} needs the argument `{}`", spec.name),
+                    );
                 }
                 continue;
             };
@@ -340,12 +506,19 @@ impl ModuleSpec {
                             .unwrap_or_else(|| {
                                 format!(
                                     "one of: {}",
-                                    options.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")
+                                    options
+                                        .iter()
+                                        .map(|o| format!("`{o}`"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 )
                             });
                         d.error_help(
                             &v.loc,
-                            format!("{label}: expected one of {}, found `{got}`", options.join("/")),
+                            format!(
+                                "{label}: expected one of {}, found `{got}`",
+                                options.join("/")
+                            ),
                             help,
                         );
                     }
@@ -353,9 +526,17 @@ impl ModuleSpec {
             }
         }
         for group in self.exactly_one_of {
-            let given: Vec<&str> = group.iter().copied().filter(|g| fields.get(g).is_some()).collect();
+            let given: Vec<&str> = group
+                .iter()
+                .copied()
+                .filter(|g| fields.get(g).is_some())
+                .collect();
             if given.len() != 1 {
-                let names = group.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(" or ");
+                let names = group
+                    .iter()
+                    .map(|g| format!("`{g}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
                 let msg = if given.is_empty() {
                     format!("{what} needs {names}")
                 } else {
@@ -408,7 +589,10 @@ pub fn markdown() -> String {
         for g in m.exactly_one_of {
             out.push_str(&format!(
                 "\nExactly one of {} is required.\n",
-                g.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                g.iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -438,7 +622,10 @@ mod tests {
     #[test]
     fn bad_args_are_reported() {
         let e = check("file", "path: /x\nstate: dir\n");
-        assert!(e[0].contains("expected one of file/directory/link/absent/touch, found `dir`"), "{e:?}");
+        assert!(
+            e[0].contains("expected one of file/directory/link/absent/touch, found `dir`"),
+            "{e:?}"
+        );
         let e = check("copy", "dest: /y\n");
         assert!(e[0].contains("needs `src` or `content`"), "{e:?}");
         let e = check("template", "src: a\n");

@@ -72,16 +72,29 @@ mod tests {
     fn apple_silicon_bands() {
         assert_eq!(default_priority(&hw("apple_silicon", "M4", "Mac mini")), 90);
         assert_eq!(default_priority(&hw("apple_silicon", "M1", "Mac mini")), 80);
-        assert_eq!(default_priority(&hw("apple_silicon", "M2 Pro", "Mac mini")), 85);
-        assert_eq!(default_priority(&hw("apple_silicon", "M2 Max", "MacBook Pro")), 95);
-        assert_eq!(default_priority(&hw("apple_silicon", "M2", "Mac Studio")), 95);
+        assert_eq!(
+            default_priority(&hw("apple_silicon", "M2 Pro", "Mac mini")),
+            85
+        );
+        assert_eq!(
+            default_priority(&hw("apple_silicon", "M2 Max", "MacBook Pro")),
+            95
+        );
+        assert_eq!(
+            default_priority(&hw("apple_silicon", "M2", "Mac Studio")),
+            95
+        );
     }
 
     #[test]
     fn gpus_and_cpu_only() {
         let mut h = hw("amd", "Ryzen 9", "tower");
         assert_eq!(default_priority(&h), 40);
-        h.gpu = Some(Gpu { vendor: "nvidia".into(), name: None, vram_gb: 24.0 });
+        h.gpu = Some(Gpu {
+            vendor: "nvidia".into(),
+            name: None,
+            vram_gb: 24.0,
+        });
         assert_eq!(default_priority(&h), 85);
         assert_eq!(default_priority(&hw("intel", "i9-9900K", "iMac")), 40);
     }

@@ -143,7 +143,10 @@ impl Decoder {
     pub fn require<'n>(&mut self, f: &Fields<'n>, key: &str, what: &str) -> Option<&'n Node> {
         let v = f.get(key);
         if v.is_none() {
-            self.error(&f.loc, format!("{what} is missing the required key `{key}`"));
+            self.error(
+                &f.loc,
+                format!("{what} is missing the required key `{key}`"),
+            );
         }
         v
     }
@@ -369,6 +372,9 @@ mod tests {
     fn strings_reject_plain_numbers() {
         let mut d = Decoder::default();
         assert_eq!(d.string(&node("1.10"), "version"), None);
-        assert_eq!(d.string(&node("\"1.10\""), "version").as_deref(), Some("1.10"));
+        assert_eq!(
+            d.string(&node("\"1.10\""), "version").as_deref(),
+            Some("1.10")
+        );
     }
 }

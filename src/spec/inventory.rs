@@ -149,7 +149,14 @@ pub struct Inventory {
 }
 
 /// Cloud providers fleet knows the API shape of.
-pub const PROVIDERS: &[&str] = &["anthropic", "openai", "gemini", "groq", "together", "openrouter"];
+pub const PROVIDERS: &[&str] = &[
+    "anthropic",
+    "openai",
+    "gemini",
+    "groq",
+    "together",
+    "openrouter",
+];
 
 /// The name `fallback:` lists use for the cloud API.
 pub const CLOUD_FALLBACK: &str = "cloud_api";
@@ -167,7 +174,9 @@ const NODE: &[&str] = &[
     "capabilities",
     "vars",
 ];
-const HARDWARE: &[&str] = &["cpu", "chip", "model", "arch", "ram_gb", "cores", "disk_gb", "os", "gpu"];
+const HARDWARE: &[&str] = &[
+    "cpu", "chip", "model", "arch", "ram_gb", "cores", "disk_gb", "os", "gpu",
+];
 const GPU: &[&str] = &["vendor", "name", "vram_gb"];
 const ROUTING: &[&str] = &["cloud_fallback", "rules"];
 const CLOUD: &[&str] = &["provider", "model", "api_key_env", "api_key", "base_url"];
@@ -186,41 +195,44 @@ impl Inventory {
             for (k, v) in d.vars(n, "fleet `vars`") {
                 if let Some(prev) = self.vars.get(&k) {
                     d.push(
-                        Diagnostic::error(v.loc.clone(), format!("fleet variable `{k}` is defined twice"))
-                            .with_help(format!("it is also defined at {}", prev.loc)),
+                        Diagnostic::error(
+                            v.loc.clone(),
+                            format!("fleet variable `{k}` is defined twice"),
+                        )
+                        .with_help(format!("it is also defined at {}", prev.loc)),
                     );
                 }
                 self.vars.insert(k, v);
             }
         }
-        if let Some(n) = f.get("nodes") {
-            if let Some(entries) = d.map(n, "`nodes`") {
-                for (k, v) in entries {
-                    let name = k.key_text().to_string();
-                    if let Some(prev) = self.nodes.get(&name) {
-                        d.push(
-                            Diagnostic::error(k.loc.clone(), format!("node `{name}` is defined twice"))
-                                .with_help(format!("it is also defined at {}", prev.loc)),
-                        );
-                        continue;
-                    }
-                    if let Some(node) = decode_node(d, &name, k, v) {
-                        self.nodes.insert(name, node);
-                    }
+        if let Some(n) = f.get("nodes")
+            && let Some(entries) = d.map(n, "`nodes`")
+        {
+            for (k, v) in entries {
+                let name = k.key_text().to_string();
+                if let Some(prev) = self.nodes.get(&name) {
+                    d.push(
+                        Diagnostic::error(k.loc.clone(), format!("node `{name}` is defined twice"))
+                            .with_help(format!("it is also defined at {}", prev.loc)),
+                    );
+                    continue;
+                }
+                if let Some(node) = decode_node(d, &name, k, v) {
+                    self.nodes.insert(name, node);
                 }
             }
         }
-        if let Some(n) = f.get("groups") {
-            if let Some(entries) = d.map(n, "`groups`") {
-                for (k, v) in entries {
-                    let name = k.key_text().to_string();
-                    if self.groups.contains_key(&name) {
-                        d.error(&k.loc, format!("group `{name}` is defined twice"));
-                        continue;
-                    }
-                    let group = decode_group(d, &name, k, v);
-                    self.groups.insert(name, group);
+        if let Some(n) = f.get("groups")
+            && let Some(entries) = d.map(n, "`groups`")
+        {
+            for (k, v) in entries {
+                let name = k.key_text().to_string();
+                if self.groups.contains_key(&name) {
+                    d.error(&k.loc, format!("group `{name}` is defined twice"));
+                    continue;
                 }
+                let group = decode_group(d, &name, k, v);
+                self.groups.insert(name, group);
             }
         }
         if let Some(n) = f.get("routing") {
@@ -235,7 +247,10 @@ impl Inventory {
         let set = |d: &mut Decoder, key: &str, slot: &mut Option<Spanned<String>>| {
             if let Some(v) = f.get(key) {
                 if slot.is_some() {
-                    d.error(&v.loc, format!("`fleet.{key}` is set in more than one inventory file"));
+                    d.error(
+                        &v.loc,
+                        format!("`fleet.{key}` is set in more than one inventory file"),
+                    );
                 }
                 *slot = d.spanned_string(v, &format!("`fleet.{key}`"));
             }
@@ -258,14 +273,17 @@ impl Inventory {
             check_env_name(d, &h, "`fleet.alert_webhook_env`");
             self.fleet.alert_webhook_env = Some(h.value);
         }
-        if let Some(url) = &self.fleet.hq_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                d.error_help(
-                    &url.loc,
-                    format!("`fleet.hq_url`: expected an http(s) URL, found `{}`", url.value),
-                    "write e.g. `http://bob.local:8765`",
-                );
-            }
+        if let Some(url) = &self.fleet.hq_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            d.error_help(
+                &url.loc,
+                format!(
+                    "`fleet.hq_url`: expected an http(s) URL, found `{}`",
+                    url.value
+                ),
+                "write e.g. `http://bob.local:8765`",
+            );
         }
     }
 
@@ -281,11 +299,18 @@ impl Inventory {
                 let Some(rf) = d.fields(r, "a routing rule", RULE) else {
                     continue;
                 };
-                let Some(task) = d.require(&rf, "task", "a routing rule").and_then(|t| d.spanned_string(t, "rule `task`")) else {
+                let Some(task) = d
+                    .require(&rf, "task", "a routing rule")
+                    .and_then(|t| d.spanned_string(t, "rule `task`"))
+                else {
                     continue;
                 };
-                let model = rf.get("model").and_then(|m| d.spanned_string(m, "rule `model`"));
-                let capability = rf.get("capability").and_then(|m| d.spanned_string(m, "rule `capability`"));
+                let model = rf
+                    .get("model")
+                    .and_then(|m| d.spanned_string(m, "rule `model`"));
+                let capability = rf
+                    .get("capability")
+                    .and_then(|m| d.spanned_string(m, "rule `capability`"));
                 if model.is_some() == capability.is_some() {
                     d.error_help(
                         &r.loc,
@@ -293,9 +318,20 @@ impl Inventory {
                         "a rule is served either by nodes holding a model or by nodes with a capability",
                     );
                 }
-                let fallback = rf.get("fallback").map(|n| d.string_list(n, "rule `fallback`")).unwrap_or_default();
-                if self.routing.rules.iter().any(|x| x.task.value == task.value) {
-                    d.error(&task.loc, format!("routing rule for task `{}` is defined twice", task.value));
+                let fallback = rf
+                    .get("fallback")
+                    .map(|n| d.string_list(n, "rule `fallback`"))
+                    .unwrap_or_default();
+                if self
+                    .routing
+                    .rules
+                    .iter()
+                    .any(|x| x.task.value == task.value)
+                {
+                    d.error(
+                        &task.loc,
+                        format!("routing rule for task `{}` is defined twice", task.value),
+                    );
                     continue;
                 }
                 self.routing.rules.push(RoutingRule {
@@ -311,7 +347,9 @@ impl Inventory {
 
 fn check_env_name(d: &mut Decoder, s: &Spanned<String>, what: &str) -> bool {
     let ok = !s.value.is_empty()
-        && s.value.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && s.value
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         && !s.value.starts_with(|c: char| c.is_ascii_digit());
     if !ok {
         d.error_help(
@@ -332,22 +370,32 @@ fn decode_cloud(d: &mut Decoder, n: &Node) -> Option<CloudFallback> {
             "remove it, rotate the key, and write `api_key_env: ANTHROPIC_API_KEY` (the name of an environment variable) instead",
         );
     }
-    let provider = d.require(&f, "provider", "`routing.cloud_fallback`").and_then(|p| d.spanned_string(p, "`cloud_fallback.provider`"));
-    if let Some(p) = &provider {
-        if !PROVIDERS.contains(&p.value.as_str()) {
-            let help = crate::error::did_you_mean(&p.value, PROVIDERS.iter().copied())
-                .unwrap_or_else(|| format!("known providers: {}", PROVIDERS.join(", ")));
-            d.error_help(&p.loc, format!("unknown cloud provider `{}`", p.value), help);
-        }
+    let provider = d
+        .require(&f, "provider", "`routing.cloud_fallback`")
+        .and_then(|p| d.spanned_string(p, "`cloud_fallback.provider`"));
+    if let Some(p) = &provider
+        && !PROVIDERS.contains(&p.value.as_str())
+    {
+        let help = crate::error::did_you_mean(&p.value, PROVIDERS.iter().copied())
+            .unwrap_or_else(|| format!("known providers: {}", PROVIDERS.join(", ")));
+        d.error_help(
+            &p.loc,
+            format!("unknown cloud provider `{}`", p.value),
+            help,
+        );
     }
-    let model = d.require(&f, "model", "`routing.cloud_fallback`").and_then(|m| d.string(m, "`cloud_fallback.model`"));
+    let model = d
+        .require(&f, "model", "`routing.cloud_fallback`")
+        .and_then(|m| d.string(m, "`cloud_fallback.model`"));
     let key_env = d
         .require(&f, "api_key_env", "`routing.cloud_fallback`")
         .and_then(|k| d.spanned_string(k, "`cloud_fallback.api_key_env`"));
     if let Some(k) = &key_env {
         check_env_name(d, k, "`api_key_env`");
     }
-    let base_url = f.get("base_url").and_then(|b| d.string(b, "`cloud_fallback.base_url`"));
+    let base_url = f
+        .get("base_url")
+        .and_then(|b| d.string(b, "`cloud_fallback.base_url`"));
     Some(CloudFallback {
         provider: provider?.value,
         model: model?,
@@ -361,8 +409,12 @@ fn decode_group(d: &mut Decoder, name: &str, k: &Node, v: &Node) -> Group {
     let (members, vars) = if v.as_map().is_some() {
         match d.fields(v, &format!("group `{name}`"), &["nodes", "vars"]) {
             Some(f) => (
-                f.get("nodes").map(|n| d.string_list(n, &format!("group `{name}` nodes"))).unwrap_or_default(),
-                f.get("vars").map(|n| d.vars(n, &format!("group `{name}` vars"))).unwrap_or_default(),
+                f.get("nodes")
+                    .map(|n| d.string_list(n, &format!("group `{name}` nodes")))
+                    .unwrap_or_default(),
+                f.get("vars")
+                    .map(|n| d.vars(n, &format!("group `{name}` vars")))
+                    .unwrap_or_default(),
             ),
             None => (Vec::new(), VarMap::new()),
         }
@@ -382,52 +434,72 @@ fn decode_hardware(d: &mut Decoder, name: &str, n: &Node) -> Hardware {
     let Some(f) = d.fields(n, &what, HARDWARE) else {
         return Hardware::default();
     };
-    let s = |d: &mut Decoder, key: &str| f.get(key).and_then(|v| d.string(v, &format!("{what} `{key}`")));
+    let s = |d: &mut Decoder, key: &str| {
+        f.get(key)
+            .and_then(|v| d.string(v, &format!("{what} `{key}`")))
+    };
     let mut hw = Hardware {
         cpu: s(d, "cpu"),
         chip: s(d, "chip"),
         model: s(d, "model"),
         arch: s(d, "arch"),
         os: s(d, "os"),
-        ram_gb: f.get("ram_gb").and_then(|v| d.number(v, &format!("{what} `ram_gb`"))),
-        cores: f.get("cores").and_then(|v| d.uint(v, &format!("{what} `cores`"))),
-        disk_gb: f.get("disk_gb").and_then(|v| d.number(v, &format!("{what} `disk_gb`"))),
+        ram_gb: f
+            .get("ram_gb")
+            .and_then(|v| d.number(v, &format!("{what} `ram_gb`"))),
+        cores: f
+            .get("cores")
+            .and_then(|v| d.uint(v, &format!("{what} `cores`"))),
+        disk_gb: f
+            .get("disk_gb")
+            .and_then(|v| d.number(v, &format!("{what} `disk_gb`"))),
         gpu: None,
     };
-    if let Some(os) = f.get("os") {
-        if let Some(v) = &hw.os {
-            if !matches!(v.as_str(), "linux" | "macos") {
-                let help = crate::error::did_you_mean(v, ["linux", "macos"]).unwrap_or_else(|| "write `linux` or `macos`".into());
-                d.error_help(&os.loc, format!("{what} `os`: expected `linux` or `macos`, found `{v}`"), help);
-                hw.os = None;
-            }
-        }
+    if let Some(os) = f.get("os")
+        && let Some(v) = &hw.os
+        && !matches!(v.as_str(), "linux" | "macos")
+    {
+        let help = crate::error::did_you_mean(v, ["linux", "macos"])
+            .unwrap_or_else(|| "write `linux` or `macos`".into());
+        d.error_help(
+            &os.loc,
+            format!("{what} `os`: expected `linux` or `macos`, found `{v}`"),
+            help,
+        );
+        hw.os = None;
     }
-    if let Some(arch) = f.get("arch") {
-        if let Some(v) = &hw.arch {
-            if !matches!(v.as_str(), "x86_64" | "aarch64") {
-                let help = match v.as_str() {
-                    "arm64" => "write `aarch64` (Apple silicon and 64-bit ARM)".to_string(),
-                    "amd64" | "x64" => "write `x86_64`".to_string(),
-                    _ => "write `x86_64` or `aarch64`".to_string(),
-                };
-                d.error_help(&arch.loc, format!("{what} `arch`: expected `x86_64` or `aarch64`, found `{v}`"), help);
-                hw.arch = None;
-            }
-        }
+    if let Some(arch) = f.get("arch")
+        && let Some(v) = &hw.arch
+        && !matches!(v.as_str(), "x86_64" | "aarch64")
+    {
+        let help = match v.as_str() {
+            "arm64" => "write `aarch64` (Apple silicon and 64-bit ARM)".to_string(),
+            "amd64" | "x64" => "write `x86_64`".to_string(),
+            _ => "write `x86_64` or `aarch64`".to_string(),
+        };
+        d.error_help(
+            &arch.loc,
+            format!("{what} `arch`: expected `x86_64` or `aarch64`, found `{v}`"),
+            help,
+        );
+        hw.arch = None;
     }
-    if let Some(g) = f.get("gpu") {
-        if let Some(gf) = d.fields(g, &format!("{what} `gpu`"), GPU) {
-            let vendor = d.require(&gf, "vendor", &format!("{what} `gpu`")).and_then(|v| d.string(v, "gpu `vendor`"));
-            let vram = d.require(&gf, "vram_gb", &format!("{what} `gpu`")).and_then(|v| d.number(v, "gpu `vram_gb`"));
-            let gname = gf.get("name").and_then(|v| d.string(v, "gpu `name`"));
-            if let (Some(vendor), Some(vram_gb)) = (vendor, vram) {
-                hw.gpu = Some(Gpu {
-                    vendor,
-                    name: gname,
-                    vram_gb,
-                });
-            }
+    if let Some(g) = f.get("gpu")
+        && let Some(gf) = d.fields(g, &format!("{what} `gpu`"), GPU)
+    {
+        let vendor = d
+            .require(&gf, "vendor", &format!("{what} `gpu`"))
+            .and_then(|v| d.string(v, "gpu `vendor`"));
+        let vram = d
+            .require(&gf, "vram_gb", &format!("{what} `gpu`"))
+            .and_then(|v| d.number(v, "gpu `vram_gb`"));
+        let gname = gf.get("name").and_then(|v| d.string(v, "gpu `name`"));
+        if let (Some(vendor), Some(vram_gb)) = (vendor, vram) {
+            hw.gpu = Some(Gpu {
+                vendor,
+                name: gname,
+                vram_gb,
+            });
         }
     }
     hw
@@ -443,17 +515,28 @@ fn decode_node(d: &mut Decoder, name: &str, k: &Node, v: &Node) -> Option<NodeSp
         );
     }
     let f = d.fields(v, &what, NODE)?;
-    let host = f.get("host").and_then(|h| d.string(h, &format!("{what} `host`")));
-    let role = d.require(&f, "role", &what).and_then(|r| d.spanned_string(r, &format!("{what} `role`")));
+    let host = f
+        .get("host")
+        .and_then(|h| d.string(h, &format!("{what} `host`")));
+    let role = d
+        .require(&f, "role", &what)
+        .and_then(|r| d.spanned_string(r, &format!("{what} `role`")));
     let (hardware, hardware_loc) = match f.get("hardware") {
         Some(h) => (decode_hardware(d, name, h), h.loc.clone()),
         None => (Hardware::default(), k.loc.clone()),
     };
-    let models = f.get("models").map(|m| d.string_list(m, &format!("{what} `models`"))).unwrap_or_default();
+    let models = f
+        .get("models")
+        .map(|m| d.string_list(m, &format!("{what} `models`")))
+        .unwrap_or_default();
     let priority = f.get("priority").and_then(|p| {
         let v = d.uint(p, &format!("{what} `priority`"))?;
         if v > 100 {
-            d.error_help(&p.loc, format!("{what} `priority`: expected 0 to 100, found {v}"), "priorities run from 0 (last) to 100 (first)");
+            d.error_help(
+                &p.loc,
+                format!("{what} `priority`: expected 0 to 100, found {v}"),
+                "priorities run from 0 (last) to 100 (first)",
+            );
             return None;
         }
         u32::try_from(v).ok()
@@ -464,13 +547,26 @@ fn decode_node(d: &mut Decoder, name: &str, k: &Node, v: &Node) -> Option<NodeSp
         .map_or(1, |m| u32::try_from(m.max(1)).unwrap_or(u32::MAX));
     let labels = f
         .get("labels")
-        .map(|m| d.string_list(m, &format!("{what} `labels`")).into_iter().map(|s| s.value).collect())
+        .map(|m| {
+            d.string_list(m, &format!("{what} `labels`"))
+                .into_iter()
+                .map(|s| s.value)
+                .collect()
+        })
         .unwrap_or_default();
     let capabilities = f
         .get("capabilities")
-        .map(|m| d.string_list(m, &format!("{what} `capabilities`")).into_iter().map(|s| s.value).collect())
+        .map(|m| {
+            d.string_list(m, &format!("{what} `capabilities`"))
+                .into_iter()
+                .map(|s| s.value)
+                .collect()
+        })
         .unwrap_or_default();
-    let vars = f.get("vars").map(|m| d.vars(m, &format!("{what} `vars`"))).unwrap_or_default();
+    let vars = f
+        .get("vars")
+        .map(|m| d.vars(m, &format!("{what} `vars`")))
+        .unwrap_or_default();
     Some(NodeSpec {
         name: name.to_string(),
         loc: k.loc.clone(),
@@ -513,9 +609,17 @@ mod tests {
 
     #[test]
     fn literal_keys_are_rejected() {
-        let (_, e) = inv("routing:\n  cloud_fallback: { provider: openai, model: m, api_key_env: sk-abc123 }\n");
-        assert!(e.iter().any(|m| m.contains("must name an environment variable")), "{e:?}");
-        let (_, e) = inv("routing:\n  cloud_fallback: { provider: openai, model: m, api_key: sk-abc, api_key_env: K }\n");
+        let (_, e) = inv(
+            "routing:\n  cloud_fallback: { provider: openai, model: m, api_key_env: sk-abc123 }\n",
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("must name an environment variable")),
+            "{e:?}"
+        );
+        let (_, e) = inv(
+            "routing:\n  cloud_fallback: { provider: openai, model: m, api_key: sk-abc, api_key_env: K }\n",
+        );
         assert!(e.iter().any(|m| m.contains("literal API key")), "{e:?}");
         // The secret itself never appears in the message.
         assert!(e.iter().all(|m| !m.contains("sk-abc")), "{e:?}");

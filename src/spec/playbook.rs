@@ -35,30 +35,61 @@ pub struct Playbook {
     pub plays: Vec<Play>,
 }
 
-const PLAY: &[&str] = &["name", "hosts", "vars", "roles", "tasks", "handlers", "become"];
+const PLAY: &[&str] = &[
+    "name", "hosts", "vars", "roles", "tasks", "handlers", "become",
+];
 
 /// Decodes a playbook file.
 pub fn decode_playbook(d: &mut Decoder, file: std::sync::Arc<str>, root: &Node) -> Playbook {
     let mut plays = Vec::new();
     if root.is_null() {
-        d.error_help(&Loc::file_start(&file), "the playbook is empty", "a playbook is a list of plays, each with `hosts:`");
+        d.error_help(
+            &Loc::file_start(&file),
+            "the playbook is empty",
+            "a playbook is a list of plays, each with `hosts:`",
+        );
     }
     for (i, p) in d.list(root, "a playbook").iter().enumerate() {
         let what = format!("play {}", i + 1);
         let Some(f) = d.fields(p, &what, PLAY) else {
             continue;
         };
-        let name = f.get("name").and_then(|n| d.string(n, "play `name`")).unwrap_or_else(|| what.clone());
-        let Some(hosts) = d.require(&f, "hosts", &format!("play `{name}`")).and_then(|h| d.spanned_string(h, "play `hosts`")) else {
+        let name = f
+            .get("name")
+            .and_then(|n| d.string(n, "play `name`"))
+            .unwrap_or_else(|| what.clone());
+        let Some(hosts) = d
+            .require(&f, "hosts", &format!("play `{name}`"))
+            .and_then(|h| d.spanned_string(h, "play `hosts`"))
+        else {
             continue;
         };
-        let vars = f.get("vars").map(|n| d.vars(n, "play `vars`")).unwrap_or_default();
-        let roles = f.get("roles").map(|n| d.string_list(n, "play `roles`")).unwrap_or_default();
-        let tasks = f.get("tasks").map(|n| decode_tasks(d, n, "play `tasks`")).unwrap_or_default();
-        let handlers = f.get("handlers").map(|n| decode_tasks(d, n, "play `handlers`")).unwrap_or_default();
-        let become_ = f.get("become").and_then(|n| d.boolean(n, "play `become`")).unwrap_or(false);
+        let vars = f
+            .get("vars")
+            .map(|n| d.vars(n, "play `vars`"))
+            .unwrap_or_default();
+        let roles = f
+            .get("roles")
+            .map(|n| d.string_list(n, "play `roles`"))
+            .unwrap_or_default();
+        let tasks = f
+            .get("tasks")
+            .map(|n| decode_tasks(d, n, "play `tasks`"))
+            .unwrap_or_default();
+        let handlers = f
+            .get("handlers")
+            .map(|n| decode_tasks(d, n, "play `handlers`"))
+            .unwrap_or_default();
+        let become_ = f
+            .get("become")
+            .and_then(|n| d.boolean(n, "play `become`"))
+            .unwrap_or(false);
         if roles.is_empty() && tasks.is_empty() {
-            d.error_help(&p.loc, format!("play `{name}` has neither `roles` nor `tasks`"), "a play applies roles, runs tasks, or both");
+            d.error_help(
+                &p.loc,
+                format!("play `{name}` has neither `roles` nor `tasks`"),
+                "a play applies roles, runs tasks, or both",
+            );
         }
         plays.push(Play {
             name,

@@ -51,33 +51,81 @@ pub struct Role {
     pub handlers: Vec<Task>,
 }
 
-const ROLE: &[&str] = &["description", "requires", "capabilities", "includes", "defaults", "tasks", "handlers"];
+const ROLE: &[&str] = &[
+    "description",
+    "requires",
+    "capabilities",
+    "includes",
+    "defaults",
+    "tasks",
+    "handlers",
+];
 const REQUIRES: &[&str] = &["ram_gb", "cores", "disk_gb", "os", "arch"];
 
 /// Decodes a role file.
 pub fn decode_role(d: &mut Decoder, name: &str, dir: PathBuf, root: &Node) -> Option<Role> {
     let what = format!("role `{name}`");
     let f = d.fields(root, &what, ROLE)?;
-    let description = f.get("description").and_then(|n| d.string(n, &format!("{what} `description`"))).unwrap_or_default();
+    let description = f
+        .get("description")
+        .and_then(|n| d.string(n, &format!("{what} `description`")))
+        .unwrap_or_default();
     let mut requires = Requires::default();
     if let Some(r) = f.get("requires") {
         requires.loc = Some(r.loc.clone());
         if let Some(rf) = d.fields(r, &format!("{what} `requires`"), REQUIRES) {
-            requires.ram_gb = rf.get("ram_gb").and_then(|n| d.number(n, "`requires.ram_gb`"));
+            requires.ram_gb = rf
+                .get("ram_gb")
+                .and_then(|n| d.number(n, "`requires.ram_gb`"));
             requires.cores = rf.get("cores").and_then(|n| d.uint(n, "`requires.cores`"));
-            requires.disk_gb = rf.get("disk_gb").and_then(|n| d.number(n, "`requires.disk_gb`"));
-            requires.os = rf.get("os").map(|n| d.string_list(n, "`requires.os`").into_iter().map(|s| s.value).collect()).unwrap_or_default();
-            requires.arch = rf.get("arch").map(|n| d.string_list(n, "`requires.arch`").into_iter().map(|s| s.value).collect()).unwrap_or_default();
+            requires.disk_gb = rf
+                .get("disk_gb")
+                .and_then(|n| d.number(n, "`requires.disk_gb`"));
+            requires.os = rf
+                .get("os")
+                .map(|n| {
+                    d.string_list(n, "`requires.os`")
+                        .into_iter()
+                        .map(|s| s.value)
+                        .collect()
+                })
+                .unwrap_or_default();
+            requires.arch = rf
+                .get("arch")
+                .map(|n| {
+                    d.string_list(n, "`requires.arch`")
+                        .into_iter()
+                        .map(|s| s.value)
+                        .collect()
+                })
+                .unwrap_or_default();
         }
     }
     let capabilities = f
         .get("capabilities")
-        .map(|n| d.string_list(n, &format!("{what} `capabilities`")).into_iter().map(|s| s.value).collect())
+        .map(|n| {
+            d.string_list(n, &format!("{what} `capabilities`"))
+                .into_iter()
+                .map(|s| s.value)
+                .collect()
+        })
         .unwrap_or_default();
-    let includes = f.get("includes").map(|n| d.string_list(n, &format!("{what} `includes`"))).unwrap_or_default();
-    let defaults = f.get("defaults").map(|n| d.vars(n, &format!("{what} `defaults`"))).unwrap_or_default();
-    let tasks = f.get("tasks").map(|n| decode_tasks(d, n, &format!("{what} `tasks`"))).unwrap_or_default();
-    let handlers = f.get("handlers").map(|n| decode_tasks(d, n, &format!("{what} `handlers`"))).unwrap_or_default();
+    let includes = f
+        .get("includes")
+        .map(|n| d.string_list(n, &format!("{what} `includes`")))
+        .unwrap_or_default();
+    let defaults = f
+        .get("defaults")
+        .map(|n| d.vars(n, &format!("{what} `defaults`")))
+        .unwrap_or_default();
+    let tasks = f
+        .get("tasks")
+        .map(|n| decode_tasks(d, n, &format!("{what} `tasks`")))
+        .unwrap_or_default();
+    let handlers = f
+        .get("handlers")
+        .map(|n| decode_tasks(d, n, &format!("{what} `handlers`")))
+        .unwrap_or_default();
     Some(Role {
         name: name.to_string(),
         dir,

@@ -91,7 +91,9 @@ pub fn parse_duration_secs(s: &str) -> Option<u64> {
 fn expr(d: &mut Decoder, node: &Node, what: &str) -> Option<Spanned<String>> {
     // `when: true` and `failed_when: false` are written plain; keep them as expressions.
     match &node.value {
-        Value::Scalar { text, .. } if !node.is_null() => Some(Spanned::new(text.clone(), node.loc.clone())),
+        Value::Scalar { text, .. } if !node.is_null() => {
+            Some(Spanned::new(text.clone(), node.loc.clone()))
+        }
         _ => {
             d.expected(node, what, "an expression");
             None
@@ -144,11 +146,7 @@ pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
                         registry::names().collect::<Vec<_>>().join(", ")
                     )
                 });
-                d.error_help(
-                    &k.loc,
-                    format!("unknown module or task key `{key}`"),
-                    help,
-                );
+                d.error_help(&k.loc, format!("unknown module or task key `{key}`"), help);
                 bad = true;
             }
         }
@@ -180,18 +178,34 @@ pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
     let register = get("register").and_then(|n| {
         let s = d.string(n, "task `register`")?;
         if !crate::spec::decode::is_identifier(&s) {
-            d.error(&n.loc, format!("`register: {s}` is not a valid variable name"));
+            d.error(
+                &n.loc,
+                format!("`register: {s}` is not a valid variable name"),
+            );
         }
         Some(s)
     });
-    let notify = get("notify").map(|n| d.string_list(n, "task `notify`")).unwrap_or_default();
-    let become_ = get("become").and_then(|n| d.boolean(n, "task `become`")).unwrap_or(false);
+    let notify = get("notify")
+        .map(|n| d.string_list(n, "task `notify`"))
+        .unwrap_or_default();
+    let become_ = get("become")
+        .and_then(|n| d.boolean(n, "task `become`"))
+        .unwrap_or(false);
     let become_user = get("become_user").and_then(|n| d.string(n, "task `become_user`"));
     let tags = get("tags")
-        .map(|n| d.string_list(n, "task `tags`").into_iter().map(|s| s.value).collect())
+        .map(|n| {
+            d.string_list(n, "task `tags`")
+                .into_iter()
+                .map(|s| s.value)
+                .collect()
+        })
         .unwrap_or_default();
-    let retries = get("retries").and_then(|n| d.uint(n, "task `retries`")).unwrap_or(0);
-    let delay_secs = get("delay").and_then(|n| d.uint(n, "task `delay` (seconds)")).unwrap_or(1);
+    let retries = get("retries")
+        .and_then(|n| d.uint(n, "task `retries`"))
+        .unwrap_or(0);
+    let delay_secs = get("delay")
+        .and_then(|n| d.uint(n, "task `delay` (seconds)"))
+        .unwrap_or(1);
     let ignore_errors = get("ignore_errors")
         .and_then(|n| d.boolean(n, "task `ignore_errors`"))
         .unwrap_or(false);
@@ -207,9 +221,16 @@ pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
         }
         secs
     });
-    let vars = get("vars").map(|n| d.vars(n, "task `vars`")).unwrap_or_default();
+    let vars = get("vars")
+        .map(|n| d.vars(n, "task `vars`"))
+        .unwrap_or_default();
     let listen = get("listen")
-        .map(|n| d.string_list(n, "handler `listen`").into_iter().map(|s| s.value).collect())
+        .map(|n| {
+            d.string_list(n, "handler `listen`")
+                .into_iter()
+                .map(|s| s.value)
+                .collect()
+        })
         .unwrap_or_default();
     Some(Task {
         name,
@@ -266,7 +287,10 @@ mod tests {
         let (_, e) = decode("name: x\n");
         assert!(e[0].contains("names no module"), "{e:?}");
         let (_, e) = decode("command: a\nshell: b\n");
-        assert!(e[0].contains("exactly one module, found `command` and `shell`"), "{e:?}");
+        assert!(
+            e[0].contains("exactly one module, found `command` and `shell`"),
+            "{e:?}"
+        );
         let (_, e) = decode("pakage: { name: x }\n");
         assert!(e[0].contains("did you mean `package`?"), "{e:?}");
     }

@@ -100,7 +100,9 @@ impl Node {
                 Some(Resolved::Null) | None => J::Null,
                 Some(Resolved::Bool(b)) => J::Bool(b),
                 Some(Resolved::Int(i)) => J::from(i),
-                Some(Resolved::Float(f)) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+                Some(Resolved::Float(f)) => {
+                    serde_json::Number::from_f64(f).map_or(J::Null, J::Number)
+                }
                 Some(Resolved::Str(s)) => J::String(s.to_string()),
             },
         }
@@ -151,29 +153,28 @@ pub fn resolve_plain(text: &str) -> Resolved<'_> {
         _ => {}
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = text.parse::<i64>() {
-            return Resolved::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return Resolved::Int(i);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Resolved::Int(i);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Resolved::Int(i);
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Resolved::Int(i);
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Resolved::Int(i);
     }
     let looks_float = digits.bytes().any(|b| b.is_ascii_digit())
         && digits
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
-    if looks_float {
-        if let Ok(f) = text.parse::<f64>() {
-            return Resolved::Float(f);
-        }
+    if looks_float && let Ok(f) = text.parse::<f64>() {
+        return Resolved::Float(f);
     }
     match digits {
         ".inf" | ".Inf" | ".INF" => {
@@ -217,8 +218,11 @@ pub fn parse(file: &Arc<str>, src: &str) -> Result<Node, Diagnostic> {
                     line: u32::try_from(m.line()).unwrap_or(u32::MAX),
                     col: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
                 };
-                return Err(Diagnostic::error(loc, format!("invalid YAML: {}", e.info()))
-                    .with_help("check the indentation and quoting on this line and the one before"));
+                return Err(
+                    Diagnostic::error(loc, format!("invalid YAML: {}", e.info())).with_help(
+                        "check the indentation and quoting on this line and the one before",
+                    ),
+                );
             }
         }
     }
@@ -252,13 +256,18 @@ impl Builder {
             Event::DocumentStart(..) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    return Err(Diagnostic::error(loc, "a second YAML document (`---`) in one file")
-                        .with_help("fleet reads one document per file; split it into two files"));
+                    return Err(Diagnostic::error(
+                        loc,
+                        "a second YAML document (`---`) in one file",
+                    )
+                    .with_help("fleet reads one document per file; split it into two files"));
                 }
                 Ok(())
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let tagged_str = tag.as_ref().is_some_and(|t| t.to_string().ends_with(":str"));
+                let tagged_str = tag
+                    .as_ref()
+                    .is_some_and(|t| t.to_string().ends_with(":str"));
                 let plain = matches!(style, ScalarStyle::Plain) && !tagged_str;
                 let node = Node {
                     value: Value::Scalar {
@@ -294,10 +303,9 @@ impl Builder {
                 Some(Frame::Seq(node, anchor)) | Some(Frame::Map(node, anchor, None)) => {
                     self.finish(node, anchor)
                 }
-                Some(Frame::Map(_, _, Some(key))) => Err(Diagnostic::error(
-                    key.loc,
-                    "a mapping key without a value",
-                )),
+                Some(Frame::Map(_, _, Some(key))) => {
+                    Err(Diagnostic::error(key.loc, "a mapping key without a value"))
+                }
                 None => Ok(()),
             },
             Event::Alias(id) => {
@@ -338,21 +346,20 @@ impl Builder {
             }
             Some(Frame::Map(map, _, pending)) => match pending.take() {
                 None => {
-                    if let Value::Map(entries) = &map.value {
-                        if let Some((first, _)) = entries
+                    if let Value::Map(entries) = &map.value
+                        && let Some((first, _)) = entries
                             .iter()
                             .find(|(k, _)| k.key_text() == node.key_text())
-                        {
-                            let _ = &self.file;
-                            return Err(Diagnostic::error(
-                                node.loc.clone(),
-                                format!("duplicate key `{}`", node.key_text()),
-                            )
-                            .with_help(format!(
-                                "it is first defined at line {}; remove or rename one of them",
-                                first.loc.line
-                            )));
-                        }
+                    {
+                        let _ = &self.file;
+                        return Err(Diagnostic::error(
+                            node.loc.clone(),
+                            format!("duplicate key `{}`", node.key_text()),
+                        )
+                        .with_help(format!(
+                            "it is first defined at line {}; remove or rename one of them",
+                            first.loc.line
+                        )));
                     }
                     *pending = Some(node);
                     Ok(())
@@ -372,7 +379,12 @@ fn count_nodes(n: &Node) -> usize {
     match &n.value {
         Value::Scalar { .. } => 1,
         Value::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        Value::Map(e) => 1 + e.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum::<usize>(),
+        Value::Map(e) => {
+            1 + e
+                .iter()
+                .map(|(k, v)| count_nodes(k) + count_nodes(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -391,7 +403,10 @@ mod tests {
         let mode = a.get("mode").expect("mode");
         assert_eq!((mode.loc.line, mode.loc.col), (2, 9));
         assert_eq!(mode.resolve(), Some(Resolved::Int(755)));
-        assert_eq!(a.get("other").and_then(Node::resolve), Some(Resolved::Str("755")));
+        assert_eq!(
+            a.get("other").and_then(Node::resolve),
+            Some(Resolved::Str("755"))
+        );
     }
 
     #[test]
@@ -421,7 +436,10 @@ mod tests {
     #[test]
     fn aliases_expand_and_are_capped() {
         let n = p("a: &x [1, 2]\nb: *x\n").expect("parses");
-        assert_eq!(n.get("b").map(Node::to_json), Some(serde_json::json!([1, 2])));
+        assert_eq!(
+            n.get("b").map(Node::to_json),
+            Some(serde_json::json!([1, 2]))
+        );
         let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..6 {
             let prev = (b'a' + i) as char;

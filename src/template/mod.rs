@@ -13,14 +13,38 @@ use crate::error::{Diagnostic, Loc};
 /// Templates compiled into the binary; a file of the same name under the repo's `templates/`
 /// replaces one.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("routing/openclaw_workers.json.j2", include_str!("../../templates/routing/openclaw_workers.json.j2")),
-    ("registry/nodes_registry.json.j2", include_str!("../../templates/registry/nodes_registry.json.j2")),
-    ("services/fleet-agent.service.j2", include_str!("../../templates/services/fleet-agent.service.j2")),
-    ("services/com.fleet.agent.plist.j2", include_str!("../../templates/services/com.fleet.agent.plist.j2")),
-    ("services/fleet-hq.service.j2", include_str!("../../templates/services/fleet-hq.service.j2")),
-    ("services/com.fleet.hq.plist.j2", include_str!("../../templates/services/com.fleet.hq.plist.j2")),
-    ("services/ollama.service.j2", include_str!("../../templates/services/ollama.service.j2")),
-    ("services/com.fleet.ollama.plist.j2", include_str!("../../templates/services/com.fleet.ollama.plist.j2")),
+    (
+        "routing/openclaw_workers.json.j2",
+        include_str!("../../templates/routing/openclaw_workers.json.j2"),
+    ),
+    (
+        "registry/nodes_registry.json.j2",
+        include_str!("../../templates/registry/nodes_registry.json.j2"),
+    ),
+    (
+        "services/fleet-agent.service.j2",
+        include_str!("../../templates/services/fleet-agent.service.j2"),
+    ),
+    (
+        "services/com.fleet.agent.plist.j2",
+        include_str!("../../templates/services/com.fleet.agent.plist.j2"),
+    ),
+    (
+        "services/fleet-hq.service.j2",
+        include_str!("../../templates/services/fleet-hq.service.j2"),
+    ),
+    (
+        "services/com.fleet.hq.plist.j2",
+        include_str!("../../templates/services/com.fleet.hq.plist.j2"),
+    ),
+    (
+        "services/ollama.service.j2",
+        include_str!("../../templates/services/ollama.service.j2"),
+    ),
+    (
+        "services/com.fleet.ollama.plist.j2",
+        include_str!("../../templates/services/com.fleet.ollama.plist.j2"),
+    ),
 ];
 
 /// A template's source and the path it is shown as in errors.
@@ -123,11 +147,18 @@ pub fn ctx_value(ctx: &serde_json::Value) -> Value {
 }
 
 /// Names referenced by `source` that the context lacks (`node.hardware.gpu`, `ollama_prt`).
-pub fn missing_variables(env: &Environment<'_>, source: &str, ctx: &serde_json::Value, is_expr: bool) -> Vec<String> {
+pub fn missing_variables(
+    env: &Environment<'_>,
+    source: &str,
+    ctx: &serde_json::Value,
+    is_expr: bool,
+) -> Vec<String> {
     let names = if is_expr {
-        env.compile_expression(source).map(|e| e.undeclared_variables(true))
+        env.compile_expression(source)
+            .map(|e| e.undeclared_variables(true))
     } else {
-        env.template_from_str(source).map(|t| t.undeclared_variables(true))
+        env.template_from_str(source)
+            .map(|t| t.undeclared_variables(true))
     };
     let Ok(names) = names else { return Vec::new() };
     let mut missing: Vec<String> = names
@@ -150,20 +181,34 @@ fn json_has_path(ctx: &serde_json::Value, path: &str) -> bool {
 }
 
 /// Why a template failed, located in the user's file.
-pub fn render_error(err: &minijinja::Error, loc: &Loc, missing: &[String], context: &str) -> Diagnostic {
+pub fn render_error(
+    err: &minijinja::Error,
+    loc: &Loc,
+    missing: &[String],
+    context: &str,
+) -> Diagnostic {
     // Inline templates: the error line is relative to the string, which starts at `loc`.
-    let line = err.line().map_or(loc.line, |l| loc.line + u32::try_from(l).unwrap_or(1) - 1);
+    let line = err
+        .line()
+        .map_or(loc.line, |l| loc.line + u32::try_from(l).unwrap_or(1) - 1);
     let at = Loc {
         file: loc.file.clone(),
         line,
         col: if line == loc.line { loc.col } else { 1 },
     };
     if err.kind() == minijinja::ErrorKind::UndefinedError && !missing.is_empty() {
-        let list = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
+        let list = missing
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         return Diagnostic::error(at, format!("undefined variable {list} {context}"))
             .with_help("define it in the inventory (`vars`), the role's `defaults`, the play's `vars`, or pass `-e name=value`");
     }
-    let detail = err.detail().map(str::to_string).unwrap_or_else(|| err.kind().to_string());
+    let detail = err
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| err.kind().to_string());
     let what = match err.kind() {
         minijinja::ErrorKind::SyntaxError => "template syntax error",
         minijinja::ErrorKind::UndefinedError => "undefined value",
@@ -176,7 +221,13 @@ pub fn render_error(err: &minijinja::Error, loc: &Loc, missing: &[String], conte
 }
 
 /// Renders a string template (a YAML value) against a context.
-pub fn render_inline(env: &Environment<'_>, text: &str, ctx: &serde_json::Value, loc: &Loc, context: &str) -> Result<String, Diagnostic> {
+pub fn render_inline(
+    env: &Environment<'_>,
+    text: &str,
+    ctx: &serde_json::Value,
+    loc: &Loc,
+    context: &str,
+) -> Result<String, Diagnostic> {
     if !text.contains("{{") && !text.contains("{%") {
         return Ok(text.to_string());
     }
@@ -188,21 +239,43 @@ pub fn render_inline(env: &Environment<'_>, text: &str, ctx: &serde_json::Value,
 
 /// Renders a string template keeping the value's type when the whole string is one
 /// expression (`"{{ node.models }}"` yields the list, not its text).
-pub fn render_value(env: &Environment<'_>, text: &str, ctx: &serde_json::Value, loc: &Loc, context: &str) -> Result<serde_json::Value, Diagnostic> {
+pub fn render_value(
+    env: &Environment<'_>,
+    text: &str,
+    ctx: &serde_json::Value,
+    loc: &Loc,
+    context: &str,
+) -> Result<serde_json::Value, Diagnostic> {
     let trimmed = text.trim();
-    if let Some(inner) = trimmed.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")) {
-        if !inner.contains("{{") && !inner.contains("}}") {
-            return eval_expr(env, inner, ctx, loc, context).map(|v| serde_json::to_value(&v).unwrap_or(serde_json::Value::Null));
-        }
+    if let Some(inner) = trimmed
+        .strip_prefix("{{")
+        .and_then(|s| s.strip_suffix("}}"))
+        && !inner.contains("{{")
+        && !inner.contains("}}")
+    {
+        return eval_expr(env, inner, ctx, loc, context)
+            .map(|v| serde_json::to_value(&v).unwrap_or(serde_json::Value::Null));
     }
     render_inline(env, text, ctx, loc, context).map(serde_json::Value::String)
 }
 
 /// Evaluates an expression (`when:`), `{{ }}` optional.
-pub fn eval_expr(env: &Environment<'_>, expr: &str, ctx: &serde_json::Value, loc: &Loc, context: &str) -> Result<Value, Diagnostic> {
+pub fn eval_expr(
+    env: &Environment<'_>,
+    expr: &str,
+    ctx: &serde_json::Value,
+    loc: &Loc,
+    context: &str,
+) -> Result<Value, Diagnostic> {
     let e = expr.trim();
-    let e = e.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")).unwrap_or(e).trim();
-    let compiled = env.compile_expression(e).map_err(|err| render_error(&err, loc, &[], context))?;
+    let e = e
+        .strip_prefix("{{")
+        .and_then(|s| s.strip_suffix("}}"))
+        .unwrap_or(e)
+        .trim();
+    let compiled = env
+        .compile_expression(e)
+        .map_err(|err| render_error(&err, loc, &[], context))?;
     compiled.eval(ctx_value(ctx)).map_err(|err| {
         let missing = missing_variables(env, e, ctx, true);
         render_error(&err, loc, &missing, context)
@@ -226,10 +299,12 @@ mod tests {
     fn undefined_variables_are_named() {
         let env = base_environment();
         let ctx = json!({"node": {"name": "maestro"}});
-        let e = render_inline(&env, "port {{ ollama_prt }}", &ctx, &loc(), "in task `x`").expect_err("undefined");
+        let e = render_inline(&env, "port {{ ollama_prt }}", &ctx, &loc(), "in task `x`")
+            .expect_err("undefined");
         assert_eq!(e.message, "undefined variable `ollama_prt` in task `x`");
         assert_eq!(e.loc, Some(loc()));
-        let e = render_inline(&env, "{{ node.hardware.gpu }}", &ctx, &loc(), "here").expect_err("undefined");
+        let e = render_inline(&env, "{{ node.hardware.gpu }}", &ctx, &loc(), "here")
+            .expect_err("undefined");
         assert!(e.message.contains("`node.hardware.gpu`"), "{}", e.message);
     }
 
@@ -247,9 +322,16 @@ mod tests {
     fn no_autoescape_and_syntax_errors_located() {
         let env = base_environment();
         let ctx = json!({"a": "<b>&"});
-        assert_eq!(render_inline(&env, "{{ a }}", &ctx, &loc(), "").expect("ok"), "<b>&");
+        assert_eq!(
+            render_inline(&env, "{{ a }}", &ctx, &loc(), "").expect("ok"),
+            "<b>&"
+        );
         let e = render_inline(&env, "{{ a ", &ctx, &loc(), "in x").expect_err("syntax");
-        assert!(e.message.starts_with("template syntax error in x"), "{}", e.message);
+        assert!(
+            e.message.starts_with("template syntax error in x"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -257,10 +339,17 @@ mod tests {
         let mut repo = BTreeMap::new();
         repo.insert(
             "services/ollama.service.j2".to_string(),
-            (Arc::from("templates/services/ollama.service.j2"), "mine".to_string()),
+            (
+                Arc::from("templates/services/ollama.service.j2"),
+                "mine".to_string(),
+            ),
         );
         let lib = Library::new(&repo);
-        assert_eq!(lib.get("services/ollama.service.j2").map(|s| s.text.as_str()), Some("mine"));
+        assert_eq!(
+            lib.get("services/ollama.service.j2")
+                .map(|s| s.text.as_str()),
+            Some("mine")
+        );
         assert!(lib.get("services/fleet-agent.service.j2").is_some());
     }
 }
