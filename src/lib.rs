@@ -4,13 +4,17 @@
 
 pub mod cli;
 pub mod error;
+pub mod facts;
+pub mod hq;
 pub mod inventory;
 pub mod modules;
 pub mod plan;
 pub mod play;
 pub mod render;
 pub mod repo;
+pub mod resources;
 pub mod spec;
 pub mod template;
+pub mod tiers;
 pub mod util;
 pub mod validate;

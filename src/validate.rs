@@ -61,6 +61,12 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
         }
     }
 
+    // Routing problems no single file shows (empty pools, cycles, models nobody can hold).
+    if !diags.has_errors() {
+        let (_, routing_diags) = crate::render::routing::build(repo, &|n| crate::facts::effective_hardware(&repo.root, n).0, None);
+        diags.extend(routing_diags);
+    }
+
     // Planning every playbook for every host finds undefined variables and missing files;
     // it only runs on an otherwise clean repo, so one typo does not cascade into dozens.
     let clean = !diags.has_errors();

@@ -8,9 +8,13 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 
 pub mod docs;
+pub mod eligible;
 pub mod init;
 pub mod nodes;
 pub mod plan;
+pub mod render;
+pub mod resources;
+pub mod route;
 pub mod style;
 pub mod validate;
 
@@ -51,6 +55,14 @@ pub enum Command {
     Nodes(nodes::Args),
     /// Offline dry-run of a playbook: every host's tasks, rendered, with file checksums.
     Plan(plan::Args),
+    /// Generate the routing table, node registry and package manifests (`--check`: drift gate).
+    Render(render::Args),
+    /// Which worker takes a task type now, and the fallback chain.
+    Route(route::Args),
+    /// The model tiers each node can serve.
+    Eligible(eligible::Args),
+    /// This machine's CPU, memory, disks and GPUs.
+    Resources(resources::Args),
     /// Create a new fleet repo.
     Init(init::Args),
     /// Generate reference docs from the code (`fleet docs modules > docs/modules.md`).
@@ -68,6 +80,10 @@ pub fn run() -> Result<u8> {
         Command::Nodes(a) => nodes::run(repo_dir.as_deref(), &a),
         Command::Plan(a) => plan::run(repo_dir.as_deref(), &a),
         Command::Init(a) => init::run(&a),
+        Command::Render(a) => render::run(repo_dir.as_deref(), &a),
+        Command::Route(a) => route::run(repo_dir.as_deref(), &a),
+        Command::Eligible(a) => eligible::run(repo_dir.as_deref(), &a),
+        Command::Resources(a) => resources::run(&a),
         Command::Docs(a) => docs::run(&a),
     }
 }

@@ -1,4 +1,10 @@
-//! Generated files: routing priorities (and, with the render issue, the routing table,
-//! node registry and package manifests).
+//! Generated files: the routing table, the node registry and package manifests, plus the
+//! pieces they share (priorities, model sizes, output with a drift check).
 
+pub mod catalog;
+pub mod models;
+pub mod output;
+pub mod packages;
 pub mod priority;
+pub mod registry;
+pub mod routing;

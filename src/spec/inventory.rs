@@ -23,7 +23,7 @@ pub struct FleetSettings {
 }
 
 /// Declared hardware of a node; gathered facts override it when known.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Hardware {
     /// CPU family: `apple_silicon`, `intel`, `amd`, `arm`.
     pub cpu: Option<String>,
@@ -46,7 +46,7 @@ pub struct Hardware {
 }
 
 /// A discrete GPU.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Gpu {
     /// `nvidia` or `amd`.
     pub vendor: String,

@@ -138,7 +138,33 @@ pub fn base_environment() -> Environment<'static> {
         None => String::new(),
     });
     env.add_filter("sha256", |s: String| crate::util::sha256_hex(s.as_bytes()));
+    env.add_filter("shquote", |s: String| shquote(&s));
+    env.add_filter("rbquote", |s: String| rbquote(&s));
     env
+}
+
+/// Quotes a string for a POSIX shell (bash, PKGBUILDs): single quotes, `'` as `'\''`.
+pub fn shquote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Quotes a string for Ruby (Homebrew formulae): double quotes with `\`, `"` and `#{` escaped.
+pub fn rbquote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '#' => out.push_str("\\#"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Turns a JSON context into a minijinja value.
@@ -332,6 +358,13 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shquote("abc-1.2"), "abc-1.2");
+        assert_eq!(shquote("it's $HOME"), "'it'\\''s $HOME'");
+        assert_eq!(rbquote("a \"b\" #{x}"), "\"a \\\"b\\\" \\#{x}\"");
     }
 
     #[test]

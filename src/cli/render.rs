@@ -1,0 +1,206 @@
+//! `fleet render [routing|registry|packages|all]`: generate the files the fleet runs on, or
+//! with `--check` compare them with the committed ones (the CI deployment gate).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::style;
+use crate::error::{Diagnostics, Error, Result};
+use crate::render::output::{Drift, Output, Written};
+use crate::render::registry::LiveNode;
+use crate::render::{catalog, packages, registry, routing};
+use crate::repo::{Repo, find_root, shown};
+use crate::template::Library;
+
+/// What to render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum What {
+    /// The routing table.
+    Routing,
+    /// The node registry.
+    Registry,
+    /// Package manifests of the worker catalog.
+    Packages,
+    /// All of them (packages when a catalog is found).
+    All,
+}
+
+/// Arguments of `fleet render`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to render.
+    #[arg(value_enum, default_value = "all")]
+    pub what: What,
+    /// Output directory (default: `generated/` in the repo).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Write nothing; exit 1 when the files on disk differ from what would be rendered.
+    #[arg(long)]
+    pub check: bool,
+    /// Take node status from HQ (`fleet.hq_url`); says so and goes on without it when HQ does not answer.
+    #[arg(long)]
+    pub live: bool,
+    /// The worker catalog (default: `catalog/` in the repo, when present).
+    #[arg(long, value_name = "DIR")]
+    pub catalog: Option<PathBuf>,
+}
+
+/// Paths of the generated files, relative to the output directory.
+pub const ROUTING_FILE: &str = "routing/openclaw_workers.json";
+/// The registry's path.
+pub const REGISTRY_FILE: &str = "registry/nodes_registry.json";
+
+/// Live node data from HQ, or a warning why there is none.
+pub fn live_status(repo: &Repo, timeout: Duration) -> Result<BTreeMap<String, LiveNode>, String> {
+    let Some(url) = &repo.inventory.fleet.hq_url else {
+        return Err("the inventory sets no `fleet.hq_url`".into());
+    };
+    let resp = crate::hq::client::block_on(crate::hq::client::fetch_nodes(&url.value, timeout))??;
+    Ok(resp
+        .nodes
+        .into_iter()
+        .map(|n| (n.name.clone(), LiveNode { status: n.status, last_heartbeat: n.last_heartbeat }))
+        .collect())
+}
+
+/// Renders the requested files.
+pub fn build(repo: &Repo, what: What, catalog_dir: Option<&Path>, live: Option<&BTreeMap<String, LiveNode>>) -> (Output, Diagnostics) {
+    let mut out = Output::default();
+    let mut diags = Diagnostics::default();
+    let library = Library::new(&repo.templates);
+    let env = library.environment();
+    let hw = |n: &crate::spec::inventory::NodeSpec| crate::facts::effective_hardware(&repo.root, n);
+    let status: Option<routing::StatusMap> = live.map(|l| l.iter().map(|(k, v)| (k.clone(), v.status.clone())).collect());
+    if matches!(what, What::Routing | What::All) {
+        let (table, d) = routing::build(repo, &|n| hw(n).0, status.as_ref());
+        diags.extend(d);
+        let ctx = serde_json::json!({ "routing": table });
+        match env.get_template("routing/openclaw_workers.json.j2").and_then(|t| t.render(crate::template::ctx_value(&ctx))) {
+            Ok(text) => {
+                out.files.insert(ROUTING_FILE.into(), ensure_newline(text));
+            }
+            Err(e) => diags.push(crate::error::Diagnostic::error(None, format!("rendering the routing table: {e}"))),
+        }
+    }
+    if matches!(what, What::Registry | What::All) {
+        let reg = registry::build(repo, &hw, live);
+        let ctx = serde_json::json!({ "registry": reg });
+        match env.get_template("registry/nodes_registry.json.j2").and_then(|t| t.render(crate::template::ctx_value(&ctx))) {
+            Ok(text) => {
+                out.files.insert(REGISTRY_FILE.into(), ensure_newline(text));
+            }
+            Err(e) => diags.push(crate::error::Diagnostic::error(None, format!("rendering the node registry: {e}"))),
+        }
+    }
+    if let (true, Some(dir)) = (matches!(what, What::Packages | What::All), catalog_dir) {
+        let (workers, d) = catalog::load(dir);
+        diags.extend(d);
+        match packages::render_all(&env, &workers) {
+            Ok(files) => {
+                for (rel, text) in files {
+                    out.files.insert(PathBuf::from("packages").join(rel), text);
+                }
+                out.owned_dirs.push("packages".into());
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+    (out, diags)
+}
+
+fn ensure_newline(mut s: String) -> String {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// Runs `fleet render`.
+pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
+    let root = find_root(repo_dir)?;
+    let mut repo = Repo::load(&root);
+    for w in repo.diags.take_warnings() {
+        eprintln!("{}", style::diagnostic(&w));
+    }
+    if repo.diags.has_errors() {
+        return Err(Error::Config(repo.diags));
+    }
+    let catalog_dir = match (&args.catalog, args.what) {
+        (Some(c), _) if !c.is_dir() => return Err(Error::Usage(format!("--catalog `{}` is not a directory", c.display()))),
+        (Some(c), _) => Some(c.clone()),
+        (None, _) if root.join("catalog").is_dir() => Some(root.join("catalog")),
+        (None, What::Packages) => {
+            return Err(Error::Usage("no worker catalog: pass `--catalog DIR` (a tree of crates with worker.toml files) or create `catalog/` in the repo".into()));
+        }
+        (None, _) => None,
+    };
+    let live = if args.live {
+        match live_status(&repo, Duration::from_secs(3)) {
+            Ok(l) => {
+                eprintln!("{} node status from HQ ({} nodes)", style::dim("live:"), l.len());
+                Some(l)
+            }
+            Err(why) => {
+                eprintln!("{}: HQ is not reachable ({why}); rendering without live status", style::yellow("warning"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (out, mut diags) = build(&repo, args.what, catalog_dir.as_deref(), live.as_ref());
+    for w in diags.take_warnings() {
+        eprintln!("{}", style::diagnostic(&w));
+    }
+    if diags.has_errors() {
+        return Err(Error::Config(diags));
+    }
+    if args.what == What::All && catalog_dir.is_none() {
+        eprintln!("{}", style::dim("packages: skipped (no catalog/ in the repo and no --catalog)"));
+    }
+    let out_dir = args.out.clone().unwrap_or_else(|| root.join("generated"));
+    if args.check {
+        let drift = out.check(&out_dir);
+        if drift.is_empty() {
+            println!("{} {} files in {} are up to date", style::green("ok:"), out.files.len(), shown(&out_dir));
+            return Ok(0);
+        }
+        for d in &drift {
+            match d {
+                Drift::Missing(p) => println!("{} {} (not rendered yet)", style::red("missing:"), shown(&out_dir.join(p))),
+                Drift::Stale(p) => println!("{} {} (no longer generated)", style::red("stale:"), shown(&out_dir.join(p))),
+                Drift::Differs(p, diff) => {
+                    println!("{} {}", style::red("differs:"), shown(&out_dir.join(p)));
+                    print!("{diff}");
+                }
+            }
+        }
+        return Err(Error::Failed(format!(
+            "{} generated file{} differ from what the repo renders\n  help: run `fleet render{}` and commit the result",
+            drift.len(),
+            if drift.len() == 1 { "" } else { "s" },
+            match args.what {
+                What::All => String::new(),
+                w => format!(" {}", format!("{w:?}").to_lowercase()),
+            }
+        )));
+    }
+    let written = out.write(&out_dir)?;
+    let mut changed = 0;
+    for w in &written {
+        match w {
+            Written::Changed(p) => {
+                changed += 1;
+                println!("{} {}", style::yellow("wrote"), shown(&out_dir.join(p)));
+            }
+            Written::Removed(p) => {
+                changed += 1;
+                println!("{} {}", style::yellow("removed"), shown(&out_dir.join(p)));
+            }
+            Written::Unchanged(_) => {}
+        }
+    }
+    println!("{} files rendered, {changed} changed", out.files.len());
+    Ok(0)
+}

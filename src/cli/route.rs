@@ -1,0 +1,86 @@
+//! `fleet route TASK`: which worker takes this task type now, and the fallback chain.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cli::style;
+use crate::error::{Diagnostic, Error, Result, did_you_mean};
+use crate::render::routing;
+use crate::repo::{Repo, find_root};
+
+/// Arguments of `fleet route`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The task type (a routing rule's `task`).
+    pub task: String,
+    /// JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not ask HQ for live status; route on the inventory alone.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// Runs `fleet route`.
+pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
+    let root = find_root(repo_dir)?;
+    let mut repo = Repo::load(&root);
+    repo.diags.take_warnings();
+    if repo.diags.has_errors() {
+        return Err(Error::Config(repo.diags));
+    }
+    if !repo.inventory.routing.rules.iter().any(|r| r.task.value == args.task) {
+        let known: Vec<&str> = repo.inventory.routing.rules.iter().map(|r| r.task.value.as_str()).collect();
+        let help = did_you_mean(&args.task, known.iter().copied()).unwrap_or_else(|| format!("task types: {}", known.join(", ")));
+        return Err(Error::config(Diagnostic::error(None, format!("no routing rule for task `{}`", args.task)).with_help(help)));
+    }
+    let (live, source) = if args.offline {
+        (None, "inventory (--offline)".to_string())
+    } else {
+        match crate::cli::render::live_status(&repo, Duration::from_secs(2)) {
+            Ok(l) => (Some(l), "live status from HQ".to_string()),
+            Err(why) => (None, format!("inventory only: HQ not reachable ({why})")),
+        }
+    };
+    let status: Option<routing::StatusMap> = live.as_ref().map(|l| l.iter().map(|(k, v)| (k.clone(), v.status.clone())).collect());
+    let (table, _) = routing::build(&repo, &|n| crate::facts::effective_hardware(&repo.root, n).0, status.as_ref());
+    let Some(route) = routing::route(&table, &args.task) else {
+        return Err(Error::Usage(format!("no routing rule for task `{}`", args.task)));
+    };
+    if args.json {
+        let v = serde_json::json!({ "route": route, "source": source });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(if route.target.is_some() { 0 } else { 1 });
+    }
+    let worker = |name: &str| table.workers.iter().find(|w| w.name == name);
+    let describe = |name: &str| -> String {
+        if name == crate::spec::inventory::CLOUD_FALLBACK {
+            return match &table.cloud {
+                Some(c) => format!("{name} ({} {}, key from ${})", c.provider, c.model, c.api_key_env),
+                None => name.to_string(),
+            };
+        }
+        match worker(name) {
+            Some(w) => format!("{name} (priority {}, {}{})", w.priority, w.endpoint, w.status.as_ref().map(|s| format!(", {s}")).unwrap_or_default()),
+            None => name.to_string(),
+        }
+    };
+    match &route.target {
+        Some(t) => println!("{} → {}", style::bold(&args.task), style::green(&describe(t))),
+        None => println!("{} → {}", style::bold(&args.task), style::red("nobody: no worker and no fallback")),
+    }
+    if !route.pool.is_empty() {
+        println!("  pool: {}", route.pool.iter().map(|p| describe(p)).collect::<Vec<_>>().join(", "));
+    } else {
+        println!("  pool: {}", style::yellow("empty"));
+    }
+    for step in &route.chain {
+        if step.workers.is_empty() {
+            println!("  then: {}", describe(&step.via));
+        } else {
+            println!("  then: {} → {}", step.via, step.workers.join(", "));
+        }
+    }
+    println!("  {}", style::dim(&format!("({source})")));
+    Ok(if route.target.is_some() { 0 } else { 1 })
+}

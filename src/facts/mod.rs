@@ -1,0 +1,121 @@
+//! Facts gathered from hosts: the typed record, and the on-disk cache under `.fleet/facts/`
+//! that `fleet render`, `fleet eligible` and the registry read.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::inventory::{Gpu, Hardware};
+
+/// A disk (mount point) and its space.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Disk {
+    /// Mount point.
+    pub mount: String,
+    /// Size in GB.
+    pub total_gb: f64,
+    /// Free space in GB.
+    pub free_gb: f64,
+}
+
+/// What fleet knows about a host after gathering facts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Facts {
+    /// `linux` or `macos`.
+    pub os: Option<String>,
+    /// Distribution or macOS version, e.g. `debian 12`, `macOS 15.1`.
+    pub os_version: Option<String>,
+    /// `x86_64` or `aarch64`.
+    pub arch: Option<String>,
+    /// CPU model string.
+    pub cpu_model: Option<String>,
+    /// Logical cores.
+    pub cores: Option<u64>,
+    /// Memory in GB.
+    pub ram_gb: Option<f64>,
+    /// Disks.
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+    /// Discrete GPUs.
+    #[serde(default)]
+    pub gpus: Vec<Gpu>,
+    /// Apple chip (`Apple M4`), when Apple silicon.
+    pub apple_chip: Option<String>,
+    /// Hostname.
+    pub hostname: Option<String>,
+    /// `systemd`, `launchd`, or another init.
+    pub init: Option<String>,
+    /// `apt`, `dnf`, `pacman`, `brew`.
+    pub package_manager: Option<String>,
+    /// Ollama's version when installed.
+    pub ollama_version: Option<String>,
+    /// Models Ollama has.
+    #[serde(default)]
+    pub ollama_models: Vec<String>,
+}
+
+impl Facts {
+    /// Free disk of the root (or largest) filesystem in GB.
+    pub fn root_free_gb(&self) -> Option<f64> {
+        self.disks
+            .iter()
+            .find(|d| d.mount == "/" || d.mount == "/System/Volumes/Data")
+            .or_else(|| self.disks.iter().max_by(|a, b| a.total_gb.total_cmp(&b.total_gb)))
+            .map(|d| d.free_gb)
+    }
+
+    /// Hardware as gathered, falling back to what was declared for what facts do not say.
+    pub fn overlay(&self, declared: &Hardware) -> Hardware {
+        let mut hw = declared.clone();
+        if let Some(v) = &self.os {
+            hw.os = Some(v.clone());
+        }
+        if let Some(v) = &self.arch {
+            hw.arch = Some(v.clone());
+        }
+        if let Some(v) = self.ram_gb {
+            hw.ram_gb = Some(v);
+        }
+        if let Some(v) = self.cores {
+            hw.cores = Some(v);
+        }
+        if let Some(v) = self.root_free_gb() {
+            hw.disk_gb = Some(v);
+        }
+        if let Some(c) = &self.apple_chip {
+            hw.cpu = Some("apple_silicon".into());
+            hw.chip = Some(c.trim_start_matches("Apple ").to_string());
+        } else if let Some(m) = &self.cpu_model {
+            hw.chip = Some(m.clone());
+        }
+        if let Some(g) = self.gpus.iter().max_by(|a, b| a.vram_gb.total_cmp(&b.vram_gb)) {
+            hw.gpu = Some(g.clone());
+        }
+        hw
+    }
+}
+
+/// Where a repo keeps cached facts.
+pub fn cache_dir(repo_root: &Path) -> PathBuf {
+    repo_root.join(".fleet").join("facts")
+}
+
+/// Cached facts of a node, when a previous run gathered them.
+pub fn load_cached(repo_root: &Path, node: &str) -> Option<Facts> {
+    let text = std::fs::read_to_string(cache_dir(repo_root).join(format!("{node}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Stores a node's facts in the cache (atomically).
+pub fn store_cached(repo_root: &Path, node: &str, facts: &Facts) -> crate::error::Result<()> {
+    let text = serde_json::to_vec_pretty(facts).unwrap_or_default();
+    crate::util::write_atomic(&cache_dir(repo_root).join(format!("{node}.json")), &text)
+}
+
+/// A node's hardware: gathered facts over declared values, and where they came from.
+pub fn effective_hardware(repo_root: &Path, node: &crate::spec::inventory::NodeSpec) -> (Hardware, &'static str) {
+    match load_cached(repo_root, &node.name) {
+        Some(f) => (f.overlay(&node.hardware), "facts"),
+        None => (node.hardware.clone(), "declared"),
+    }
+}

@@ -1,0 +1,349 @@
+//! The worker package catalog: every `worker.toml` below a directory, with the version of the
+//! crate beside it (`Cargo.toml`, or the workspace's when it says `version.workspace = true`).
+//! Adding a worker is adding a directory; nothing here names a worker.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Diagnostic, Diagnostics, Loc, did_you_mean};
+use crate::repo::shown;
+
+/// A build feature's platforms and Arch dependencies (`data/build_features.toml`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FeatureSpec {
+    /// Operating systems it builds for.
+    pub platforms: Vec<String>,
+    /// Human name (`NVIDIA CUDA`).
+    pub description: String,
+    /// Arch runtime dependencies.
+    #[serde(default)]
+    pub arch_depends: Vec<String>,
+    /// Arch build dependencies.
+    #[serde(default)]
+    pub arch_makedepends: Vec<String>,
+}
+
+/// Known build features.
+pub fn features() -> &'static BTreeMap<String, FeatureSpec> {
+    static F: OnceLock<BTreeMap<String, FeatureSpec>> = OnceLock::new();
+    F.get_or_init(|| toml::from_str(include_str!("../../data/build_features.toml")).unwrap_or_default())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerFile {
+    worker: WorkerSection,
+    build: BuildSection,
+    #[serde(default)]
+    capabilities: toml::Table,
+    platforms: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    release: ReleaseSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerSection {
+    id: String,
+    name: String,
+    description: String,
+    license: String,
+    repository: Option<String>,
+    homepage: Option<String>,
+    binary: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildSection {
+    features: Vec<String>,
+    default_feature: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseSection {
+    /// Release tarball URL; `{version}` is replaced.
+    url: Option<String>,
+    sha256: Option<String>,
+    branch: Option<String>,
+}
+
+/// A worker of the catalog, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Worker {
+    /// Package id (`llm-worker`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// One line.
+    pub description: String,
+    /// SPDX license.
+    pub license: String,
+    /// Source repository URL.
+    pub repository: String,
+    /// Project homepage.
+    pub homepage: String,
+    /// Binary name.
+    pub binary: String,
+    /// Cargo package name.
+    pub cargo_package: String,
+    /// Version from Cargo.toml.
+    pub version: String,
+    /// The crate's directory relative to the catalog root.
+    pub crate_path: String,
+    /// Build features, in order.
+    pub features: Vec<String>,
+    /// Default feature.
+    pub default_feature: Option<String>,
+    /// OS → architectures.
+    pub platforms: BTreeMap<String, Vec<String>>,
+    /// Capabilities as written.
+    pub capabilities: toml::Table,
+    /// Release tarball URL (with the version filled in).
+    pub source_url: String,
+    /// Its checksum when known.
+    pub sha256: Option<String>,
+    /// Branch the dev packages build.
+    pub branch: String,
+    /// worker.toml as shown in messages.
+    pub file: String,
+}
+
+fn loc_of(file: &std::sync::Arc<str>, src: &str, span: Option<std::ops::Range<usize>>) -> Loc {
+    let offset = span.map_or(0, |s| s.start).min(src.len());
+    let before = &src[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Loc {
+        file: file.clone(),
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        col: u32::try_from(col).unwrap_or(u32::MAX),
+    }
+}
+
+fn toml_error(file: &std::sync::Arc<str>, src: &str, e: &toml::de::Error) -> Diagnostic {
+    let msg = e.message().trim().replace('\n', " ");
+    Diagnostic::error(loc_of(file, src, e.span()), format!("invalid worker.toml: {msg}"))
+}
+
+/// Finds `worker.toml` files below `root`, sorted, skipping `target/` and hidden directories.
+fn find_worker_files(root: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(root) else { return };
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if p.is_dir() {
+            if !name.starts_with('.') && name != "target" {
+                find_worker_files(&p, out);
+            }
+        } else if name == "worker.toml" {
+            out.push(p);
+        }
+    }
+}
+
+/// What Cargo.toml says about a crate.
+struct CrateInfo {
+    name: String,
+    version: String,
+    repository: Option<String>,
+    homepage: Option<String>,
+}
+
+fn read_crate(dir: &Path, catalog_root: &Path) -> Result<CrateInfo, Diagnostic> {
+    let path = dir.join("Cargo.toml");
+    let file = shown(&path);
+    let src = std::fs::read_to_string(&path).map_err(|_| {
+        Diagnostic::error(Loc::file_start(&shown(&dir.join("worker.toml"))), "no `Cargo.toml` beside this worker.toml")
+            .with_help("the package version comes from the crate's Cargo.toml; put worker.toml in the crate's directory")
+    })?;
+    let doc: toml::Table = toml::from_str(&src).map_err(|e| toml_error(&file, &src, &e))?;
+    let Some(pkg) = doc.get("package").and_then(|p| p.as_table()) else {
+        return Err(Diagnostic::error(Loc::file_start(&file), "Cargo.toml has no `[package]`"));
+    };
+    let name = pkg.get("name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let from_workspace = |key: &str| -> Result<Option<String>, Diagnostic> {
+        let mut dir = dir.parent();
+        while let Some(d) = dir {
+            let ws_path = d.join("Cargo.toml");
+            if let Ok(ws_src) = std::fs::read_to_string(&ws_path) {
+                let ws: toml::Table = toml::from_str(&ws_src).map_err(|e| toml_error(&shown(&ws_path), &ws_src, &e))?;
+                if let Some(w) = ws.get("workspace").and_then(|w| w.as_table()) {
+                    return Ok(w.get("package").and_then(|p| p.get(key)).and_then(|v| v.as_str()).map(str::to_string));
+                }
+            }
+            if d == catalog_root || !d.starts_with(catalog_root) {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(None)
+    };
+    let field = |key: &str| -> Result<Option<String>, Diagnostic> {
+        match pkg.get(key) {
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(toml::Value::Table(t)) if t.get("workspace").and_then(|w| w.as_bool()) == Some(true) => from_workspace(key),
+            _ => Ok(None),
+        }
+    };
+    let version = match field("version")? {
+        Some(v) => v,
+        None => {
+            return Err(Diagnostic::error(Loc::file_start(&file), "the crate's version cannot be found")
+                .with_help("set `[package] version`, or `version.workspace = true` with `[workspace.package] version` in the workspace root"));
+        }
+    };
+    Ok(CrateInfo {
+        name,
+        version,
+        repository: field("repository")?,
+        homepage: field("homepage")?,
+    })
+}
+
+fn is_package_id(s: &str) -> bool {
+    !s.is_empty() && s.starts_with(|c: char| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Reads every worker below `root`; problems are collected, each with its location.
+pub fn load(root: &Path) -> (Vec<Worker>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let mut workers = Vec::new();
+    let mut files = Vec::new();
+    find_worker_files(root, &mut files);
+    if files.is_empty() {
+        diags.push(Diagnostic::error(None, format!("no `worker.toml` below `{}`", shown(root))).with_help("a catalog is a tree of crates, each with a worker.toml beside its Cargo.toml"));
+    }
+    for path in files {
+        let file = shown(&path);
+        let Ok(src) = std::fs::read_to_string(&path) else {
+            diags.push(Diagnostic::error(Loc::file_start(&file), "cannot read this file"));
+            continue;
+        };
+        let parsed: WorkerFile = match toml::from_str(&src) {
+            Ok(p) => p,
+            Err(e) => {
+                diags.push(toml_error(&file, &src, &e));
+                continue;
+            }
+        };
+        let at = |needle: &str| loc_of(&file, &src, src.find(needle).map(|i| i..i));
+        let w = &parsed.worker;
+        let mut ok = true;
+        if !is_package_id(&w.id) {
+            diags.push(Diagnostic::error(at("id"), format!("worker id `{}` is not a package name", w.id)).with_help("use lowercase letters, digits and `-`, starting with a letter"));
+            ok = false;
+        }
+        let known = features();
+        for f in &parsed.build.features {
+            if !known.contains_key(f) {
+                let help = did_you_mean(f, known.keys().map(String::as_str)).unwrap_or_else(|| format!("known features: {}", known.keys().cloned().collect::<Vec<_>>().join(", ")));
+                diags.push(Diagnostic::error(at(&format!("\"{f}\"")), format!("unknown build feature `{f}`")).with_help(help));
+                ok = false;
+            }
+        }
+        if parsed.build.features.is_empty() {
+            diags.push(Diagnostic::error(at("features"), "`build.features` is empty: a worker needs at least one feature to package"));
+            ok = false;
+        }
+        if let Some(d) = &parsed.build.default_feature
+            && !parsed.build.features.contains(d)
+        {
+            diags.push(Diagnostic::error(at("default_feature"), format!("`default_feature = \"{d}\"` is not one of `build.features`")));
+            ok = false;
+        }
+        for (os, archs) in &parsed.platforms {
+            if !matches!(os.as_str(), "linux" | "macos" | "windows") {
+                let help = did_you_mean(os, ["linux", "macos", "windows"]).unwrap_or_else(|| "platforms are `linux`, `macos`, `windows`".into());
+                diags.push(Diagnostic::error(at(os), format!("unknown platform `{os}`")).with_help(help));
+                ok = false;
+            }
+            for a in archs {
+                if !matches!(a.as_str(), "x86_64" | "aarch64") {
+                    let help = if a == "arm64" { "write `aarch64`".to_string() } else { "architectures are `x86_64` and `aarch64`".to_string() };
+                    diags.push(Diagnostic::error(at(&format!("\"{a}\"")), format!("unknown architecture `{a}` for `{os}`")).with_help(help));
+                    ok = false;
+                }
+            }
+        }
+        let dir = path.parent().unwrap_or(root);
+        let krate = match read_crate(dir, root) {
+            Ok(k) => k,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        let repository = w.repository.clone().or(krate.repository.clone());
+        let Some(repository) = repository else {
+            diags.push(Diagnostic::error(at("[worker]"), format!("worker `{}` has no source repository", w.id)).with_help("set `repository` in `[worker]` or in the crate's `[package]`"));
+            continue;
+        };
+        if !ok {
+            continue;
+        }
+        let repository = repository.trim_end_matches('/').trim_end_matches(".git").to_string();
+        let source_url = parsed
+            .release
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("{repository}/archive/refs/tags/v{{version}}.tar.gz"))
+            .replace("{version}", &krate.version);
+        workers.push(Worker {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            description: w.description.clone(),
+            license: w.license.clone(),
+            homepage: w.homepage.clone().or(krate.homepage).unwrap_or_else(|| repository.clone()),
+            binary: w.binary.clone().unwrap_or_else(|| w.id.clone()),
+            cargo_package: krate.name,
+            version: krate.version,
+            crate_path: dir.strip_prefix(root).map(|p| p.to_string_lossy().replace('\\', "/")).unwrap_or_default(),
+            features: parsed.build.features.clone(),
+            default_feature: parsed.build.default_feature.clone(),
+            platforms: parsed.platforms.clone(),
+            capabilities: parsed.capabilities.clone(),
+            source_url,
+            sha256: parsed.release.sha256.clone(),
+            branch: parsed.release.branch.clone().unwrap_or_else(|| "main".into()),
+            repository,
+            file: file.to_string(),
+        });
+    }
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for w in &workers {
+        if let Some(prev) = seen.insert(w.id.clone(), w.file.clone()) {
+            diags.push(Diagnostic::error(Loc::file_start(&w.file.as_str().into()), format!("worker id `{}` is used twice", w.id)).with_help(format!("also in {prev}")));
+        }
+    }
+    (workers, diags)
+}
+
+/// Turns a Cargo version into a valid Arch `pkgver` (no hyphens; pre-releases sort before
+/// the release: `1.2.0-rc.1` → `1.2.0rc.1`).
+pub fn arch_pkgver(version: &str) -> String {
+    version.replace('-', "").replace('+', ".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkgver_has_no_hyphen() {
+        assert_eq!(arch_pkgver("1.2.0"), "1.2.0");
+        assert_eq!(arch_pkgver("1.2.0-rc.1"), "1.2.0rc.1");
+        assert_eq!(arch_pkgver("0.3.0-beta+build.5"), "0.3.0beta.build.5");
+    }
+
+    #[test]
+    fn features_table_parses() {
+        assert!(features().contains_key("cuda"));
+        assert_eq!(features()["metal"].platforms, vec!["macos"]);
+    }
+}

@@ -1,0 +1,431 @@
+//! The routing table (`openclaw_workers.json`): every worker with its endpoint, kind, models,
+//! capabilities, priority and capacity; per task type, the pool of workers able to serve it
+//! (holding the model and the memory for it, or having the capability), ordered by priority,
+//! then the fallback chain with the cloud API always last. Deterministic: same inputs, same bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use serde_json::Value as J;
+
+use crate::error::{Diagnostic, Diagnostics};
+use crate::render::models::required_gb;
+use crate::render::priority::default_priority;
+use crate::repo::Repo;
+use crate::spec::inventory::{CLOUD_FALLBACK, Hardware, NodeSpec};
+
+/// One worker.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Worker {
+    /// Node name.
+    pub name: String,
+    /// `ollama` or `browser`.
+    pub kind: &'static str,
+    /// The main endpoint (Ollama's API, or the browser's DevTools endpoint).
+    pub endpoint: String,
+    /// Every endpoint by service.
+    pub endpoints: BTreeMap<String, String>,
+    /// Models it holds (only those it has the memory for).
+    pub models: Vec<String>,
+    /// Capabilities, sorted.
+    pub capabilities: Vec<String>,
+    /// Routing priority (higher first).
+    pub priority: u32,
+    /// Requests it takes at once.
+    pub max_concurrent: u32,
+    /// Memory available for models (RAM plus discrete VRAM), when known.
+    pub memory_gb: Option<f64>,
+    /// `online`/`degraded`/`offline` when rendered from live HQ data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// The cloud API: the last fallback of every rule.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Cloud {
+    /// Always `cloud_api`.
+    pub name: &'static str,
+    /// Always `cloud`.
+    pub kind: &'static str,
+    /// Provider.
+    pub provider: String,
+    /// Model at the provider.
+    pub model: String,
+    /// Environment variable holding the key (never the key).
+    pub api_key_env: String,
+    /// Base URL override.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+}
+
+/// How one task type is served.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Rule {
+    /// Task type.
+    pub task: String,
+    /// Model that serves it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Capability that serves it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// Memory the model needs, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requires_gb: Option<f64>,
+    /// Workers able to serve it, by priority (higher first), then name.
+    pub pool: Vec<String>,
+    /// Where requests go when the pool cannot take them: task types, then `cloud_api` last.
+    pub fallback: Vec<String>,
+}
+
+/// The whole table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RoutingTable {
+    /// Fleet name.
+    pub fleet: Option<String>,
+    /// Where status came from: `inventory` (static) or `hq` (live).
+    pub status_source: &'static str,
+    /// Workers, by name.
+    pub workers: Vec<Worker>,
+    /// The cloud fallback.
+    pub cloud: Option<Cloud>,
+    /// Rules, in inventory order.
+    pub rules: Vec<Rule>,
+}
+
+/// Live node states from HQ: node → `online`/`degraded`/`offline`.
+pub type StatusMap = BTreeMap<String, String>;
+
+/// A variable's value for a node by the inventory's precedence (node > groups > fleet > role
+/// defaults), without rendering templates: routing needs ports for thousands of nodes fast.
+pub struct VarLookup<'a> {
+    repo: &'a Repo,
+    role_defaults: HashMap<&'a str, Vec<&'a crate::spec::decode::VarMap>>,
+    groups_of: HashMap<&'a str, Vec<&'a crate::spec::inventory::Group>>,
+}
+
+impl<'a> VarLookup<'a> {
+    /// Indexes the repo once.
+    pub fn new(repo: &'a Repo) -> Self {
+        let mut role_defaults = HashMap::new();
+        for name in repo.roles.keys() {
+            let spanned = crate::spec::decode::Spanned::new(name.clone(), repo.roles[name].loc.clone());
+            if let Ok(closure) = crate::play::role_order(&repo.roles, std::slice::from_ref(&spanned)) {
+                role_defaults.insert(name.as_str(), closure.iter().rev().map(|r| &r.defaults).collect());
+            }
+        }
+        let mut groups_of: HashMap<&str, Vec<&crate::spec::inventory::Group>> = HashMap::new();
+        for g in repo.inventory.groups.values().rev() {
+            for m in &g.members {
+                groups_of.entry(m.value.as_str()).or_default().push(g);
+            }
+        }
+        VarLookup { repo, role_defaults, groups_of }
+    }
+
+    /// The value, highest precedence first.
+    pub fn get(&self, node: &NodeSpec, name: &str) -> Option<J> {
+        if let Some(v) = node.vars.get(name) {
+            return Some(v.to_json());
+        }
+        for g in self.groups_of.get(node.name.as_str()).into_iter().flatten() {
+            if let Some(v) = g.vars.get(name) {
+                return Some(v.to_json());
+            }
+        }
+        if let Some(v) = self.repo.inventory.vars.get(name) {
+            return Some(v.to_json());
+        }
+        for d in self.role_defaults.get(node.role.value.as_str()).into_iter().flatten() {
+            if let Some(v) = d.get(name) {
+                return Some(v.to_json());
+            }
+        }
+        None
+    }
+
+    /// A port variable, or the default.
+    pub fn port(&self, node: &NodeSpec, name: &str, default: u16) -> u16 {
+        match self.get(node, name) {
+            Some(J::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(default),
+            Some(J::String(s)) => s.parse().unwrap_or(default),
+            _ => default,
+        }
+    }
+}
+
+/// Memory available for models: RAM, plus VRAM of a discrete GPU.
+pub fn model_memory_gb(hw: &Hardware) -> Option<f64> {
+    let ram = hw.ram_gb?;
+    Some(ram + hw.gpu.as_ref().map_or(0.0, |g| g.vram_gb))
+}
+
+/// Capabilities by role name (role closure), computed once.
+pub fn role_capabilities(repo: &Repo) -> HashMap<String, BTreeSet<String>> {
+    repo.roles
+        .keys()
+        .map(|name| {
+            let spanned = crate::spec::decode::Spanned::new(name.clone(), repo.roles[name].loc.clone());
+            let caps = crate::play::role_order(&repo.roles, std::slice::from_ref(&spanned))
+                .map(|c| c.iter().flat_map(|r| r.capabilities.iter().cloned()).collect())
+                .unwrap_or_default();
+            (name.clone(), caps)
+        })
+        .collect()
+}
+
+/// Builds the routing table and its static checks. `hardware` gives each node's effective
+/// hardware (facts over declared); `status` is live HQ data when available.
+pub fn build(repo: &Repo, hardware: &dyn Fn(&NodeSpec) -> Hardware, status: Option<&StatusMap>) -> (RoutingTable, Diagnostics) {
+    let inv = &repo.inventory;
+    let mut diags = Diagnostics::default();
+    let lookup = VarLookup::new(repo);
+    let role_caps = role_capabilities(repo);
+    let mut workers = Vec::new();
+    for n in inv.nodes.values() {
+        let hw = hardware(n);
+        let mut caps: BTreeSet<String> = role_caps.get(&n.role.value).cloned().unwrap_or_default();
+        caps.extend(n.capabilities.iter().cloned());
+        let memory = model_memory_gb(&hw);
+        let mut models = Vec::new();
+        for m in &n.models {
+            match (required_gb(&m.value), memory) {
+                (Some(need), Some(have)) if have < need => diags.push(
+                    Diagnostic::warning(
+                        m.loc.clone(),
+                        format!("`{}` lists `{}`, which needs {need} GB, but has {have} GB; it stays out of that model's pool", n.name, m.value),
+                    )
+                    .with_help("remove the model from this node, or give the node more memory"),
+                ),
+                _ => models.push(m.value.clone()),
+            }
+        }
+        let mut endpoints = BTreeMap::new();
+        if caps.contains("ollama") {
+            endpoints.insert("ollama".to_string(), format!("http://{}:{}", n.host, lookup.port(n, "ollama_port", 11434)));
+        }
+        if caps.contains("browser") {
+            endpoints.insert("browser".to_string(), format!("http://{}:{}", n.host, lookup.port(n, "browser_port", 9222)));
+        }
+        let kind = if caps.contains("ollama") && !n.models.is_empty() {
+            "ollama"
+        } else if caps.contains("browser") {
+            "browser"
+        } else {
+            continue;
+        };
+        workers.push(Worker {
+            name: n.name.clone(),
+            kind,
+            endpoint: endpoints.get(kind).cloned().unwrap_or_default(),
+            endpoints,
+            models,
+            capabilities: caps.into_iter().collect(),
+            priority: n.priority.unwrap_or_else(|| default_priority(&hw)),
+            max_concurrent: n.max_concurrent,
+            memory_gb: memory,
+            status: status.map(|s| s.get(&n.name).cloned().unwrap_or_else(|| "unknown".into())),
+        });
+    }
+    workers.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let cloud = inv.routing.cloud_fallback.as_ref().map(|c| Cloud {
+        name: CLOUD_FALLBACK,
+        kind: "cloud",
+        provider: c.provider.clone(),
+        model: c.model.clone(),
+        api_key_env: c.api_key_env.clone(),
+        base_url: c.base_url.clone(),
+    });
+
+    let serving = |w: &Worker| status.is_none_or(|_| w.status.as_deref() != Some("offline"));
+    let mut rules = Vec::new();
+    for r in &inv.routing.rules {
+        let requires_gb = r.model.as_ref().and_then(|m| required_gb(&m.value));
+        let mut pool: Vec<&Worker> = workers
+            .iter()
+            .filter(|w| match (&r.model, &r.capability) {
+                (Some(m), _) => w.kind == "ollama" && w.models.contains(&m.value),
+                (None, Some(c)) => w.capabilities.contains(&c.value),
+                _ => false,
+            })
+            .filter(|w| serving(w))
+            .collect();
+        pool.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+        let mut fallback: Vec<String> = r.fallback.iter().map(|f| f.value.clone()).filter(|f| f != CLOUD_FALLBACK).collect();
+        if r.fallback.iter().any(|f| f.value == CLOUD_FALLBACK) || cloud.is_some() {
+            if let Some(pos) = r.fallback.iter().position(|f| f.value == CLOUD_FALLBACK)
+                && pos + 1 != r.fallback.len()
+            {
+                diags.push(
+                    Diagnostic::warning(r.fallback[pos].loc.clone(), format!("rule `{}` lists `{CLOUD_FALLBACK}` before other fallbacks; the cloud API always comes last", r.task.value))
+                        .with_help("move `cloud_api` to the end of `fallback`"),
+                );
+            }
+            if cloud.is_some() {
+                fallback.push(CLOUD_FALLBACK.to_string());
+            }
+        }
+        rules.push(Rule {
+            task: r.task.value.clone(),
+            model: r.model.as_ref().map(|m| m.value.clone()),
+            capability: r.capability.as_ref().map(|c| c.value.clone()),
+            requires_gb,
+            pool: pool.iter().map(|w| w.name.clone()).collect(),
+            fallback,
+        });
+    }
+    let table = RoutingTable {
+        fleet: inv.fleet.name.clone(),
+        status_source: if status.is_some() { "hq" } else { "inventory" },
+        workers,
+        cloud,
+        rules,
+    };
+    diags.extend(static_checks(repo, &table, status.is_some()));
+    (table, diags)
+}
+
+/// Problems a routing table can have that no single file shows: empty pools, models nobody
+/// can hold, fallback cycles, single points of failure.
+fn static_checks(repo: &Repo, table: &RoutingTable, live: bool) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let inv = &repo.inventory;
+    for (spec, rule) in inv.routing.rules.iter().zip(&table.rules) {
+        let loc = spec.task.loc.clone();
+        let task = &rule.task;
+        let explicit_fallback = !spec.fallback.is_empty();
+        if rule.pool.is_empty() {
+            if let (Some(m), Some(need)) = (&rule.model, rule.requires_gb) {
+                let listers: Vec<&NodeSpec> = inv.nodes.values().filter(|n| n.models.iter().any(|x| &x.value == m)).collect();
+                let biggest = table.workers.iter().filter_map(|w| w.memory_gb).fold(0.0_f64, f64::max);
+                if !listers.is_empty() && !live {
+                    diags.push(
+                        Diagnostic::error(loc.clone(), format!("no node can hold `{m}` for rule `{task}`: it needs {need} GB; the largest node has {biggest} GB"))
+                            .with_help("route this task to a smaller model, or add a node with enough memory"),
+                    );
+                    continue;
+                }
+            }
+            if live {
+                diags.push(Diagnostic::warning(loc.clone(), format!("rule `{task}` has no online worker; requests go to {}", describe_fallback(&rule.fallback))));
+            } else if rule.fallback.is_empty() {
+                diags.push(
+                    Diagnostic::error(loc.clone(), format!("rule `{task}` has no worker and no fallback: its requests would fail"))
+                        .with_help("add a node that serves it, a `fallback`, or `routing.cloud_fallback`"),
+                );
+            } else {
+                diags.push(Diagnostic::warning(loc.clone(), format!("rule `{task}` has no worker; every request goes to {}", describe_fallback(&rule.fallback))));
+            }
+        } else if rule.pool.len() == 1 && !explicit_fallback && !live {
+            let after = if rule.fallback.is_empty() { "its requests fail".to_string() } else { format!("every request goes to {}", describe_fallback(&rule.fallback)) };
+            diags.push(
+                Diagnostic::warning(loc.clone(), format!("rule `{task}` is served by one worker (`{}`) and has no fallback of its own: when it is down, {after}", rule.pool[0]))
+                    .with_help("add a second node with this model, or a `fallback`"),
+            );
+        }
+    }
+    // Fallback cycles between task types.
+    let edges: BTreeMap<&str, Vec<&str>> = inv
+        .routing
+        .rules
+        .iter()
+        .map(|r| (r.task.value.as_str(), r.fallback.iter().map(|f| f.value.as_str()).filter(|f| *f != CLOUD_FALLBACK).collect()))
+        .collect();
+    let mut reported: BTreeSet<Vec<&str>> = BTreeSet::new();
+    for r in &inv.routing.rules {
+        let mut path = vec![r.task.value.as_str()];
+        if let Some(cycle) = find_cycle(&edges, &mut path) {
+            let mut key = cycle.clone();
+            key.sort_unstable();
+            if reported.insert(key) {
+                diags.push(
+                    Diagnostic::error(r.task.loc.clone(), format!("routing fallbacks form a cycle: {}", cycle.join(" → ")))
+                        .with_help("a fallback chain must end; remove one of these fallbacks"),
+                );
+            }
+        }
+    }
+    diags
+}
+
+fn find_cycle<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>, path: &mut Vec<&'a str>) -> Option<Vec<&'a str>> {
+    let last = *path.last()?;
+    for next in edges.get(last).into_iter().flatten() {
+        if let Some(pos) = path.iter().position(|p| p == next) {
+            let mut c = path[pos..].to_vec();
+            c.push(next);
+            return Some(c);
+        }
+        path.push(next);
+        if let Some(c) = find_cycle(edges, path) {
+            return Some(c);
+        }
+        path.pop();
+    }
+    None
+}
+
+fn describe_fallback(f: &[String]) -> String {
+    if f.is_empty() {
+        "nowhere".to_string()
+    } else {
+        f.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", then ")
+    }
+}
+
+/// Which worker takes a task now, and the chain after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// Task type.
+    pub task: String,
+    /// The worker that takes it, or the fallback that does when the pool is empty.
+    pub target: Option<String>,
+    /// The pool in order.
+    pub pool: Vec<String>,
+    /// The chain, expanded: each fallback task type's pool, then the cloud.
+    pub chain: Vec<ChainStep>,
+}
+
+/// One step of a fallback chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainStep {
+    /// The fallback's name (a task type or `cloud_api`).
+    pub via: String,
+    /// Workers of that step (empty for the cloud).
+    pub workers: Vec<String>,
+}
+
+/// Resolves a task type against the table.
+pub fn route(table: &RoutingTable, task: &str) -> Option<Route> {
+    let rule = table.rules.iter().find(|r| r.task == task)?;
+    let mut chain = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::from([task]);
+    let mut queue: Vec<&str> = rule.fallback.iter().map(String::as_str).collect();
+    while !queue.is_empty() {
+        let f = queue.remove(0);
+        if f == CLOUD_FALLBACK {
+            if !chain.iter().any(|c: &ChainStep| c.via == CLOUD_FALLBACK) {
+                chain.push(ChainStep { via: f.to_string(), workers: Vec::new() });
+            }
+            continue;
+        }
+        if !seen.insert(f) {
+            continue;
+        }
+        if let Some(fr) = table.rules.iter().find(|r| r.task == f) {
+            chain.push(ChainStep { via: f.to_string(), workers: fr.pool.clone() });
+            // The fallback's own fallbacks come before the cloud, which stays last.
+            let mut next: Vec<&str> = fr.fallback.iter().map(String::as_str).collect();
+            next.extend(queue.drain(..));
+            next.sort_by_key(|x| *x == CLOUD_FALLBACK);
+            queue = next;
+        }
+    }
+    let target = rule
+        .pool
+        .first()
+        .cloned()
+        .or_else(|| chain.iter().find_map(|c| if c.via == CLOUD_FALLBACK { Some(CLOUD_FALLBACK.to_string()) } else { c.workers.first().cloned() }));
+    Some(Route { task: task.to_string(), target, pool: rule.pool.clone(), chain })
+}
