@@ -18,7 +18,11 @@ pub fn parse_nvidia_smi(out: &str) -> Vec<Gpu> {
         .filter_map(|l| {
             let (name, mib) = l.rsplit_once(',')?;
             let mib: f64 = mib.trim().parse().ok()?;
-            Some(Gpu { vendor: "nvidia".into(), name: Some(name.trim().to_string()), vram_gb: round1(mib / 1024.0) })
+            Some(Gpu {
+                vendor: "nvidia".into(),
+                name: Some(name.trim().to_string()),
+                vram_gb: round1(mib / 1024.0),
+            })
         })
         .collect()
 }
@@ -26,7 +30,10 @@ pub fn parse_nvidia_smi(out: &str) -> Vec<Gpu> {
 /// NVIDIA GPUs, when `nvidia-smi` is installed and answers.
 pub fn nvidia_gpus() -> Vec<Gpu> {
     std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+        .args([
+            "--query-gpu=name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -40,21 +47,22 @@ pub fn local() -> Facts {
         Ok(mut sys) => {
             sys.refresh_memory();
             sys.refresh_cpu_all();
-            let model = sys.cpus().first().map(|c| c.brand().trim().to_string()).filter(|s| !s.is_empty());
-            (model, Some(sys.cpus().len() as u64).filter(|c| *c > 0), Some(round1(sys.total_memory() as f64 / GB)).filter(|r| *r > 0.0))
+            let model = sys
+                .cpus()
+                .first()
+                .map(|c| c.brand().trim().to_string())
+                .filter(|s| !s.is_empty());
+            (
+                model,
+                Some(sys.cpus().len() as u64).filter(|c| *c > 0),
+                Some(round1(sys.total_memory() as f64 / GB)).filter(|r| *r > 0.0),
+            )
         }
         Err(_) => (None, None, None),
     };
-    let os = match std::env::consts::OS {
-        "macos" => "macos",
-        "linux" => "linux",
-        other => other,
-    };
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "x86_64",
-        "aarch64" => "aarch64",
-        other => other,
-    };
+    // Rust names the platforms as fleet does (`linux`, `macos`, `x86_64`, `aarch64`).
+    let os = std::env::consts::OS;
+    let arch = std::env::consts::ARCH;
     let apple_chip = cpu_model.clone().filter(|m| m.starts_with("Apple "));
     let listed = Disks::new_with_refreshed_list().ok();
     let mut disks: Vec<Disk> = listed

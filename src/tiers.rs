@@ -30,7 +30,11 @@ struct TierFile {
 /// The tier table.
 pub fn tiers() -> &'static [Tier] {
     static T: OnceLock<Vec<Tier>> = OnceLock::new();
-    T.get_or_init(|| toml::from_str::<TierFile>(include_str!("../data/tiers.toml")).map(|f| f.tier).unwrap_or_default())
+    T.get_or_init(|| {
+        toml::from_str::<TierFile>(include_str!("../data/tiers.toml"))
+            .map(|f| f.tier)
+            .unwrap_or_default()
+    })
 }
 
 /// What a node has, as far as known.
@@ -55,7 +59,12 @@ impl Capacity {
             (None, true) => hw.ram_gb,
             (None, false) => Some(0.0),
         };
-        Capacity { cores: hw.cores, ram_gb: hw.ram_gb, vram_gb: vram, disk_gb: hw.disk_gb }
+        Capacity {
+            cores: hw.cores,
+            ram_gb: hw.ram_gb,
+            vram_gb: vram,
+            disk_gb: hw.disk_gb,
+        }
     }
 }
 
@@ -73,7 +82,11 @@ pub struct Verdict {
 }
 
 fn fmt(v: f64) -> String {
-    if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 /// Every tier, in table order, judged against a capacity.
@@ -84,7 +97,9 @@ pub fn evaluate(cap: &Capacity) -> Vec<Verdict> {
             let mut missing = Vec::new();
             let mut unchecked = Vec::new();
             let mut check = |what: &str, need: f64, have: Option<f64>| match have {
-                Some(h) if h + 1e-9 < need => missing.push(format!("needs {} {what}, has {}", fmt(need), fmt(h))),
+                Some(h) if h + 1e-9 < need => {
+                    missing.push(format!("needs {} {what}, has {}", fmt(need), fmt(h)))
+                }
                 Some(_) => {}
                 None => unchecked.push(what.to_string()),
             };
@@ -94,7 +109,12 @@ pub fn evaluate(cap: &Capacity) -> Vec<Verdict> {
                 check("GB VRAM", v, cap.vram_gb);
             }
             check("GB disk", t.disk_gb, cap.disk_gb);
-            Verdict { tier: t.name.clone(), eligible: missing.is_empty(), missing, unchecked }
+            Verdict {
+                tier: t.name.clone(),
+                eligible: missing.is_empty(),
+                missing,
+                unchecked,
+            }
         })
         .collect()
 }
@@ -111,21 +131,50 @@ mod tests {
 
     #[test]
     fn mac_mini_m4_24gb() {
-        let hw = Hardware { cpu: Some("apple_silicon".into()), cores: Some(10), ram_gb: Some(24.0), disk_gb: Some(200.0), ..Hardware::default() };
+        let hw = Hardware {
+            cpu: Some("apple_silicon".into()),
+            cores: Some(10),
+            ram_gb: Some(24.0),
+            disk_gb: Some(200.0),
+            ..Hardware::default()
+        };
         let v = evaluate(&Capacity::of(&hw));
-        let ok: Vec<&str> = v.iter().filter(|x| x.eligible).map(|x| x.tier.as_str()).collect();
-        assert!(ok.contains(&"Llama-3.1-8B"), "unified memory counts as VRAM");
+        let ok: Vec<&str> = v
+            .iter()
+            .filter(|x| x.eligible)
+            .map(|x| x.tier.as_str())
+            .collect();
+        assert!(
+            ok.contains(&"Llama-3.1-8B"),
+            "unified memory counts as VRAM"
+        );
         let big = v.iter().find(|x| x.tier == "Llama-3.1-70B").expect("70B");
-        assert_eq!(big.missing, vec!["needs 32 GB RAM, has 24", "needs 150 GB disk, has 200"].into_iter().take(1).collect::<Vec<_>>());
+        assert_eq!(
+            big.missing,
+            vec!["needs 32 GB RAM, has 24", "needs 150 GB disk, has 200"]
+                .into_iter()
+                .take(1)
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn intel_without_gpu_and_unknown_disk() {
-        let hw = Hardware { cpu: Some("intel".into()), cores: Some(8), ram_gb: Some(64.0), ..Hardware::default() };
+        let hw = Hardware {
+            cpu: Some("intel".into()),
+            cores: Some(8),
+            ram_gb: Some(64.0),
+            ..Hardware::default()
+        };
         let v = evaluate(&Capacity::of(&hw));
         let t = v.iter().find(|x| x.tier == "Llama-3.1-8B").expect("8B");
         assert_eq!(t.missing, vec!["needs 8 GB VRAM, has 0"]);
         assert_eq!(t.unchecked, vec!["GB disk"]);
-        assert!(v.iter().find(|x| x.tier == "Llama-3.2-3B").expect("3B").eligible);
+        assert!(
+            v.iter()
+                .find(|x| x.tier == "Llama-3.2-3B")
+                .expect("3B")
+                .eligible
+        );
     }
 }

@@ -63,7 +63,11 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
 
     // Routing problems no single file shows (empty pools, cycles, models nobody can hold).
     if !diags.has_errors() {
-        let (_, routing_diags) = crate::render::routing::build(repo, &|n| crate::facts::effective_hardware(&repo.root, n).0, None);
+        let (_, routing_diags) = crate::render::routing::build(
+            repo,
+            &|n| crate::facts::effective_hardware(&repo.root, n).0,
+            None,
+        );
         diags.extend(routing_diags);
     }
 

@@ -58,7 +58,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             .collect();
         let out = serde_json::to_string_pretty(&json!({ "fleet": inv.fleet.name, "nodes": nodes }))
             .unwrap_or_default();
-        println!("{out}");
+        crate::outln!("{out}");
         return Ok(0);
     }
     let mut t = Table::new();
@@ -112,6 +112,6 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             prio,
         ]);
     }
-    println!("{t}");
+    crate::outln!("{t}");
     Ok(0)
 }

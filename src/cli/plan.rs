@@ -55,12 +55,12 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Err(Error::Config(diags));
     }
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&plan).unwrap_or_default()
         );
     } else {
-        print!("{}", human(&plan, args.diff));
+        crate::out!("{}", human(&plan, args.diff));
     }
     Ok(0)
 }

@@ -60,37 +60,67 @@ pub fn live_status(repo: &Repo, timeout: Duration) -> Result<BTreeMap<String, Li
     Ok(resp
         .nodes
         .into_iter()
-        .map(|n| (n.name.clone(), LiveNode { status: n.status, last_heartbeat: n.last_heartbeat }))
+        .map(|n| {
+            (
+                n.name.clone(),
+                LiveNode {
+                    status: n.status,
+                    last_heartbeat: n.last_heartbeat,
+                },
+            )
+        })
         .collect())
 }
 
 /// Renders the requested files.
-pub fn build(repo: &Repo, what: What, catalog_dir: Option<&Path>, live: Option<&BTreeMap<String, LiveNode>>) -> (Output, Diagnostics) {
+pub fn build(
+    repo: &Repo,
+    what: What,
+    catalog_dir: Option<&Path>,
+    live: Option<&BTreeMap<String, LiveNode>>,
+) -> (Output, Diagnostics) {
     let mut out = Output::default();
     let mut diags = Diagnostics::default();
     let library = Library::new(&repo.templates);
     let env = library.environment();
-    let hw = |n: &crate::spec::inventory::NodeSpec| crate::facts::effective_hardware(&repo.root, n);
-    let status: Option<routing::StatusMap> = live.map(|l| l.iter().map(|(k, v)| (k.clone(), v.status.clone())).collect());
+    let facts = crate::facts::FactsCache::open(&repo.root);
+    let hw = |n: &crate::spec::inventory::NodeSpec| facts.hardware(n);
+    let status: Option<routing::StatusMap> = live.map(|l| {
+        l.iter()
+            .map(|(k, v)| (k.clone(), v.status.clone()))
+            .collect()
+    });
     if matches!(what, What::Routing | What::All) {
         let (table, d) = routing::build(repo, &|n| hw(n).0, status.as_ref());
         diags.extend(d);
-        let ctx = serde_json::json!({ "routing": table });
-        match env.get_template("routing/openclaw_workers.json.j2").and_then(|t| t.render(crate::template::ctx_value(&ctx))) {
+        let ctx = crate::template::data_context("routing", &table);
+        match env
+            .get_template("routing/openclaw_workers.json.j2")
+            .and_then(|t| t.render(ctx))
+        {
             Ok(text) => {
                 out.files.insert(ROUTING_FILE.into(), ensure_newline(text));
             }
-            Err(e) => diags.push(crate::error::Diagnostic::error(None, format!("rendering the routing table: {e}"))),
+            Err(e) => diags.push(crate::error::Diagnostic::error(
+                None,
+                format!("rendering the routing table: {e}"),
+            )),
         }
     }
     if matches!(what, What::Registry | What::All) {
         let reg = registry::build(repo, &hw, live);
-        let ctx = serde_json::json!({ "registry": reg });
-        match env.get_template("registry/nodes_registry.json.j2").and_then(|t| t.render(crate::template::ctx_value(&ctx))) {
+        let ctx = crate::template::data_context("registry", &reg);
+        match env
+            .get_template("registry/nodes_registry.json.j2")
+            .and_then(|t| t.render(ctx))
+        {
             Ok(text) => {
                 out.files.insert(REGISTRY_FILE.into(), ensure_newline(text));
             }
-            Err(e) => diags.push(crate::error::Diagnostic::error(None, format!("rendering the node registry: {e}"))),
+            Err(e) => diags.push(crate::error::Diagnostic::error(
+                None,
+                format!("rendering the node registry: {e}"),
+            )),
         }
     }
     if let (true, Some(dir)) = (matches!(what, What::Packages | What::All), catalog_dir) {
@@ -127,7 +157,12 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Err(Error::Config(repo.diags));
     }
     let catalog_dir = match (&args.catalog, args.what) {
-        (Some(c), _) if !c.is_dir() => return Err(Error::Usage(format!("--catalog `{}` is not a directory", c.display()))),
+        (Some(c), _) if !c.is_dir() => {
+            return Err(Error::Usage(format!(
+                "--catalog `{}` is not a directory",
+                c.display()
+            )));
+        }
         (Some(c), _) => Some(c.clone()),
         (None, _) if root.join("catalog").is_dir() => Some(root.join("catalog")),
         (None, What::Packages) => {
@@ -138,11 +173,18 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let live = if args.live {
         match live_status(&repo, Duration::from_secs(3)) {
             Ok(l) => {
-                eprintln!("{} node status from HQ ({} nodes)", style::dim("live:"), l.len());
+                eprintln!(
+                    "{} node status from HQ ({} nodes)",
+                    style::dim("live:"),
+                    l.len()
+                );
                 Some(l)
             }
             Err(why) => {
-                eprintln!("{}: HQ is not reachable ({why}); rendering without live status", style::yellow("warning"));
+                eprintln!(
+                    "{}: HQ is not reachable ({why}); rendering without live status",
+                    style::yellow("warning")
+                );
                 None
             }
         }
@@ -157,22 +199,38 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Err(Error::Config(diags));
     }
     if args.what == What::All && catalog_dir.is_none() {
-        eprintln!("{}", style::dim("packages: skipped (no catalog/ in the repo and no --catalog)"));
+        eprintln!(
+            "{}",
+            style::dim("packages: skipped (no catalog/ in the repo and no --catalog)")
+        );
     }
     let out_dir = args.out.clone().unwrap_or_else(|| root.join("generated"));
     if args.check {
         let drift = out.check(&out_dir);
         if drift.is_empty() {
-            println!("{} {} files in {} are up to date", style::green("ok:"), out.files.len(), shown(&out_dir));
+            crate::outln!(
+                "{} {} files in {} are up to date",
+                style::green("ok:"),
+                out.files.len(),
+                shown(&out_dir)
+            );
             return Ok(0);
         }
         for d in &drift {
             match d {
-                Drift::Missing(p) => println!("{} {} (not rendered yet)", style::red("missing:"), shown(&out_dir.join(p))),
-                Drift::Stale(p) => println!("{} {} (no longer generated)", style::red("stale:"), shown(&out_dir.join(p))),
+                Drift::Missing(p) => crate::outln!(
+                    "{} {} (not rendered yet)",
+                    style::red("missing:"),
+                    shown(&out_dir.join(p))
+                ),
+                Drift::Stale(p) => crate::outln!(
+                    "{} {} (no longer generated)",
+                    style::red("stale:"),
+                    shown(&out_dir.join(p))
+                ),
                 Drift::Differs(p, diff) => {
-                    println!("{} {}", style::red("differs:"), shown(&out_dir.join(p)));
-                    print!("{diff}");
+                    crate::outln!("{} {}", style::red("differs:"), shown(&out_dir.join(p)));
+                    crate::out!("{diff}");
                 }
             }
         }
@@ -187,20 +245,22 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         )));
     }
     let written = out.write(&out_dir)?;
+    // A 10,000-node repo takes longer to free than to render; the process ends next anyway.
+    std::mem::forget(repo);
     let mut changed = 0;
     for w in &written {
         match w {
             Written::Changed(p) => {
                 changed += 1;
-                println!("{} {}", style::yellow("wrote"), shown(&out_dir.join(p)));
+                crate::outln!("{} {}", style::yellow("wrote"), shown(&out_dir.join(p)));
             }
             Written::Removed(p) => {
                 changed += 1;
-                println!("{} {}", style::yellow("removed"), shown(&out_dir.join(p)));
+                crate::outln!("{} {}", style::yellow("removed"), shown(&out_dir.join(p)));
             }
             Written::Unchanged(_) => {}
         }
     }
-    println!("{} files rendered, {changed} changed", out.files.len());
+    crate::outln!("{} files rendered, {changed} changed", out.files.len());
     Ok(0)
 }

@@ -14,22 +14,44 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<u8> {
     let f = crate::resources::local();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&f).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string_pretty(&f).unwrap_or_default());
         return Ok(0);
     }
     let q = |o: Option<String>| o.unwrap_or_else(|| "unknown".into());
-    println!("host:   {}", q(f.hostname.clone()));
-    println!("os:     {} ({}) {}", q(f.os.clone()), q(f.os_version.clone()), q(f.arch.clone()));
-    println!("cpu:    {} × {}", f.cores.map_or("?".into(), |c| c.to_string()), q(f.apple_chip.clone().or(f.cpu_model.clone())));
-    println!("memory: {} GB", f.ram_gb.map_or("?".into(), |r| r.to_string()));
+    crate::outln!("host:   {}", q(f.hostname.clone()));
+    crate::outln!(
+        "os:     {} ({}) {}",
+        q(f.os.clone()),
+        q(f.os_version.clone()),
+        q(f.arch.clone())
+    );
+    crate::outln!(
+        "cpu:    {} × {}",
+        f.cores.map_or("?".into(), |c| c.to_string()),
+        q(f.apple_chip.clone().or(f.cpu_model.clone()))
+    );
+    crate::outln!(
+        "memory: {} GB",
+        f.ram_gb.map_or("?".into(), |r| r.to_string())
+    );
     for d in &f.disks {
-        println!("disk:   {} {} GB free of {} GB", d.mount, d.free_gb, d.total_gb);
+        crate::outln!(
+            "disk:   {} {} GB free of {} GB",
+            d.mount,
+            d.free_gb,
+            d.total_gb
+        );
     }
     if f.gpus.is_empty() {
-        println!("gpu:    none found (nvidia-smi absent or no device)");
+        crate::outln!("gpu:    none found (nvidia-smi absent or no device)");
     }
     for g in &f.gpus {
-        println!("gpu:    {} {} ({} GB)", g.vendor, g.name.clone().unwrap_or_default(), g.vram_gb);
+        crate::outln!(
+            "gpu:    {} {} ({} GB)",
+            g.vendor,
+            g.name.clone().unwrap_or_default(),
+            g.vram_gb
+        );
     }
     Ok(0)
 }

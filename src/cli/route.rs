@@ -29,10 +29,26 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     if repo.diags.has_errors() {
         return Err(Error::Config(repo.diags));
     }
-    if !repo.inventory.routing.rules.iter().any(|r| r.task.value == args.task) {
-        let known: Vec<&str> = repo.inventory.routing.rules.iter().map(|r| r.task.value.as_str()).collect();
-        let help = did_you_mean(&args.task, known.iter().copied()).unwrap_or_else(|| format!("task types: {}", known.join(", ")));
-        return Err(Error::config(Diagnostic::error(None, format!("no routing rule for task `{}`", args.task)).with_help(help)));
+    if !repo
+        .inventory
+        .routing
+        .rules
+        .iter()
+        .any(|r| r.task.value == args.task)
+    {
+        let known: Vec<&str> = repo
+            .inventory
+            .routing
+            .rules
+            .iter()
+            .map(|r| r.task.value.as_str())
+            .collect();
+        let help = did_you_mean(&args.task, known.iter().copied())
+            .unwrap_or_else(|| format!("task types: {}", known.join(", ")));
+        return Err(Error::config(
+            Diagnostic::error(None, format!("no routing rule for task `{}`", args.task))
+                .with_help(help),
+        ));
     }
     let (live, source) = if args.offline {
         (None, "inventory (--offline)".to_string())
@@ -42,45 +58,83 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             Err(why) => (None, format!("inventory only: HQ not reachable ({why})")),
         }
     };
-    let status: Option<routing::StatusMap> = live.as_ref().map(|l| l.iter().map(|(k, v)| (k.clone(), v.status.clone())).collect());
-    let (table, _) = routing::build(&repo, &|n| crate::facts::effective_hardware(&repo.root, n).0, status.as_ref());
+    let status: Option<routing::StatusMap> = live.as_ref().map(|l| {
+        l.iter()
+            .map(|(k, v)| (k.clone(), v.status.clone()))
+            .collect()
+    });
+    let (table, _) = routing::build(
+        &repo,
+        &|n| crate::facts::effective_hardware(&repo.root, n).0,
+        status.as_ref(),
+    );
     let Some(route) = routing::route(&table, &args.task) else {
-        return Err(Error::Usage(format!("no routing rule for task `{}`", args.task)));
+        return Err(Error::Usage(format!(
+            "no routing rule for task `{}`",
+            args.task
+        )));
     };
     if args.json {
         let v = serde_json::json!({ "route": route, "source": source });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(if route.target.is_some() { 0 } else { 1 });
     }
     let worker = |name: &str| table.workers.iter().find(|w| w.name == name);
     let describe = |name: &str| -> String {
         if name == crate::spec::inventory::CLOUD_FALLBACK {
             return match &table.cloud {
-                Some(c) => format!("{name} ({} {}, key from ${})", c.provider, c.model, c.api_key_env),
+                Some(c) => format!(
+                    "{name} ({} {}, key from ${})",
+                    c.provider, c.model, c.api_key_env
+                ),
                 None => name.to_string(),
             };
         }
         match worker(name) {
-            Some(w) => format!("{name} (priority {}, {}{})", w.priority, w.endpoint, w.status.as_ref().map(|s| format!(", {s}")).unwrap_or_default()),
+            Some(w) => format!(
+                "{name} (priority {}, {}{})",
+                w.priority,
+                w.endpoint,
+                w.status
+                    .as_ref()
+                    .map(|s| format!(", {s}"))
+                    .unwrap_or_default()
+            ),
             None => name.to_string(),
         }
     };
     match &route.target {
-        Some(t) => println!("{} → {}", style::bold(&args.task), style::green(&describe(t))),
-        None => println!("{} → {}", style::bold(&args.task), style::red("nobody: no worker and no fallback")),
+        Some(t) => crate::outln!(
+            "{} → {}",
+            style::bold(&args.task),
+            style::green(&describe(t))
+        ),
+        None => crate::outln!(
+            "{} → {}",
+            style::bold(&args.task),
+            style::red("nobody: no worker and no fallback")
+        ),
     }
     if !route.pool.is_empty() {
-        println!("  pool: {}", route.pool.iter().map(|p| describe(p)).collect::<Vec<_>>().join(", "));
+        crate::outln!(
+            "  pool: {}",
+            route
+                .pool
+                .iter()
+                .map(|p| describe(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     } else {
-        println!("  pool: {}", style::yellow("empty"));
+        crate::outln!("  pool: {}", style::yellow("empty"));
     }
     for step in &route.chain {
         if step.workers.is_empty() {
-            println!("  then: {}", describe(&step.via));
+            crate::outln!("  then: {}", describe(&step.via));
         } else {
-            println!("  then: {} → {}", step.via, step.workers.join(", "));
+            crate::outln!("  then: {} → {}", step.via, step.workers.join(", "));
         }
     }
-    println!("  {}", style::dim(&format!("({source})")));
+    crate::outln!("  {}", style::dim(&format!("({source})")));
     Ok(if route.target.is_some() { 0 } else { 1 })
 }

@@ -84,3 +84,35 @@ pub fn error_text(e: &Error) -> String {
         other => format!("{}: {other}", red("error")),
     }
 }
+
+/// Writes to stdout; a closed pipe (`fleet nodes | head`) ends the process quietly instead
+/// of panicking.
+pub fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let r = out.write_fmt(args).and_then(|()| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = r
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+/// `println!` to stdout that tolerates a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::cli::style::emit(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::cli::style::emit(format_args!($($t)*), true) };
+}
+
+/// `print!` to stdout that tolerates a closed pipe.
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::style::emit(format_args!($($t)*), false) };
+}

@@ -22,7 +22,7 @@ pub fn run(repo_dir: Option<&Path>, _args: &Args, quiet: bool) -> Result<u8> {
         return Err(Error::Config(diags));
     }
     if !quiet {
-        println!(
+        crate::outln!(
             "{} {} nodes, {} roles, {} playbooks, {} templates: no errors",
             style::green("ok:"),
             summary.nodes,

@@ -60,7 +60,11 @@ impl Facts {
         self.disks
             .iter()
             .find(|d| d.mount == "/" || d.mount == "/System/Volumes/Data")
-            .or_else(|| self.disks.iter().max_by(|a, b| a.total_gb.total_cmp(&b.total_gb)))
+            .or_else(|| {
+                self.disks
+                    .iter()
+                    .max_by(|a, b| a.total_gb.total_cmp(&b.total_gb))
+            })
             .map(|d| d.free_gb)
     }
 
@@ -88,7 +92,11 @@ impl Facts {
         } else if let Some(m) = &self.cpu_model {
             hw.chip = Some(m.clone());
         }
-        if let Some(g) = self.gpus.iter().max_by(|a, b| a.vram_gb.total_cmp(&b.vram_gb)) {
+        if let Some(g) = self
+            .gpus
+            .iter()
+            .max_by(|a, b| a.vram_gb.total_cmp(&b.vram_gb))
+        {
             hw.gpu = Some(g.clone());
         }
         hw
@@ -112,8 +120,37 @@ pub fn store_cached(repo_root: &Path, node: &str, facts: &Facts) -> crate::error
     crate::util::write_atomic(&cache_dir(repo_root).join(format!("{node}.json")), &text)
 }
 
+/// The facts cache of a repo, opened once: a repo that never gathered facts costs no file
+/// lookups per node.
+#[derive(Debug)]
+pub struct FactsCache {
+    root: Option<PathBuf>,
+}
+
+impl FactsCache {
+    /// Opens the cache of a repo.
+    pub fn open(repo_root: &Path) -> FactsCache {
+        FactsCache {
+            root: cache_dir(repo_root)
+                .is_dir()
+                .then(|| repo_root.to_path_buf()),
+        }
+    }
+
+    /// A node's hardware: gathered facts over declared values, and where they came from.
+    pub fn hardware(&self, node: &crate::spec::inventory::NodeSpec) -> (Hardware, &'static str) {
+        match &self.root {
+            Some(r) => effective_hardware(r, node),
+            None => (node.hardware.clone(), "declared"),
+        }
+    }
+}
+
 /// A node's hardware: gathered facts over declared values, and where they came from.
-pub fn effective_hardware(repo_root: &Path, node: &crate::spec::inventory::NodeSpec) -> (Hardware, &'static str) {
+pub fn effective_hardware(
+    repo_root: &Path,
+    node: &crate::spec::inventory::NodeSpec,
+) -> (Hardware, &'static str) {
     match load_cached(repo_root, &node.name) {
         Some(f) => (f.overlay(&node.hardware), "facts"),
         None => (node.hardware.clone(), "declared"),

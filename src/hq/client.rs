@@ -25,11 +25,17 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
 pub async fn fetch_nodes(hq_url: &str, timeout: Duration) -> Result<NodesResponse, String> {
     let client = http_client(timeout)?;
     let url = format!("{}/api/nodes", hq_url.trim_end_matches('/'));
-    let resp = client.get(&url).send().await.map_err(|e| format!("{url}: {}", describe(&e)))?;
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", describe(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("{url} answered {}", resp.status()));
     }
-    resp.json::<NodesResponse>().await.map_err(|e| format!("{url}: unexpected answer: {e}"))
+    resp.json::<NodesResponse>()
+        .await
+        .map_err(|e| format!("{url}: unexpected answer: {e}"))
 }
 
 /// A one-line reason for an HTTP failure.

@@ -29,7 +29,9 @@ pub struct FeatureSpec {
 /// Known build features.
 pub fn features() -> &'static BTreeMap<String, FeatureSpec> {
     static F: OnceLock<BTreeMap<String, FeatureSpec>> = OnceLock::new();
-    F.get_or_init(|| toml::from_str(include_str!("../../data/build_features.toml")).unwrap_or_default())
+    F.get_or_init(|| {
+        toml::from_str(include_str!("../../data/build_features.toml")).unwrap_or_default()
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,16 +129,24 @@ fn loc_of(file: &std::sync::Arc<str>, src: &str, span: Option<std::ops::Range<us
 
 fn toml_error(file: &std::sync::Arc<str>, src: &str, e: &toml::de::Error) -> Diagnostic {
     let msg = e.message().trim().replace('\n', " ");
-    Diagnostic::error(loc_of(file, src, e.span()), format!("invalid worker.toml: {msg}"))
+    Diagnostic::error(
+        loc_of(file, src, e.span()),
+        format!("invalid worker.toml: {msg}"),
+    )
 }
 
 /// Finds `worker.toml` files below `root`, sorted, skipping `target/` and hidden directories.
 fn find_worker_files(root: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(root) else { return };
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for p in entries {
-        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         if p.is_dir() {
             if !name.starts_with('.') && name != "target" {
                 find_worker_files(&p, out);
@@ -164,17 +174,29 @@ fn read_crate(dir: &Path, catalog_root: &Path) -> Result<CrateInfo, Diagnostic> 
     })?;
     let doc: toml::Table = toml::from_str(&src).map_err(|e| toml_error(&file, &src, &e))?;
     let Some(pkg) = doc.get("package").and_then(|p| p.as_table()) else {
-        return Err(Diagnostic::error(Loc::file_start(&file), "Cargo.toml has no `[package]`"));
+        return Err(Diagnostic::error(
+            Loc::file_start(&file),
+            "Cargo.toml has no `[package]`",
+        ));
     };
-    let name = pkg.get("name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let name = pkg
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
     let from_workspace = |key: &str| -> Result<Option<String>, Diagnostic> {
         let mut dir = dir.parent();
         while let Some(d) = dir {
             let ws_path = d.join("Cargo.toml");
             if let Ok(ws_src) = std::fs::read_to_string(&ws_path) {
-                let ws: toml::Table = toml::from_str(&ws_src).map_err(|e| toml_error(&shown(&ws_path), &ws_src, &e))?;
+                let ws: toml::Table = toml::from_str(&ws_src)
+                    .map_err(|e| toml_error(&shown(&ws_path), &ws_src, &e))?;
                 if let Some(w) = ws.get("workspace").and_then(|w| w.as_table()) {
-                    return Ok(w.get("package").and_then(|p| p.get(key)).and_then(|v| v.as_str()).map(str::to_string));
+                    return Ok(w
+                        .get("package")
+                        .and_then(|p| p.get(key))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string));
                 }
             }
             if d == catalog_root || !d.starts_with(catalog_root) {
@@ -187,7 +209,11 @@ fn read_crate(dir: &Path, catalog_root: &Path) -> Result<CrateInfo, Diagnostic> 
     let field = |key: &str| -> Result<Option<String>, Diagnostic> {
         match pkg.get(key) {
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(toml::Value::Table(t)) if t.get("workspace").and_then(|w| w.as_bool()) == Some(true) => from_workspace(key),
+            Some(toml::Value::Table(t))
+                if t.get("workspace").and_then(|w| w.as_bool()) == Some(true) =>
+            {
+                from_workspace(key)
+            }
             _ => Ok(None),
         }
     };
@@ -207,7 +233,10 @@ fn read_crate(dir: &Path, catalog_root: &Path) -> Result<CrateInfo, Diagnostic> 
 }
 
 fn is_package_id(s: &str) -> bool {
-    !s.is_empty() && s.starts_with(|c: char| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !s.is_empty()
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Reads every worker below `root`; problems are collected, each with its location.
@@ -217,12 +246,19 @@ pub fn load(root: &Path) -> (Vec<Worker>, Diagnostics) {
     let mut files = Vec::new();
     find_worker_files(root, &mut files);
     if files.is_empty() {
-        diags.push(Diagnostic::error(None, format!("no `worker.toml` below `{}`", shown(root))).with_help("a catalog is a tree of crates, each with a worker.toml beside its Cargo.toml"));
+        diags.push(
+            Diagnostic::error(None, format!("no `worker.toml` below `{}`", shown(root))).with_help(
+                "a catalog is a tree of crates, each with a worker.toml beside its Cargo.toml",
+            ),
+        );
     }
     for path in files {
         let file = shown(&path);
         let Ok(src) = std::fs::read_to_string(&path) else {
-            diags.push(Diagnostic::error(Loc::file_start(&file), "cannot read this file"));
+            diags.push(Diagnostic::error(
+                Loc::file_start(&file),
+                "cannot read this file",
+            ));
             continue;
         };
         let parsed: WorkerFile = match toml::from_str(&src) {
@@ -236,37 +272,73 @@ pub fn load(root: &Path) -> (Vec<Worker>, Diagnostics) {
         let w = &parsed.worker;
         let mut ok = true;
         if !is_package_id(&w.id) {
-            diags.push(Diagnostic::error(at("id"), format!("worker id `{}` is not a package name", w.id)).with_help("use lowercase letters, digits and `-`, starting with a letter"));
+            diags.push(
+                Diagnostic::error(
+                    at("id"),
+                    format!("worker id `{}` is not a package name", w.id),
+                )
+                .with_help("use lowercase letters, digits and `-`, starting with a letter"),
+            );
             ok = false;
         }
         let known = features();
         for f in &parsed.build.features {
             if !known.contains_key(f) {
-                let help = did_you_mean(f, known.keys().map(String::as_str)).unwrap_or_else(|| format!("known features: {}", known.keys().cloned().collect::<Vec<_>>().join(", ")));
-                diags.push(Diagnostic::error(at(&format!("\"{f}\"")), format!("unknown build feature `{f}`")).with_help(help));
+                let help = did_you_mean(f, known.keys().map(String::as_str)).unwrap_or_else(|| {
+                    format!(
+                        "known features: {}",
+                        known.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                });
+                diags.push(
+                    Diagnostic::error(
+                        at(&format!("\"{f}\"")),
+                        format!("unknown build feature `{f}`"),
+                    )
+                    .with_help(help),
+                );
                 ok = false;
             }
         }
         if parsed.build.features.is_empty() {
-            diags.push(Diagnostic::error(at("features"), "`build.features` is empty: a worker needs at least one feature to package"));
+            diags.push(Diagnostic::error(
+                at("features"),
+                "`build.features` is empty: a worker needs at least one feature to package",
+            ));
             ok = false;
         }
         if let Some(d) = &parsed.build.default_feature
             && !parsed.build.features.contains(d)
         {
-            diags.push(Diagnostic::error(at("default_feature"), format!("`default_feature = \"{d}\"` is not one of `build.features`")));
+            diags.push(Diagnostic::error(
+                at("default_feature"),
+                format!("`default_feature = \"{d}\"` is not one of `build.features`"),
+            ));
             ok = false;
         }
         for (os, archs) in &parsed.platforms {
             if !matches!(os.as_str(), "linux" | "macos" | "windows") {
-                let help = did_you_mean(os, ["linux", "macos", "windows"]).unwrap_or_else(|| "platforms are `linux`, `macos`, `windows`".into());
-                diags.push(Diagnostic::error(at(os), format!("unknown platform `{os}`")).with_help(help));
+                let help = did_you_mean(os, ["linux", "macos", "windows"])
+                    .unwrap_or_else(|| "platforms are `linux`, `macos`, `windows`".into());
+                diags.push(
+                    Diagnostic::error(at(os), format!("unknown platform `{os}`")).with_help(help),
+                );
                 ok = false;
             }
             for a in archs {
                 if !matches!(a.as_str(), "x86_64" | "aarch64") {
-                    let help = if a == "arm64" { "write `aarch64`".to_string() } else { "architectures are `x86_64` and `aarch64`".to_string() };
-                    diags.push(Diagnostic::error(at(&format!("\"{a}\"")), format!("unknown architecture `{a}` for `{os}`")).with_help(help));
+                    let help = if a == "arm64" {
+                        "write `aarch64`".to_string()
+                    } else {
+                        "architectures are `x86_64` and `aarch64`".to_string()
+                    };
+                    diags.push(
+                        Diagnostic::error(
+                            at(&format!("\"{a}\"")),
+                            format!("unknown architecture `{a}` for `{os}`"),
+                        )
+                        .with_help(help),
+                    );
                     ok = false;
                 }
             }
@@ -281,13 +353,22 @@ pub fn load(root: &Path) -> (Vec<Worker>, Diagnostics) {
         };
         let repository = w.repository.clone().or(krate.repository.clone());
         let Some(repository) = repository else {
-            diags.push(Diagnostic::error(at("[worker]"), format!("worker `{}` has no source repository", w.id)).with_help("set `repository` in `[worker]` or in the crate's `[package]`"));
+            diags.push(
+                Diagnostic::error(
+                    at("[worker]"),
+                    format!("worker `{}` has no source repository", w.id),
+                )
+                .with_help("set `repository` in `[worker]` or in the crate's `[package]`"),
+            );
             continue;
         };
         if !ok {
             continue;
         }
-        let repository = repository.trim_end_matches('/').trim_end_matches(".git").to_string();
+        let repository = repository
+            .trim_end_matches('/')
+            .trim_end_matches(".git")
+            .to_string();
         let source_url = parsed
             .release
             .url
@@ -299,18 +380,29 @@ pub fn load(root: &Path) -> (Vec<Worker>, Diagnostics) {
             name: w.name.clone(),
             description: w.description.clone(),
             license: w.license.clone(),
-            homepage: w.homepage.clone().or(krate.homepage).unwrap_or_else(|| repository.clone()),
+            homepage: w
+                .homepage
+                .clone()
+                .or(krate.homepage)
+                .unwrap_or_else(|| repository.clone()),
             binary: w.binary.clone().unwrap_or_else(|| w.id.clone()),
             cargo_package: krate.name,
             version: krate.version,
-            crate_path: dir.strip_prefix(root).map(|p| p.to_string_lossy().replace('\\', "/")).unwrap_or_default(),
+            crate_path: dir
+                .strip_prefix(root)
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default(),
             features: parsed.build.features.clone(),
             default_feature: parsed.build.default_feature.clone(),
             platforms: parsed.platforms.clone(),
             capabilities: parsed.capabilities.clone(),
             source_url,
             sha256: parsed.release.sha256.clone(),
-            branch: parsed.release.branch.clone().unwrap_or_else(|| "main".into()),
+            branch: parsed
+                .release
+                .branch
+                .clone()
+                .unwrap_or_else(|| "main".into()),
             repository,
             file: file.to_string(),
         });
@@ -318,7 +410,13 @@ pub fn load(root: &Path) -> (Vec<Worker>, Diagnostics) {
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for w in &workers {
         if let Some(prev) = seen.insert(w.id.clone(), w.file.clone()) {
-            diags.push(Diagnostic::error(Loc::file_start(&w.file.as_str().into()), format!("worker id `{}` is used twice", w.id)).with_help(format!("also in {prev}")));
+            diags.push(
+                Diagnostic::error(
+                    Loc::file_start(&w.file.as_str().into()),
+                    format!("worker id `{}` is used twice", w.id),
+                )
+                .with_help(format!("also in {prev}")),
+            );
         }
     }
     (workers, diags)

@@ -29,15 +29,16 @@ pub fn required_gb(model: &str) -> Option<f64> {
     }
     let tag = model.rsplit_once(':').map(|(_, tag)| tag)?;
     let size = tag.split(['-', '_']).next()?.to_ascii_lowercase();
-    let billions = if let Some((experts, each)) = size.strip_suffix('b').and_then(|s| s.split_once('x')) {
-        experts.parse::<f64>().ok()? * each.parse::<f64>().ok()? * 0.8
-    } else if let Some(b) = size.strip_suffix('b') {
-        b.parse::<f64>().ok()?
-    } else if let Some(m) = size.strip_suffix('m') {
-        m.parse::<f64>().ok()? / 1000.0
-    } else {
-        return None;
-    };
+    let billions =
+        if let Some((experts, each)) = size.strip_suffix('b').and_then(|s| s.split_once('x')) {
+            experts.parse::<f64>().ok()? * each.parse::<f64>().ok()? * 0.8
+        } else if let Some(b) = size.strip_suffix('b') {
+            b.parse::<f64>().ok()?
+        } else if let Some(m) = size.strip_suffix('m') {
+            m.parse::<f64>().ok()? / 1000.0
+        } else {
+            return None;
+        };
     let gb = billions * t.estimate.gb_per_billion + t.estimate.overhead_gb;
     Some((gb * 10.0).round() / 10.0)
 }

@@ -42,7 +42,9 @@ pub enum Written {
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -74,7 +76,9 @@ impl Output {
         for (rel, want) in &self.files {
             match std::fs::read_to_string(out_dir.join(rel)) {
                 Err(_) => drift.push(Drift::Missing(rel.clone())),
-                Ok(have) if &have != want => drift.push(Drift::Differs(rel.clone(), short_diff(&have, want, rel))),
+                Ok(have) if &have != want => {
+                    drift.push(Drift::Differs(rel.clone(), short_diff(&have, want, rel)))
+                }
                 Ok(_) => {}
             }
         }
@@ -95,7 +99,8 @@ impl Output {
             }
         }
         for rel in self.stale(out_dir) {
-            std::fs::remove_file(out_dir.join(&rel)).map_err(|e| crate::error::Error::io("remove", &out_dir.join(&rel), e))?;
+            std::fs::remove_file(out_dir.join(&rel))
+                .map_err(|e| crate::error::Error::io("remove", &out_dir.join(&rel), e))?;
             done.push(Written::Removed(rel));
         }
         Ok(done)
@@ -108,11 +113,18 @@ pub fn short_diff(have: &str, want: &str, rel: &Path) -> String {
     let text = diff
         .unified_diff()
         .context_radius(2)
-        .header(&format!("committed/{}", rel.display()), &format!("rendered/{}", rel.display()))
+        .header(
+            &format!("committed/{}", rel.display()),
+            &format!("rendered/{}", rel.display()),
+        )
         .to_string();
     let lines: Vec<&str> = text.lines().collect();
     if lines.len() > 40 {
-        format!("{}\n… ({} more lines)\n", lines[..40].join("\n"), lines.len() - 40)
+        format!(
+            "{}\n… ({} more lines)\n",
+            lines[..40].join("\n"),
+            lines.len() - 40
+        )
     } else {
         text
     }
@@ -131,11 +143,23 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("pk")).expect("mkdir");
         std::fs::write(dir.path().join("pk/old"), "x").expect("write");
         let drift = out.check(dir.path());
-        assert_eq!(drift, vec![Drift::Missing("pk/a".into()), Drift::Stale("pk/old".into())]);
+        assert_eq!(
+            drift,
+            vec![Drift::Missing("pk/a".into()), Drift::Stale("pk/old".into())]
+        );
         let w = out.write(dir.path()).expect("write");
-        assert_eq!(w, vec![Written::Changed("pk/a".into()), Written::Removed("pk/old".into())]);
+        assert_eq!(
+            w,
+            vec![
+                Written::Changed("pk/a".into()),
+                Written::Removed("pk/old".into())
+            ]
+        );
         assert!(out.check(dir.path()).is_empty());
-        assert_eq!(out.write(dir.path()).expect("write"), vec![Written::Unchanged("pk/a".into())]);
+        assert_eq!(
+            out.write(dir.path()).expect("write"),
+            vec![Written::Unchanged("pk/a".into())]
+        );
         std::fs::write(dir.path().join("pk/a"), "two\n").expect("edit");
         match &out.check(dir.path())[0] {
             Drift::Differs(_, d) => assert!(d.contains("-two") && d.contains("+one"), "{d}"),

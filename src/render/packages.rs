@@ -59,7 +59,11 @@ pub fn class_name(formula: &str) -> String {
 pub fn variants(w: &Worker) -> Vec<Variant> {
     let feats = features();
     let os_archs = |os: &str| w.platforms.get(os).cloned().unwrap_or_default();
-    let runs_on = |f: &str, os: &str| feats.get(f).is_some_and(|s| s.platforms.iter().any(|p| p == os));
+    let runs_on = |f: &str, os: &str| {
+        feats
+            .get(f)
+            .is_some_and(|s| s.platforms.iter().any(|p| p == os))
+    };
     let repo_name = w.repository.rsplit('/').next().unwrap_or(&w.id).to_string();
     w.features
         .iter()
@@ -67,7 +71,11 @@ pub fn variants(w: &Worker) -> Vec<Variant> {
             let spec = &feats[f];
             let name = format!("{}-{f}", w.id);
             let others = |os: &str| -> Vec<String> {
-                w.features.iter().filter(|o| *o != f && runs_on(o, os)).map(|o| format!("{}-{o}", w.id)).collect()
+                w.features
+                    .iter()
+                    .filter(|o| *o != f && runs_on(o, os))
+                    .map(|o| format!("{}-{o}", w.id))
+                    .collect()
             };
             let mut makedepends = vec!["cargo".to_string()];
             makedepends.extend(spec.arch_makedepends.iter().cloned());
@@ -75,8 +83,16 @@ pub fn variants(w: &Worker) -> Vec<Variant> {
                 feature: f.clone(),
                 feature_description: spec.description.clone(),
                 pkgver: arch_pkgver(&w.version),
-                linux_arch: if runs_on(f, "linux") { os_archs("linux") } else { Vec::new() },
-                macos_arch: if runs_on(f, "macos") { os_archs("macos") } else { Vec::new() },
+                linux_arch: if runs_on(f, "linux") {
+                    os_archs("linux")
+                } else {
+                    Vec::new()
+                },
+                macos_arch: if runs_on(f, "macos") {
+                    os_archs("macos")
+                } else {
+                    Vec::new()
+                },
                 depends: spec.arch_depends.clone(),
                 makedepends,
                 linux_conflicts: others("linux"),
@@ -99,29 +115,69 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("homebrew-dev", "packaging/homebrew-dev.rb.j2"),
 ];
 
-fn render(env: &Environment<'_>, template: &str, ctx: &serde_json::Value, w: &Worker) -> Result<String, Diagnostic> {
-    let tmpl = env.get_template(template).map_err(|e| Diagnostic::error(None, format!("template `{template}`: {e}")))?;
+fn render(
+    env: &Environment<'_>,
+    template: &str,
+    ctx: &serde_json::Value,
+    w: &Worker,
+) -> Result<String, Diagnostic> {
+    let tmpl = env
+        .get_template(template)
+        .map_err(|e| Diagnostic::error(None, format!("template `{template}`: {e}")))?;
     tmpl.render(ctx_value(ctx)).map_err(|e| {
         let line = e.line().map_or(1, |l| u32::try_from(l).unwrap_or(1));
-        Diagnostic::error(Loc { file: template.into(), line, col: 1 }, format!("rendering `{template}` for worker `{}` ({}): {}", w.id, w.file, e.detail().unwrap_or("template error")))
+        Diagnostic::error(
+            Loc {
+                file: template.into(),
+                line,
+                col: 1,
+            },
+            format!(
+                "rendering `{template}` for worker `{}` ({}): {}",
+                w.id,
+                w.file,
+                e.detail().unwrap_or("template error")
+            ),
+        )
     })
 }
 
 /// Renders every manifest of the catalog: relative path → contents.
-pub fn render_all(env: &Environment<'_>, workers: &[Worker]) -> Result<BTreeMap<String, String>, Diagnostic> {
+pub fn render_all(
+    env: &Environment<'_>,
+    workers: &[Worker],
+) -> Result<BTreeMap<String, String>, Diagnostic> {
     let mut out = BTreeMap::new();
     for w in workers {
         for v in variants(w) {
             let ctx = serde_json::json!({ "worker": w, "pkg": v });
             if !v.linux_arch.is_empty() {
-                out.insert(format!("arch/{}/PKGBUILD", v.name), render(env, "packaging/arch-prod.PKGBUILD.j2", &ctx, w)?);
-                out.insert(format!("arch/{}/.SRCINFO", v.name), render(env, "packaging/arch-prod.SRCINFO.j2", &ctx, w)?);
-                out.insert(format!("arch/{}-git/PKGBUILD", v.name), render(env, "packaging/arch-dev.PKGBUILD.j2", &ctx, w)?);
-                out.insert(format!("arch/{}-git/.SRCINFO", v.name), render(env, "packaging/arch-dev.SRCINFO.j2", &ctx, w)?);
+                out.insert(
+                    format!("arch/{}/PKGBUILD", v.name),
+                    render(env, "packaging/arch-prod.PKGBUILD.j2", &ctx, w)?,
+                );
+                out.insert(
+                    format!("arch/{}/.SRCINFO", v.name),
+                    render(env, "packaging/arch-prod.SRCINFO.j2", &ctx, w)?,
+                );
+                out.insert(
+                    format!("arch/{}-git/PKGBUILD", v.name),
+                    render(env, "packaging/arch-dev.PKGBUILD.j2", &ctx, w)?,
+                );
+                out.insert(
+                    format!("arch/{}-git/.SRCINFO", v.name),
+                    render(env, "packaging/arch-dev.SRCINFO.j2", &ctx, w)?,
+                );
             }
             if !v.macos_arch.is_empty() {
-                out.insert(format!("homebrew/{}.rb", v.name), render(env, "packaging/homebrew-prod.rb.j2", &ctx, w)?);
-                out.insert(format!("homebrew/{}-dev.rb", v.name), render(env, "packaging/homebrew-dev.rb.j2", &ctx, w)?);
+                out.insert(
+                    format!("homebrew/{}.rb", v.name),
+                    render(env, "packaging/homebrew-prod.rb.j2", &ctx, w)?,
+                );
+                out.insert(
+                    format!("homebrew/{}-dev.rb", v.name),
+                    render(env, "packaging/homebrew-dev.rb.j2", &ctx, w)?,
+                );
             }
         }
     }

@@ -58,7 +58,11 @@ pub struct Registry {
 }
 
 /// Builds the registry.
-pub fn build(repo: &Repo, hardware: &dyn Fn(&NodeSpec) -> (Hardware, &'static str), live: Option<&BTreeMap<String, LiveNode>>) -> Registry {
+pub fn build(
+    repo: &Repo,
+    hardware: &dyn Fn(&NodeSpec) -> (Hardware, &'static str),
+    live: Option<&BTreeMap<String, LiveNode>>,
+) -> Registry {
     let inv = &repo.inventory;
     let lookup = VarLookup::new(repo);
     let role_caps = role_capabilities(repo);

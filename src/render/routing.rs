@@ -109,9 +109,15 @@ impl<'a> VarLookup<'a> {
     pub fn new(repo: &'a Repo) -> Self {
         let mut role_defaults = HashMap::new();
         for name in repo.roles.keys() {
-            let spanned = crate::spec::decode::Spanned::new(name.clone(), repo.roles[name].loc.clone());
-            if let Ok(closure) = crate::play::role_order(&repo.roles, std::slice::from_ref(&spanned)) {
-                role_defaults.insert(name.as_str(), closure.iter().rev().map(|r| &r.defaults).collect());
+            let spanned =
+                crate::spec::decode::Spanned::new(name.clone(), repo.roles[name].loc.clone());
+            if let Ok(closure) =
+                crate::play::role_order(&repo.roles, std::slice::from_ref(&spanned))
+            {
+                role_defaults.insert(
+                    name.as_str(),
+                    closure.iter().rev().map(|r| &r.defaults).collect(),
+                );
             }
         }
         let mut groups_of: HashMap<&str, Vec<&crate::spec::inventory::Group>> = HashMap::new();
@@ -120,7 +126,11 @@ impl<'a> VarLookup<'a> {
                 groups_of.entry(m.value.as_str()).or_default().push(g);
             }
         }
-        VarLookup { repo, role_defaults, groups_of }
+        VarLookup {
+            repo,
+            role_defaults,
+            groups_of,
+        }
     }
 
     /// The value, highest precedence first.
@@ -136,7 +146,12 @@ impl<'a> VarLookup<'a> {
         if let Some(v) = self.repo.inventory.vars.get(name) {
             return Some(v.to_json());
         }
-        for d in self.role_defaults.get(node.role.value.as_str()).into_iter().flatten() {
+        for d in self
+            .role_defaults
+            .get(node.role.value.as_str())
+            .into_iter()
+            .flatten()
+        {
             if let Some(v) = d.get(name) {
                 return Some(v.to_json());
             }
@@ -147,7 +162,10 @@ impl<'a> VarLookup<'a> {
     /// A port variable, or the default.
     pub fn port(&self, node: &NodeSpec, name: &str, default: u16) -> u16 {
         match self.get(node, name) {
-            Some(J::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(default),
+            Some(J::Number(n)) => n
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(default),
             Some(J::String(s)) => s.parse().unwrap_or(default),
             _ => default,
         }
@@ -165,9 +183,14 @@ pub fn role_capabilities(repo: &Repo) -> HashMap<String, BTreeSet<String>> {
     repo.roles
         .keys()
         .map(|name| {
-            let spanned = crate::spec::decode::Spanned::new(name.clone(), repo.roles[name].loc.clone());
+            let spanned =
+                crate::spec::decode::Spanned::new(name.clone(), repo.roles[name].loc.clone());
             let caps = crate::play::role_order(&repo.roles, std::slice::from_ref(&spanned))
-                .map(|c| c.iter().flat_map(|r| r.capabilities.iter().cloned()).collect())
+                .map(|c| {
+                    c.iter()
+                        .flat_map(|r| r.capabilities.iter().cloned())
+                        .collect()
+                })
                 .unwrap_or_default();
             (name.clone(), caps)
         })
@@ -176,7 +199,11 @@ pub fn role_capabilities(repo: &Repo) -> HashMap<String, BTreeSet<String>> {
 
 /// Builds the routing table and its static checks. `hardware` gives each node's effective
 /// hardware (facts over declared); `status` is live HQ data when available.
-pub fn build(repo: &Repo, hardware: &dyn Fn(&NodeSpec) -> Hardware, status: Option<&StatusMap>) -> (RoutingTable, Diagnostics) {
+pub fn build(
+    repo: &Repo,
+    hardware: &dyn Fn(&NodeSpec) -> Hardware,
+    status: Option<&StatusMap>,
+) -> (RoutingTable, Diagnostics) {
     let inv = &repo.inventory;
     let mut diags = Diagnostics::default();
     let lookup = VarLookup::new(repo);
@@ -202,10 +229,16 @@ pub fn build(repo: &Repo, hardware: &dyn Fn(&NodeSpec) -> Hardware, status: Opti
         }
         let mut endpoints = BTreeMap::new();
         if caps.contains("ollama") {
-            endpoints.insert("ollama".to_string(), format!("http://{}:{}", n.host, lookup.port(n, "ollama_port", 11434)));
+            endpoints.insert(
+                "ollama".to_string(),
+                format!("http://{}:{}", n.host, lookup.port(n, "ollama_port", 11434)),
+            );
         }
         if caps.contains("browser") {
-            endpoints.insert("browser".to_string(), format!("http://{}:{}", n.host, lookup.port(n, "browser_port", 9222)));
+            endpoints.insert(
+                "browser".to_string(),
+                format!("http://{}:{}", n.host, lookup.port(n, "browser_port", 9222)),
+            );
         }
         let kind = if caps.contains("ollama") && !n.models.is_empty() {
             "ollama"
@@ -252,7 +285,12 @@ pub fn build(repo: &Repo, hardware: &dyn Fn(&NodeSpec) -> Hardware, status: Opti
             .filter(|w| serving(w))
             .collect();
         pool.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
-        let mut fallback: Vec<String> = r.fallback.iter().map(|f| f.value.clone()).filter(|f| f != CLOUD_FALLBACK).collect();
+        let mut fallback: Vec<String> = r
+            .fallback
+            .iter()
+            .map(|f| f.value.clone())
+            .filter(|f| f != CLOUD_FALLBACK)
+            .collect();
         if r.fallback.iter().any(|f| f.value == CLOUD_FALLBACK) || cloud.is_some() {
             if let Some(pos) = r.fallback.iter().position(|f| f.value == CLOUD_FALLBACK)
                 && pos + 1 != r.fallback.len()
@@ -296,29 +334,81 @@ fn static_checks(repo: &Repo, table: &RoutingTable, live: bool) -> Diagnostics {
         let task = &rule.task;
         let explicit_fallback = !spec.fallback.is_empty();
         if rule.pool.is_empty() {
-            if let (Some(m), Some(need)) = (&rule.model, rule.requires_gb) {
-                let listers: Vec<&NodeSpec> = inv.nodes.values().filter(|n| n.models.iter().any(|x| &x.value == m)).collect();
-                let biggest = table.workers.iter().filter_map(|w| w.memory_gb).fold(0.0_f64, f64::max);
-                if !listers.is_empty() && !live {
+            if let Some(m) = &rule.model
+                && !live
+            {
+                let listers: Vec<&NodeSpec> = inv
+                    .nodes
+                    .values()
+                    .filter(|n| n.models.iter().any(|x| &x.value == m))
+                    .collect();
+                let serving: Vec<&Worker> = table
+                    .workers
+                    .iter()
+                    .filter(|w| w.kind == "ollama" && listers.iter().any(|n| n.name == w.name))
+                    .collect();
+                if !listers.is_empty() && serving.is_empty() {
+                    let names = listers
+                        .iter()
+                        .map(|n| format!("`{}` ({})", n.name, n.role.value))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     diags.push(
-                        Diagnostic::error(loc.clone(), format!("no node can hold `{m}` for rule `{task}`: it needs {need} GB; the largest node has {biggest} GB"))
+                        Diagnostic::error(loc.clone(), format!("rule `{task}` needs model `{m}`; {names} {} it, but no role there runs Ollama", if listers.len() == 1 { "lists" } else { "list" }))
+                            .with_help("give those nodes a role that includes `ollama` (its capability is `ollama`)"),
+                    );
+                    continue;
+                }
+                if let (false, Some(need)) = (serving.is_empty(), rule.requires_gb) {
+                    let biggest = serving
+                        .iter()
+                        .filter_map(|w| w.memory_gb)
+                        .fold(0.0_f64, f64::max);
+                    diags.push(
+                        Diagnostic::error(loc.clone(), format!("no node can hold `{m}` for rule `{task}`: it needs {need} GB; the largest node that lists it has {biggest} GB"))
                             .with_help("route this task to a smaller model, or add a node with enough memory"),
                     );
                     continue;
                 }
             }
             if live {
-                diags.push(Diagnostic::warning(loc.clone(), format!("rule `{task}` has no online worker; requests go to {}", describe_fallback(&rule.fallback))));
+                diags.push(Diagnostic::warning(
+                    loc.clone(),
+                    format!(
+                        "rule `{task}` has no online worker; requests go to {}",
+                        describe_fallback(&rule.fallback)
+                    ),
+                ));
             } else if rule.fallback.is_empty() {
                 diags.push(
-                    Diagnostic::error(loc.clone(), format!("rule `{task}` has no worker and no fallback: its requests would fail"))
-                        .with_help("add a node that serves it, a `fallback`, or `routing.cloud_fallback`"),
+                    Diagnostic::error(
+                        loc.clone(),
+                        format!(
+                            "rule `{task}` has no worker and no fallback: its requests would fail"
+                        ),
+                    )
+                    .with_help(
+                        "add a node that serves it, a `fallback`, or `routing.cloud_fallback`",
+                    ),
                 );
             } else {
-                diags.push(Diagnostic::warning(loc.clone(), format!("rule `{task}` has no worker; every request goes to {}", describe_fallback(&rule.fallback))));
+                diags.push(Diagnostic::warning(
+                    loc.clone(),
+                    format!(
+                        "rule `{task}` has no worker; every request goes to {}",
+                        describe_fallback(&rule.fallback)
+                    ),
+                ));
             }
         } else if rule.pool.len() == 1 && !explicit_fallback && !live {
-            let after = if rule.fallback.is_empty() { "its requests fail".to_string() } else { format!("every request goes to {}", describe_fallback(&rule.fallback)) };
+            let after = if rule.fallback.is_empty() {
+                "its requests fail".to_string()
+            } else {
+                format!(
+                    "every request goes to {}",
+                    describe_fallback(&rule.fallback)
+                )
+            };
             diags.push(
                 Diagnostic::warning(loc.clone(), format!("rule `{task}` is served by one worker (`{}`) and has no fallback of its own: when it is down, {after}", rule.pool[0]))
                     .with_help("add a second node with this model, or a `fallback`"),
@@ -330,18 +420,30 @@ fn static_checks(repo: &Repo, table: &RoutingTable, live: bool) -> Diagnostics {
         .routing
         .rules
         .iter()
-        .map(|r| (r.task.value.as_str(), r.fallback.iter().map(|f| f.value.as_str()).filter(|f| *f != CLOUD_FALLBACK).collect()))
+        .map(|r| {
+            (
+                r.task.value.as_str(),
+                r.fallback
+                    .iter()
+                    .map(|f| f.value.as_str())
+                    .filter(|f| *f != CLOUD_FALLBACK)
+                    .collect(),
+            )
+        })
         .collect();
     let mut reported: BTreeSet<Vec<&str>> = BTreeSet::new();
     for r in &inv.routing.rules {
         let mut path = vec![r.task.value.as_str()];
         if let Some(cycle) = find_cycle(&edges, &mut path) {
-            let mut key = cycle.clone();
+            let mut key = cycle[..cycle.len() - 1].to_vec();
             key.sort_unstable();
             if reported.insert(key) {
                 diags.push(
-                    Diagnostic::error(r.task.loc.clone(), format!("routing fallbacks form a cycle: {}", cycle.join(" → ")))
-                        .with_help("a fallback chain must end; remove one of these fallbacks"),
+                    Diagnostic::error(
+                        r.task.loc.clone(),
+                        format!("routing fallbacks form a cycle: {}", cycle.join(" → ")),
+                    )
+                    .with_help("a fallback chain must end; remove one of these fallbacks"),
                 );
             }
         }
@@ -349,7 +451,10 @@ fn static_checks(repo: &Repo, table: &RoutingTable, live: bool) -> Diagnostics {
     diags
 }
 
-fn find_cycle<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>, path: &mut Vec<&'a str>) -> Option<Vec<&'a str>> {
+fn find_cycle<'a>(
+    edges: &BTreeMap<&'a str, Vec<&'a str>>,
+    path: &mut Vec<&'a str>,
+) -> Option<Vec<&'a str>> {
     let last = *path.last()?;
     for next in edges.get(last).into_iter().flatten() {
         if let Some(pos) = path.iter().position(|p| p == next) {
@@ -370,7 +475,10 @@ fn describe_fallback(f: &[String]) -> String {
     if f.is_empty() {
         "nowhere".to_string()
     } else {
-        f.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", then ")
+        f.iter()
+            .map(|x| format!("`{x}`"))
+            .collect::<Vec<_>>()
+            .join(", then ")
     }
 }
 
@@ -406,7 +514,10 @@ pub fn route(table: &RoutingTable, task: &str) -> Option<Route> {
         let f = queue.remove(0);
         if f == CLOUD_FALLBACK {
             if !chain.iter().any(|c: &ChainStep| c.via == CLOUD_FALLBACK) {
-                chain.push(ChainStep { via: f.to_string(), workers: Vec::new() });
+                chain.push(ChainStep {
+                    via: f.to_string(),
+                    workers: Vec::new(),
+                });
             }
             continue;
         }
@@ -414,18 +525,30 @@ pub fn route(table: &RoutingTable, task: &str) -> Option<Route> {
             continue;
         }
         if let Some(fr) = table.rules.iter().find(|r| r.task == f) {
-            chain.push(ChainStep { via: f.to_string(), workers: fr.pool.clone() });
+            chain.push(ChainStep {
+                via: f.to_string(),
+                workers: fr.pool.clone(),
+            });
             // The fallback's own fallbacks come before the cloud, which stays last.
             let mut next: Vec<&str> = fr.fallback.iter().map(String::as_str).collect();
-            next.extend(queue.drain(..));
+            next.append(&mut queue);
             next.sort_by_key(|x| *x == CLOUD_FALLBACK);
             queue = next;
         }
     }
-    let target = rule
-        .pool
-        .first()
-        .cloned()
-        .or_else(|| chain.iter().find_map(|c| if c.via == CLOUD_FALLBACK { Some(CLOUD_FALLBACK.to_string()) } else { c.workers.first().cloned() }));
-    Some(Route { task: task.to_string(), target, pool: rule.pool.clone(), chain })
+    let target = rule.pool.first().cloned().or_else(|| {
+        chain.iter().find_map(|c| {
+            if c.via == CLOUD_FALLBACK {
+                Some(CLOUD_FALLBACK.to_string())
+            } else {
+                c.workers.first().cloned()
+            }
+        })
+    });
+    Some(Route {
+        task: task.to_string(),
+        target,
+        pool: rule.pool.clone(),
+        chain,
+    })
 }

@@ -5,13 +5,14 @@
 //! with serde because fleet must report *every* error with its location, tell `mode: 755` from
 //! `mode: "755"`, and resolve scalars by YAML 1.2's core schema (`no` stays a string).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use granit_parser::{Event, Parser, ScalarStyle};
 
 use crate::error::{Diagnostic, Loc};
 
-/// Most nodes one document may expand to through aliases: stops "billion laughs" inputs.
+/// Most values aliases may add to one document: stops "billion laughs" inputs.
 const MAX_NODES: usize = 200_000;
 
 /// A YAML value with its location.
@@ -193,7 +194,6 @@ pub fn resolve_plain(text: &str) -> Resolved<'_> {
 /// Parses one YAML document. An empty file is a null node.
 pub fn parse(file: &Arc<str>, src: &str) -> Result<Node, Diagnostic> {
     let mut builder = Builder {
-        file: file.clone(),
         anchors: Vec::new(),
         stack: Vec::new(),
         root: None,
@@ -237,11 +237,12 @@ pub fn parse(file: &Arc<str>, src: &str) -> Result<Node, Diagnostic> {
 
 enum Frame {
     Seq(Node, usize),
-    Map(Node, usize, Option<Node>),
+    /// A mapping, its anchor, the key waiting for its value, and the keys seen so far (with
+    /// their line) so duplicate detection stays linear in the mapping's size.
+    Map(Node, usize, Option<Node>, HashMap<String, u32>),
 }
 
 struct Builder {
-    file: Arc<str>,
     anchors: Vec<(usize, Node)>,
     stack: Vec<Frame>,
     root: Option<Node>,
@@ -296,14 +297,15 @@ impl Builder {
                     },
                     anchor,
                     None,
+                    HashMap::new(),
                 ));
                 Ok(())
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq(node, anchor)) | Some(Frame::Map(node, anchor, None)) => {
+                Some(Frame::Seq(node, anchor)) | Some(Frame::Map(node, anchor, None, _)) => {
                     self.finish(node, anchor)
                 }
-                Some(Frame::Map(_, _, Some(key))) => {
+                Some(Frame::Map(_, _, Some(key), _)) => {
                     Err(Diagnostic::error(key.loc, "a mapping key without a value"))
                 }
                 None => Ok(()),
@@ -313,6 +315,8 @@ impl Builder {
                     return Err(Diagnostic::error(loc, "an alias to an unknown anchor"));
                 };
                 let mut node = target.clone();
+                // Only what aliases add counts: a large plain file is fine, a file whose
+                // aliases multiply it ("billion laughs") is not.
                 self.nodes += count_nodes(&node);
                 if self.nodes > MAX_NODES {
                     return Err(Diagnostic::error(
@@ -329,7 +333,6 @@ impl Builder {
     }
 
     fn finish(&mut self, node: Node, anchor: usize) -> Result<(), Diagnostic> {
-        self.nodes += 1;
         if anchor != 0 {
             self.anchors.push((anchor, node.clone()));
         }
@@ -344,23 +347,18 @@ impl Builder {
                 }
                 Ok(())
             }
-            Some(Frame::Map(map, _, pending)) => match pending.take() {
+            Some(Frame::Map(map, _, pending, seen)) => match pending.take() {
                 None => {
-                    if let Value::Map(entries) = &map.value
-                        && let Some((first, _)) = entries
-                            .iter()
-                            .find(|(k, _)| k.key_text() == node.key_text())
-                    {
-                        let _ = &self.file;
+                    if let Some(first_line) = seen.get(node.key_text()) {
                         return Err(Diagnostic::error(
                             node.loc.clone(),
                             format!("duplicate key `{}`", node.key_text()),
                         )
                         .with_help(format!(
-                            "it is first defined at line {}; remove or rename one of them",
-                            first.loc.line
+                            "it is first defined at line {first_line}; remove or rename one of them"
                         )));
                     }
+                    seen.insert(node.key_text().to_string(), node.loc.line);
                     *pending = Some(node);
                     Ok(())
                 }

@@ -145,7 +145,10 @@ pub fn base_environment() -> Environment<'static> {
 
 /// Quotes a string for a POSIX shell (bash, PKGBUILDs): single quotes, `'` as `'\''`.
 pub fn shquote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -165,6 +168,53 @@ pub fn rbquote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A top-level object whose fields become template values only when a template reads them:
+/// the built-in data templates print `<name>_json` and never pay for converting (and later
+/// freeing) thousands of nodes as template values.
+#[derive(Debug)]
+struct LazyObject {
+    text: Arc<str>,
+    parsed: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl LazyObject {
+    fn fields(&self) -> &serde_json::Map<String, serde_json::Value> {
+        self.parsed
+            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or_default())
+    }
+}
+
+impl minijinja::value::Object for LazyObject {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.fields()
+            .get(key.as_str()?)
+            .map(|v| Value::from(Serde(v)))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(
+            self.fields()
+                .keys()
+                .map(|k| Value::from(k.as_str()))
+                .collect(),
+        )
+    }
+}
+
+/// Context for a data file template: `<name>` (the data, converted on use) and `<name>_json`
+/// (the data as pretty JSON, for templates that print it whole).
+pub fn data_context<T: serde::Serialize>(name: &str, data: &T) -> Value {
+    let text: Arc<str> = Arc::from(serde_json::to_string_pretty(data).unwrap_or_default());
+    let lazy = Value::from_object(LazyObject {
+        text: text.clone(),
+        parsed: std::sync::OnceLock::new(),
+    });
+    let mut ctx = std::collections::BTreeMap::new();
+    ctx.insert(name.to_string(), lazy);
+    ctx.insert(format!("{name}_json"), Value::from(text.to_string()));
+    Value::from(ctx)
 }
 
 /// Turns a JSON context into a minijinja value.
@@ -384,5 +434,28 @@ mod tests {
             Some("mine")
         );
         assert!(lib.get("services/fleet-agent.service.j2").is_some());
+    }
+}
+#[cfg(test)]
+mod lazy_tests {
+    use super::*;
+
+    #[test]
+    fn data_context_exposes_json_and_fields() {
+        let env = base_environment();
+        let ctx = data_context(
+            "routing",
+            &serde_json::json!({"fleet": "x", "rules": [1, 2]}),
+        );
+        let out = env
+            .render_str(
+                "{{ routing_json }}|{{ routing.fleet }}|{{ routing.rules | length }}",
+                ctx,
+            )
+            .expect("renders");
+        assert_eq!(
+            out,
+            "{\n  \"fleet\": \"x\",\n  \"rules\": [\n    1,\n    2\n  ]\n}|x|2"
+        );
     }
 }

@@ -75,3 +75,54 @@ pub fn fleet(dir: &Path) -> assert_cmd::Command {
         .env_remove("FLEET_REPO");
     c
 }
+
+/// Makes sure a command-line tool a test needs is installed: installs the Debian package
+/// when running as root with apt-get (as CI does), else fails with what to install.
+pub fn ensure_tool(tool: &str, package: &str) {
+    let have = |t: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have(tool) {
+        return;
+    }
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root && have("apt-get") {
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 {package} >/dev/null")])
+            .status()
+            .expect("apt-get runs");
+        assert!(status.success(), "apt-get install {package} failed");
+    }
+    assert!(
+        have(tool),
+        "this test needs `{tool}` (Debian package `{package}`); run scripts/install-test-deps"
+    );
+}
+
+/// A tiny HTTP server on loopback that answers every request with one JSON body; returns
+/// its base URL. It serves until the test process ends.
+pub fn json_server(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                body.len(),
+                body
+            );
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    format!("http://{addr}")
+}
