@@ -2,6 +2,7 @@
 //!
 //! The binary is a thin wrapper over [`cli::run`]; tests and HQ use the library directly.
 
+pub mod agent;
 pub mod cli;
 pub mod error;
 pub mod facts;

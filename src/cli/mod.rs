@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 
+pub mod agent;
 pub mod docs;
 pub mod eligible;
 pub mod init;
@@ -15,7 +16,9 @@ pub mod plan;
 pub mod render;
 pub mod resources;
 pub mod route;
+pub mod serve;
 pub mod style;
+pub mod token;
 pub mod validate;
 
 /// fleet: provision and run a fleet of AI worker machines from a declarative repo.
@@ -63,6 +66,12 @@ pub enum Command {
     Eligible(eligible::Args),
     /// This machine's CPU, memory, disks and GPUs.
     Resources(resources::Args),
+    /// Run the HQ registry (heartbeats, node status, live routing table, metrics).
+    Serve(serve::Args),
+    /// Send this node's heartbeats to HQ.
+    Agent(agent::Args),
+    /// Issue or revoke a node's agent token.
+    Token(token::Args),
     /// Create a new fleet repo.
     Init(init::Args),
     /// Generate reference docs from the code (`fleet docs modules > docs/modules.md`).
@@ -84,6 +93,41 @@ pub fn run() -> Result<u8> {
         Command::Route(a) => route::run(repo_dir.as_deref(), &a),
         Command::Eligible(a) => eligible::run(repo_dir.as_deref(), &a),
         Command::Resources(a) => resources::run(&a),
+        Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
+        Command::Agent(a) => agent::run(&a),
+        Command::Token(a) => token::run(repo_dir.as_deref(), &a),
         Command::Docs(a) => docs::run(&a),
     }
+}
+
+/// Logs (tracing) to stderr, and also to `file` when given. `RUST_LOG` / `FLEET_LOG` filter
+/// (default `info`).
+pub fn init_logging(file: Option<&std::path::Path>) {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let filter = EnvFilter::try_from_env("FLEET_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_file = file.and_then(|p| {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| eprintln!("warning: cannot open the log file {}: {e}", p.display()))
+            .ok()
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(style::colors_on());
+    let _ = match log_file {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::io::stderr.and(std::sync::Mutex::new(f)))
+            .try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
 }

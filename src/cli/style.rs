@@ -16,6 +16,11 @@ pub fn init(no_color: bool) {
     );
 }
 
+/// Whether output gets colors.
+pub fn colors_on() -> bool {
+    COLOR.load(Ordering::Relaxed)
+}
+
 fn paint(code: &str, s: &str) -> String {
     if COLOR.load(Ordering::Relaxed) {
         format!("\x1b[{code}m{s}\x1b[0m")

@@ -1,5 +1,9 @@
-//! HQ: the wire types agents and clients share, and the client other commands use to read
-//! live node status.
+//! HQ: the registry server, its SQLite store, agent tokens, node status, the wire types
+//! agents and clients share, and the client other commands use to read it.
 
 pub mod client;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod tokens;
 pub mod wire;

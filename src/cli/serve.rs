@@ -1,0 +1,154 @@
+//! `fleet serve`: run the HQ registry.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::hq::server::{Config, start};
+use crate::repo::{Repo, find_root};
+
+/// Arguments of `fleet serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on (default: the host and port of the inventory's `hq_url`).
+    /// `0.0.0.0:8765` listens on every interface, and only when written out like that.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The state file (default: `.fleet/hq.sqlite` in the repo).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// A node is offline after this long without a heartbeat.
+    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+    pub offline_after: std::time::Duration,
+    /// Heartbeats kept per node.
+    #[arg(long, default_value_t = 100)]
+    pub history: u32,
+    /// Heartbeats accepted per second per node (bursts of twice that).
+    #[arg(long, default_value_t = 5.0)]
+    pub rate_limit: f64,
+}
+
+/// The default store path of a repo.
+pub fn default_db(root: &Path) -> PathBuf {
+    root.join(".fleet").join("hq.sqlite")
+}
+
+/// `host:port` of an http(s) URL.
+pub fn url_host_port(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let default = if scheme == "https" { 443 } else { 80 };
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = after
+            .strip_prefix(':')
+            .map_or(Some(default), |p| p.parse().ok())?;
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None => Some((authority.to_string(), default)),
+    }
+}
+
+async fn resolve_listen(repo: &Repo, listen: Option<&str>) -> Result<SocketAddr> {
+    let target = match listen {
+        Some(l) => l.to_string(),
+        None => {
+            let Some(url) = &repo.inventory.fleet.hq_url else {
+                return Err(Error::Usage("no `--listen` and no `fleet.hq_url` in the inventory\n  help: pass `--listen 127.0.0.1:8765` or set `fleet: { hq_url: http://HOST:8765 }`".into()));
+            };
+            let (h, p) = url_host_port(&url.value).ok_or_else(|| {
+                Error::Usage(format!("`fleet.hq_url` `{}` has no host", url.value))
+            })?;
+            format!("{h}:{p}")
+        }
+    };
+    let mut addrs = tokio::net::lookup_host(&target)
+        .await
+        .map_err(|e| Error::Usage(format!("cannot resolve `{target}` to listen on: {e}\n  help: pass `--listen ADDR:PORT` with an address of this machine")))?;
+    addrs
+        .next()
+        .ok_or_else(|| Error::Usage(format!("`{target}` resolves to no address")))
+}
+
+/// Runs `fleet serve` until SIGTERM or Ctrl-C.
+pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
+    let root = find_root(repo_dir)?;
+    let repo = Repo::load(&root);
+    if repo.diags.has_errors() {
+        return Err(Error::Config(repo.diags));
+    }
+    crate::cli::init_logging(None);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async {
+        let listen = resolve_listen(&repo, args.listen.as_deref()).await?;
+        let cfg = Config {
+            listen,
+            db: args.db.clone().unwrap_or_else(|| default_db(&root)),
+            repo_root: root.clone(),
+            offline_after: args.offline_after,
+            history: args.history.max(1),
+            rate_per_node: args.rate_limit,
+        };
+        let db = cfg.db.clone();
+        let running = start(cfg, repo, shutdown_signal())
+            .await
+            .map_err(Error::Failed)?;
+        tracing::info!(
+            "fleet HQ listening on http://{} (store {})",
+            running.addr,
+            db.display()
+        );
+        running.wait().await.map_err(Error::Failed)?;
+        tracing::info!("fleet HQ stopped");
+        Ok(0)
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_of_urls() {
+        assert_eq!(
+            url_host_port("http://bob.local:8765"),
+            Some(("bob.local".into(), 8765))
+        );
+        assert_eq!(
+            url_host_port("http://bob.local/"),
+            Some(("bob.local".into(), 80))
+        );
+        assert_eq!(
+            url_host_port("https://[::1]:9000/x"),
+            Some(("::1".into(), 9000))
+        );
+        assert_eq!(url_host_port("bob:1"), None);
+    }
+}

@@ -1,0 +1,489 @@
+//! HQ and agents as real processes on loopback: `fleet serve` with its SQLite file, several
+//! `fleet agent`s, tokens issued and revoked with `fleet token`, an Ollama stand-in.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use support::{
+    Child, build_repo, crate_root, fleet, free_port, http, http_routes, parse_case, spawn_fleet,
+    wait_for,
+};
+
+struct Hq {
+    repo: tempfile::TempDir,
+    db: PathBuf,
+    port: u16,
+    url: String,
+    child: Option<Child>,
+}
+
+fn inventory(port: u16, extra_nodes: &str) -> String {
+    format!(
+        "fleet: {{ name: t, hq: hq1, hq_url: \"http://127.0.0.1:{port}\" }}\nvars: {{ app_dir: /opt/app }}\nnodes:\n  hq1: {{ host: 127.0.0.1, role: hq }}\n  n1: {{ host: 127.0.0.1, role: common }}\n  n2: {{ host: 127.0.0.1, role: common }}\n  llm: {{ host: 127.0.0.1, role: worker, models: [big:8b], hardware: {{ os: linux, ram_gb: 32 }} }}\n{extra_nodes}routing:\n  rules:\n    - {{ task: t, model: big:8b }}\n"
+    )
+}
+
+impl Hq {
+    fn new(extra_nodes: &str, serve_args: &[&str]) -> Hq {
+        let port = free_port();
+        let case = parse_case(
+            "hq",
+            &format!("--- inventory/fleet.yaml\n{}", inventory(port, extra_nodes)),
+        );
+        let repo = build_repo(&crate_root().join("tests/corpus/base"), &case);
+        let db = repo.path().join("state/hq.sqlite");
+        let mut hq = Hq {
+            url: format!("http://127.0.0.1:{port}"),
+            repo,
+            db,
+            port,
+            child: None,
+        };
+        hq.start(serve_args);
+        hq
+    }
+
+    fn start(&mut self, serve_args: &[&str]) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let db = self.db.display().to_string();
+        let mut args = vec!["serve", "--listen", &listen, "--db", &db];
+        args.extend_from_slice(serve_args);
+        let log = self.repo.path().join(format!(
+            "serve-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_nanos()
+        ));
+        self.child = Some(spawn_fleet(self.repo.path(), &args, &log));
+        let url = format!("{}/healthz", self.url);
+        wait_for(20, "fleet serve to answer /healthz", || {
+            http("GET", &url, None, None)
+                .ok()
+                .filter(|(c, _)| *c == 200)
+        });
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.0.kill().expect("kill -9");
+            c.0.wait().expect("wait");
+        }
+    }
+
+    fn token(&self, node: &str) -> String {
+        let out = fleet(self.repo.path())
+            .args(["token", "issue", node, "--db"])
+            .arg(&self.db)
+            .output()
+            .expect("token issue");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn token_file(&self, node: &str) -> PathBuf {
+        let p = self.repo.path().join(format!("{node}.token"));
+        fleet(self.repo.path())
+            .args(["token", "issue", node, "--out"])
+            .arg(&p)
+            .arg("--db")
+            .arg(&self.db)
+            .assert()
+            .success();
+        p
+    }
+
+    fn agent(&self, node: &str, token_file: &Path, ollama: &str) -> Child {
+        let log = self.repo.path().join(format!("agent-{node}.log"));
+        spawn_fleet(
+            self.repo.path(),
+            &[
+                "agent",
+                "--hq",
+                &self.url,
+                "--node",
+                node,
+                "--token-file",
+                &token_file.display().to_string(),
+                "--interval",
+                "150ms",
+                "--ollama-url",
+                ollama,
+                "--log-file",
+                &self
+                    .repo
+                    .path()
+                    .join(format!("agent-{node}.file.log"))
+                    .display()
+                    .to_string(),
+            ],
+            &log,
+        )
+    }
+
+    fn nodes(&self) -> serde_json::Value {
+        let (code, body) =
+            http("GET", &format!("{}/api/nodes", self.url), None, None).expect("GET /api/nodes");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("json")
+    }
+
+    fn state(&self, node: &str) -> (String, Vec<String>) {
+        let v = self.nodes();
+        let n = v["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == node)
+            .cloned()
+            .unwrap_or_default();
+        (
+            n["status"].as_str().unwrap_or("absent").to_string(),
+            n["reasons"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    fn wait_state(&self, node: &str, want: &str) -> Vec<String> {
+        wait_for(20, &format!("{node} to be {want}"), || {
+            let (s, reasons) = self.state(node);
+            (s == want).then_some(reasons)
+        })
+    }
+
+    fn history(&self, node: &str) -> Vec<serde_json::Value> {
+        let (code, body) =
+            http("GET", &format!("{}/api/nodes/{node}", self.url), None, None).expect("GET node");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        v["history"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn post(&self, token: Option<&str>, body: &[u8]) -> (u16, String) {
+        http(
+            "POST",
+            &format!("{}/api/heartbeat", self.url),
+            token,
+            Some(body),
+        )
+        .expect("POST heartbeat")
+    }
+}
+
+fn beat(node: &str, seq: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "node": node, "agent_version": "test", "sent_at": "2026-11-23T10:00:00Z", "seq": seq })).expect("json")
+}
+
+fn ollama(models: &[&str]) -> String {
+    let tags = serde_json::json!({ "models": models.iter().map(|m| serde_json::json!({ "name": m, "model": m, "size": 1 })).collect::<Vec<_>>() });
+    http_routes(vec![
+        ("/api/tags", tags.to_string()),
+        ("/api/version", r#"{"version":"0.5.7"}"#.to_string()),
+    ])
+}
+
+#[test]
+fn nodes_come_online_go_offline_and_come_back() {
+    let hq = Hq::new("", &["--offline-after", "1s"]);
+    let (t1, t2, tl) = (
+        hq.token_file("n1"),
+        hq.token_file("n2"),
+        hq.token_file("llm"),
+    );
+    let standin = ollama(&["big:8b"]);
+    let _a1 = hq.agent("n1", &t1, &standin);
+    let mut a2 = Some(hq.agent("n2", &t2, &standin));
+    let _al = hq.agent("llm", &tl, &standin);
+    hq.wait_state("n1", "online");
+    hq.wait_state("n2", "online");
+    hq.wait_state("llm", "online");
+    let (s, reasons) = hq.state("hq1");
+    assert_eq!(s, "offline");
+    assert_eq!(
+        reasons,
+        vec!["no heartbeat from hq1 yet; is its agent installed and running?"]
+    );
+    // The live routing table has the LLM worker in its pool while it is online.
+    let (_, routing) =
+        http("GET", &format!("{}/api/routing", hq.url), None, None).expect("routing");
+    let routing: serde_json::Value = serde_json::from_str(&routing).expect("json");
+    assert_eq!(routing["rules"][0]["pool"], serde_json::json!(["llm"]));
+
+    a2.take(); // stops n2's agent
+    let reasons = hq.wait_state("n2", "offline");
+    assert!(
+        reasons[0].starts_with("no heartbeat from n2 for "),
+        "{reasons:?}"
+    );
+    assert_eq!(hq.state("n1").0, "online");
+    let _a2 = hq.agent("n2", &t2, &standin);
+    hq.wait_state("n2", "online");
+    // The agent logged to its file too.
+    let log =
+        std::fs::read_to_string(hq.repo.path().join("agent-n1.file.log")).expect("agent log file");
+    assert!(log.contains("agent for `n1` reporting to"), "{log}");
+}
+
+#[test]
+fn missing_model_or_ollama_makes_a_node_degraded_and_offline_workers_leave_pools() {
+    let hq = Hq::new("", &["--offline-after", "1s"]);
+    let tl = hq.token_file("llm");
+    let (_, routing) =
+        http("GET", &format!("{}/api/routing", hq.url), None, None).expect("routing");
+    let routing: serde_json::Value = serde_json::from_str(&routing).expect("json");
+    assert_eq!(
+        routing["rules"][0]["pool"],
+        serde_json::json!([]),
+        "llm never reported: offline, out of the pool"
+    );
+    let without = ollama(&["other:1b"]);
+    let agent = hq.agent("llm", &tl, &without);
+    let reasons = hq.wait_state("llm", "degraded");
+    assert_eq!(
+        reasons,
+        vec!["ollama on llm answers but big:8b is missing; run `fleet provision llm`"]
+    );
+    drop(agent);
+    let _agent = hq.agent("llm", &tl, "http://127.0.0.1:9");
+    let reasons = wait_for(20, "ollama-down reason", || {
+        let (s, r) = hq.state("llm");
+        (s == "degraded" && r.iter().any(|x| x.starts_with("ollama is down on llm"))).then_some(r)
+    });
+    assert!(reasons[0].contains("ollama is down on llm"), "{reasons:?}");
+}
+
+#[test]
+fn bad_tokens_and_bodies_are_rejected_and_nothing_is_stored() {
+    let hq = Hq::new("", &[]);
+    let t1 = hq.token("n1");
+    let forged = "fleet_0000000000000000000000000000000000000000000000000000000000000000";
+    assert_eq!(hq.post(None, &beat("n1", 1)).0, 401, "missing token");
+    assert_eq!(hq.post(Some(forged), &beat("n1", 1)).0, 401, "forged token");
+    assert_eq!(
+        hq.post(Some(&t1), &beat("n2", 1)).0,
+        401,
+        "n1's token for n2"
+    );
+    assert_eq!(hq.post(Some(&t1), &beat("ghost", 1)).0, 401, "unknown node");
+    let (code, body) = hq.post(Some(&t1), b"{\"node\": \"n1\", ");
+    assert_eq!(code, 400);
+    assert!(body.contains("malformed heartbeat"), "{body}");
+    let (code, body) = hq.post(
+        Some(&t1),
+        b"{\"node\": \"n1\", \"agent_version\": \"x\", \"sent_at\": \"y\", \"surprise\": 1}",
+    );
+    assert_eq!(code, 400, "unknown fields are refused: {body}");
+    let mut big = beat("n1", 1);
+    big.truncate(big.len() - 1);
+    big.extend_from_slice(format!(", \"pad\": \"{}\"}}", "x".repeat(70 * 1024)).as_bytes());
+    assert_eq!(hq.post(Some(&t1), &big).0, 413);
+    assert!(
+        hq.history("n1").is_empty(),
+        "nothing stored from refused heartbeats"
+    );
+    assert!(hq.history("n2").is_empty());
+
+    assert_eq!(hq.post(Some(&t1), &beat("n1", 7)).0, 200);
+    assert_eq!(hq.history("n1").len(), 1);
+    fleet(hq.repo.path())
+        .args(["token", "revoke", "n1", "--db"])
+        .arg(&hq.db)
+        .assert()
+        .success();
+    assert_eq!(
+        hq.post(Some(&t1), &beat("n1", 8)).0,
+        401,
+        "a revoked token is refused at once"
+    );
+    assert_eq!(hq.history("n1").len(), 1);
+    fleet(hq.repo.path())
+        .args(["token", "revoke", "n1", "--db"])
+        .arg(&hq.db)
+        .assert()
+        .code(1);
+    fleet(hq.repo.path())
+        .args(["token", "issue", "n9", "--db"])
+        .arg(&hq.db)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn per_node_rate_limit() {
+    let hq = Hq::new("", &["--rate-limit", "1"]);
+    let t = hq.token("n1");
+    let codes: Vec<u16> = (0..6)
+        .map(|i| hq.post(Some(&t), &beat("n1", i)).0)
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == 200).count(),
+        2,
+        "burst of 2 at 1/s: {codes:?}"
+    );
+    assert!(codes.contains(&429), "{codes:?}");
+}
+
+#[test]
+fn every_answered_heartbeat_survives_kill_9() {
+    let nodes: Vec<String> = (1..=8).map(|i| format!("d{i}")).collect();
+    let extra: String = nodes
+        .iter()
+        .map(|n| format!("  {n}: {{ host: 127.0.0.1, role: common }}\n"))
+        .collect();
+    let mut hq = Hq::new(&extra, &["--history", "1000000", "--rate-limit", "1000000"]);
+    let tokens: Vec<String> = nodes.iter().map(|n| hq.token(n)).collect();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (node, token) in nodes.iter().cloned().zip(tokens) {
+        let (acked, stop, url) = (acked.clone(), stop.clone(), hq.url.clone());
+        threads.push(std::thread::spawn(move || {
+            for seq in 1.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match http(
+                    "POST",
+                    &format!("{url}/api/heartbeat"),
+                    Some(&token),
+                    Some(&beat(&node, seq)),
+                ) {
+                    Ok((200, _)) => acked.lock().expect("lock").push((node.clone(), seq)),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    wait_for(30, "400 acknowledged heartbeats", || {
+        (acked.lock().expect("lock").len() >= 400).then_some(())
+    });
+    hq.kill9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    hq.start(&["--history", "1000000"]);
+    let mut missing = Vec::new();
+    for node in &nodes {
+        let stored: BTreeSet<u64> = hq
+            .history(node)
+            .iter()
+            .filter_map(|h| h["heartbeat"]["seq"].as_u64())
+            .collect();
+        for (n, seq) in acked.iter().filter(|(n, _)| n == node) {
+            if !stored.contains(seq) {
+                missing.push(format!("{n}#{seq}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged heartbeats lost after kill -9: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+    // Tokens survived the restart too.
+    assert_eq!(hq.state("d1").0, "online");
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text() {
+    let hq = Hq::new("", &[]);
+    let t = hq.token("n1");
+    assert_eq!(hq.post(Some(&t), &beat("n1", 1)).0, 200);
+    assert_eq!(hq.post(Some("bad"), &beat("n1", 2)).0, 401);
+    let (code, text) = http("GET", &format!("{}/metrics", hq.url), None, None).expect("metrics");
+    assert_eq!(code, 200);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("parses as Prometheus text");
+    let value = |name: &str, label: (&str, &str)| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(value("fleet_nodes", ("status", "online")), Some(1.0));
+    assert_eq!(value("fleet_nodes", ("status", "offline")), Some(3.0));
+    assert_eq!(
+        value("fleet_hq_requests_total", ("status", "401")),
+        Some(1.0)
+    );
+    assert!(value("fleet_node_heartbeat_age_seconds", ("node", "n1")).is_some());
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric.starts_with("fleet_hq_request_duration_seconds"))
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_inventory() {
+    let hq = Hq::new("", &[]);
+    assert_eq!(hq.state("late").0, "absent");
+    let inv = hq.repo.path().join("inventory/fleet.yaml");
+    std::fs::write(
+        &inv,
+        inventory(hq.port, "  late: { host: 127.0.0.1, role: common }\n"),
+    )
+    .expect("write");
+    let pid = hq.child.as_ref().expect("child").0.id();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill -HUP");
+    wait_for(10, "the reloaded inventory", || {
+        (hq.state("late").0 == "offline").then_some(())
+    });
+}
+
+#[test]
+fn serve_listens_on_the_hq_url_by_default_and_shuts_down_on_sigterm() {
+    let port = free_port();
+    let case = parse_case(
+        "hq",
+        &format!("--- inventory/fleet.yaml\n{}", inventory(port, "")),
+    );
+    let repo = build_repo(&crate_root().join("tests/corpus/base"), &case);
+    let mut child = spawn_fleet(repo.path(), &["serve"], &repo.path().join("serve.log"));
+    wait_for(20, "serve on the hq_url port", || {
+        http(
+            "GET",
+            &format!("http://127.0.0.1:{port}/healthz"),
+            None,
+            None,
+        )
+        .ok()
+        .filter(|(c, _)| *c == 200)
+    });
+    assert!(
+        repo.path().join(".fleet/hq.sqlite").exists(),
+        "default store path"
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = wait_for(10, "serve to exit", || child.0.try_wait().ok().flatten());
+    assert!(status.success(), "graceful exit: {status:?}");
+}
