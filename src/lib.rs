@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cli;
 pub mod error;
 pub mod facts;
+pub mod health;
 pub mod hq;
 pub mod inventory;
 pub mod modules;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 
 pub mod agent;
+pub mod check;
 pub mod docs;
 pub mod eligible;
 pub mod init;
@@ -66,6 +67,8 @@ pub enum Command {
     Eligible(eligible::Args),
     /// This machine's CPU, memory, disks and GPUs.
     Resources(resources::Args),
+    /// Health sweep: SSH, Ollama, heartbeats, Docker, disk; exit 1 unless all nodes are online.
+    Check(check::Args),
     /// Run the HQ registry (heartbeats, node status, live routing table, metrics).
     Serve(serve::Args),
     /// Send this node's heartbeats to HQ.
@@ -93,6 +96,7 @@ pub fn run() -> Result<u8> {
         Command::Route(a) => route::run(repo_dir.as_deref(), &a),
         Command::Eligible(a) => eligible::run(repo_dir.as_deref(), &a),
         Command::Resources(a) => resources::run(&a),
+        Command::Check(a) => check::run(repo_dir.as_deref(), &a),
         Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
         Command::Agent(a) => agent::run(&a),
         Command::Token(a) => token::run(repo_dir.as_deref(), &a),

@@ -260,3 +260,142 @@ pub fn http(
     }
     Ok((code, body.to_string()))
 }
+
+/// A port that accepts connections and never answers (a black-holed service).
+pub fn black_hole() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// A webhook receiver: returns its URL and the bodies it received.
+pub fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 65536];
+            // Read headers, then exactly content-length bytes of body.
+            loop {
+                let n = s.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        sink.lock().expect("lock").push(body[..len].to_string());
+                        break;
+                    }
+                }
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (format!("http://{addr}/hook"), got)
+}
+
+/// Real sshd test hosts from `tests/hosts/fleet-hosts` (root, namespaces); stopped on drop.
+pub struct Hosts {
+    /// Their state directory (ssh_config, key, per-host overlays).
+    pub dir: tempfile::TempDir,
+    /// Port of host K is `base + K`.
+    pub base: u16,
+}
+
+impl Hosts {
+    /// Starts `n` hosts.
+    pub fn up(n: u16) -> Hosts {
+        let dir = tempfile::Builder::new()
+            .prefix("fh")
+            .tempdir_in("/tmp")
+            .expect("tmp");
+        // A base whose n ports are free now.
+        let base = loop {
+            let b = free_port().saturating_sub(n + 1);
+            if (1..=n).all(|k| std::net::TcpListener::bind(("127.0.0.1", b + k)).is_ok())
+                && b > 1024
+            {
+                break b;
+            }
+        };
+        let out = std::process::Command::new(crate_root().join("tests/hosts/fleet-hosts"))
+            .args(["up", &n.to_string(), "--dir"])
+            .arg(dir.path())
+            .args(["--port-base", &base.to_string()])
+            .output()
+            .expect("fleet-hosts runs");
+        assert!(
+            out.status.success(),
+            "fleet-hosts up failed (needs root):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Hosts { dir, base }
+    }
+
+    /// The ssh config file.
+    pub fn ssh_config(&self) -> std::path::PathBuf {
+        self.dir.path().join("ssh_config")
+    }
+
+    /// Port of host `k`.
+    pub fn port(&self, k: u16) -> u16 {
+        self.base + k
+    }
+
+    /// Runs a shell command on host `k` with the system ssh; returns stdout.
+    pub fn sh(&self, k: u16, cmd: &str) -> String {
+        let out = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(self.ssh_config())
+            .arg(format!("host{k}"))
+            .arg(cmd)
+            .output()
+            .expect("ssh");
+        assert!(
+            out.status.success(),
+            "ssh host{k} {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Kills host `k`'s sshd and everything running in it.
+    pub fn kill(&self, k: u16) {
+        std::process::Command::new(crate_root().join("tests/hosts/fleet-hosts"))
+            .args(["kill", &k.to_string(), "--dir"])
+            .arg(self.dir.path())
+            .status()
+            .expect("kill");
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(crate_root().join("tests/hosts/fleet-hosts"))
+            .args(["down", "--dir"])
+            .arg(self.dir.path())
+            .status();
+    }
+}

@@ -1,0 +1,7 @@
+//! Health sweeps (`fleet check`): every node probed concurrently — SSH port, Ollama and its
+//! models, the heartbeat HQ holds (age, Docker, disk), Docker over SSH with `--deep` — each
+//! probe with its own timeout, so a sweep takes about one timeout whatever the fleet's size.
+
+pub mod alert;
+pub mod probe;
+pub mod sweep;

@@ -1,0 +1,431 @@
+//! One sweep over the selected nodes: all probes at once (bounded), HQ's view fetched
+//! alongside, then a state per node with reasons.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::health::probe::{self, Probe, SshTarget};
+use crate::hq::status::{Expectation, human_secs, model_matches, problems};
+use crate::hq::wire::{NodeStatus, NodesResponse};
+use crate::render::routing::{VarLookup, role_capabilities};
+use crate::repo::Repo;
+use crate::spec::inventory::NodeSpec;
+
+/// Settings of a sweep.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Per-probe timeout.
+    pub timeout: Duration,
+    /// Check Docker over SSH instead of trusting the last heartbeat.
+    pub deep: bool,
+    /// Heartbeats older than this make a node offline.
+    pub offline_after: Duration,
+    /// Most probes in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// One node's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeHealth {
+    /// Node name.
+    pub node: String,
+    /// `online`, `degraded` or `offline`.
+    pub state: String,
+    /// What is wrong and what to do.
+    pub reasons: Vec<String>,
+    /// The probes, by name (`ssh`, `ollama`, `docker`).
+    pub checks: BTreeMap<String, Probe>,
+    /// Seconds since the last heartbeat HQ has, when HQ answered.
+    pub heartbeat_age_secs: Option<f64>,
+}
+
+/// A whole sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When it ran (RFC 3339).
+    pub checked_at: String,
+    /// How long it took, in ms.
+    pub duration_ms: u64,
+    /// HQ's answer, or why there is none.
+    pub hq: Probe,
+    /// Per node, in inventory order.
+    pub nodes: Vec<NodeHealth>,
+    /// Counts by state.
+    pub summary: BTreeMap<String, usize>,
+}
+
+impl Report {
+    /// True when every node is online.
+    pub fn all_online(&self) -> bool {
+        self.nodes.iter().all(|n| n.state == "online")
+    }
+}
+
+fn ssh_target(repo: &Repo, lookup: &VarLookup<'_>, n: &NodeSpec) -> SshTarget {
+    let s = |k: &str| {
+        lookup.get(n, k).and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_u64().map(|u| u.to_string()))
+        })
+    };
+    SshTarget {
+        host: n.host.clone(),
+        user: s("ssh_user"),
+        port: s("ssh_port").and_then(|p| p.parse().ok()),
+        key: s("ssh_key"),
+        config: repo.inventory.fleet.ssh_config.clone(),
+    }
+}
+
+/// Runs one sweep over `nodes` (names from the inventory).
+pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
+    let started = std::time::Instant::now();
+    let lookup = VarLookup::new(repo);
+    let caps = role_capabilities(repo);
+    // The client's own limit is looser so each probe's timeout (and its message) decides.
+    let client = crate::hq::client::http_client(opts.timeout * 2).unwrap_or_default();
+    let permits = Arc::new(Semaphore::new(opts.max_in_flight.max(1)));
+
+    let hq_url = repo
+        .inventory
+        .fleet
+        .hq_url
+        .as_ref()
+        .map(|u| u.value.clone());
+    let hq_task = {
+        let client = client.clone();
+        let timeout = opts.timeout;
+        let url = hq_url.clone();
+        tokio::spawn(async move { fetch_hq(&client, url.as_deref(), timeout).await })
+    };
+
+    let mut tasks = Vec::new();
+    for name in nodes {
+        let Some(n) = repo.inventory.nodes.get(name) else {
+            continue;
+        };
+        let node_caps: BTreeSet<String> = caps
+            .get(&n.role.value)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(n.capabilities.iter().cloned())
+            .collect();
+        let ssh = ssh_target(repo, &lookup, n);
+        let ssh_port = ssh.port.unwrap_or(22);
+        let ollama_base = node_caps
+            .contains("ollama")
+            .then(|| format!("http://{}:{}", n.host, lookup.port(n, "ollama_port", 11434)));
+        let deep = opts.deep && node_caps.contains("docker");
+        let (client, permits, timeout, host) = (
+            client.clone(),
+            permits.clone(),
+            opts.timeout,
+            n.host.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let ssh_probe = async {
+                let _p = permits.acquire().await.ok();
+                probe::tcp(&host, ssh_port, timeout).await
+            };
+            let ollama_probe = async {
+                match &ollama_base {
+                    Some(b) => {
+                        let _p = permits.acquire().await.ok();
+                        Some(probe::ollama(&client, b, timeout).await)
+                    }
+                    None => None,
+                }
+            };
+            let docker_probe = async {
+                if deep {
+                    let _p = permits.acquire().await.ok();
+                    Some(probe::docker_over_ssh(&ssh, timeout * 2).await)
+                } else {
+                    None
+                }
+            };
+            tokio::join!(ssh_probe, ollama_probe, docker_probe)
+        }));
+    }
+    let hq = hq_task.await.unwrap_or_else(|e| {
+        (
+            Probe {
+                ok: false,
+                target: String::new(),
+                detail: e.to_string(),
+                ms: 0,
+                models: None,
+            },
+            None,
+        )
+    });
+    let (hq_probe, hq_nodes) = hq;
+    let by_name: BTreeMap<String, NodeStatus> = hq_nodes
+        .map(|r| r.nodes.into_iter().map(|n| (n.name.clone(), n)).collect())
+        .unwrap_or_default();
+    let hq_name = repo.inventory.fleet.hq.as_ref().map(|h| h.value.clone());
+
+    let mut out = Vec::new();
+    for (name, task) in nodes
+        .iter()
+        .filter(|n| repo.inventory.nodes.contains_key(*n))
+        .zip(tasks)
+    {
+        let n = &repo.inventory.nodes[name];
+        let node_caps: BTreeSet<String> = caps
+            .get(&n.role.value)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(n.capabilities.iter().cloned())
+            .collect();
+        let (ssh, ollama, docker) = match task.await {
+            Ok(r) => r,
+            Err(e) => (
+                Probe {
+                    ok: false,
+                    target: n.host.clone(),
+                    detail: e.to_string(),
+                    ms: 0,
+                    models: None,
+                },
+                None,
+                None,
+            ),
+        };
+        out.push(judge(
+            n,
+            &node_caps,
+            ssh,
+            ollama,
+            docker,
+            &hq_probe,
+            by_name.get(name),
+            hq_name.as_deref() == Some(name.as_str()),
+            opts,
+        ));
+    }
+    let mut summary: BTreeMap<String, usize> = ["online", "degraded", "offline"]
+        .iter()
+        .map(|s| (s.to_string(), 0))
+        .collect();
+    for n in &out {
+        *summary.entry(n.state.clone()).or_default() += 1;
+    }
+    Report {
+        checked_at: crate::hq::store::rfc3339(crate::hq::store::now_ms()),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        hq: hq_probe,
+        nodes: out,
+        summary,
+    }
+}
+
+async fn fetch_hq(
+    client: &reqwest::Client,
+    url: Option<&str>,
+    timeout: Duration,
+) -> (Probe, Option<NodesResponse>) {
+    let Some(url) = url else {
+        return (
+            Probe {
+                ok: false,
+                target: String::new(),
+                detail: "no `fleet.hq_url` in the inventory".into(),
+                ms: 0,
+                models: None,
+            },
+            None,
+        );
+    };
+    let start = std::time::Instant::now();
+    let target = format!("{}/api/nodes", url.trim_end_matches('/'));
+    let fetch = async {
+        let r = client
+            .get(&target)
+            .send()
+            .await
+            .map_err(|e| crate::hq::client::describe(&e))?;
+        if !r.status().is_success() {
+            return Err(format!("answered {}", r.status()));
+        }
+        r.json::<NodesResponse>()
+            .await
+            .map_err(|e| format!("unexpected answer: {e}"))
+    };
+    let ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match tokio::time::timeout(timeout, fetch).await {
+        Ok(Ok(nodes)) => (
+            Probe {
+                ok: true,
+                target,
+                detail: format!("{} nodes", nodes.nodes.len()),
+                ms: ms(),
+                models: None,
+            },
+            Some(nodes),
+        ),
+        Ok(Err(e)) => (
+            Probe {
+                ok: false,
+                target,
+                detail: e,
+                ms: ms(),
+                models: None,
+            },
+            None,
+        ),
+        Err(_) => (
+            Probe {
+                ok: false,
+                target,
+                detail: format!("no answer within {}", humantime::format_duration(timeout)),
+                ms: ms(),
+                models: None,
+            },
+            None,
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    n: &NodeSpec,
+    caps: &BTreeSet<String>,
+    ssh: Probe,
+    ollama: Option<Probe>,
+    docker: Option<Probe>,
+    hq: &Probe,
+    hb: Option<&NodeStatus>,
+    is_hq: bool,
+    opts: &Options,
+) -> NodeHealth {
+    let mut reasons = Vec::new();
+    let mut offline = false;
+    let mut degraded = false;
+    if !ssh.ok {
+        offline = true;
+        reasons.push(format!(
+            "{} is unreachable: ssh port {} ({})",
+            n.name, ssh.target, ssh.detail
+        ));
+    }
+    // An unreachable node's other failures say nothing new.
+    if let Some(o) = ollama.as_ref().filter(|_| ssh.ok) {
+        if !o.ok {
+            degraded = true;
+            let base = o
+                .target
+                .trim_end_matches("/api/tags")
+                .trim_start_matches("http://");
+            reasons.push(format!("ollama on {base} does not answer: {}", o.detail));
+        } else if let Some(models) = &o.models {
+            let missing: Vec<&str> = n
+                .models
+                .iter()
+                .map(|m| m.value.as_str())
+                .filter(|m| !models.iter().any(|x| model_matches(x, m)))
+                .collect();
+            if !missing.is_empty() {
+                degraded = true;
+                let base = o
+                    .target
+                    .trim_end_matches("/api/tags")
+                    .trim_start_matches("http://");
+                reasons.push(format!(
+                    "ollama on {base} answers but {} missing; run `fleet provision {}`",
+                    if missing.len() == 1 {
+                        format!("{} is", missing[0])
+                    } else {
+                        format!("{} are", missing.join(", "))
+                    },
+                    n.name
+                ));
+            }
+        }
+    }
+    let mut age = None;
+    if is_hq && !hq.ok {
+        degraded = true;
+        reasons.push(format!(
+            "the HQ registry at {} does not answer ({}); run `fleet provision {}`",
+            hq.target.trim_end_matches("/api/nodes"),
+            hq.detail,
+            n.name
+        ));
+    }
+    if hq.ok && ssh.ok {
+        match hb.and_then(|h| h.last.as_ref().map(|l| (h, l))) {
+            Some((h, last)) => {
+                age = h.heartbeat_age_secs;
+                if h.heartbeat_age_secs
+                    .is_some_and(|a| a > opts.offline_after.as_secs_f64())
+                {
+                    offline = true;
+                    reasons.push(format!(
+                        "no heartbeat from {} for {}; is its agent running? (`fleet provision {}` reinstalls it)",
+                        n.name,
+                        human_secs(h.heartbeat_age_secs.unwrap_or_default()),
+                        n.name
+                    ));
+                } else {
+                    // Docker and disk from the heartbeat; Ollama is probed directly above, and
+                    // with --deep Docker is too.
+                    let exp = Expectation {
+                        name: n.name.clone(),
+                        capabilities: caps
+                            .iter()
+                            .filter(|c| *c != "ollama" && !(opts.deep && *c == "docker"))
+                            .cloned()
+                            .collect(),
+                        models: Vec::new(),
+                    };
+                    let p = problems(&exp, last);
+                    degraded |= !p.is_empty();
+                    reasons.extend(p);
+                }
+            }
+            None => {
+                offline = true;
+                reasons.push(format!(
+                    "HQ has no heartbeat from {}; install its agent with `fleet provision {}`",
+                    n.name, n.name
+                ));
+            }
+        }
+    }
+    if let Some(d) = &docker
+        && !d.ok
+    {
+        degraded = true;
+        reasons.push(format!("docker is down on {}: {}", n.name, d.detail));
+    }
+    let mut checks = BTreeMap::new();
+    checks.insert("ssh".to_string(), ssh);
+    if let Some(o) = ollama {
+        checks.insert("ollama".to_string(), o);
+    }
+    if let Some(d) = docker {
+        checks.insert("docker".to_string(), d);
+    }
+    let state = if offline {
+        "offline"
+    } else if degraded {
+        "degraded"
+    } else {
+        "online"
+    };
+    NodeHealth {
+        node: n.name.clone(),
+        state: state.into(),
+        reasons,
+        checks,
+        heartbeat_age_secs: age,
+    }
+}
