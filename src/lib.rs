@@ -4,6 +4,8 @@
 
 pub mod agent;
 pub mod cli;
+pub mod command;
+pub mod connection;
 pub mod error;
 pub mod facts;
 pub mod health;

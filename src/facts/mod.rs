@@ -1,6 +1,8 @@
 //! Facts gathered from hosts: the typed record, and the on-disk cache under `.fleet/facts/`
 //! that `fleet render`, `fleet eligible` and the registry read.
 
+pub mod probe;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -59,7 +61,8 @@ impl Facts {
     pub fn root_free_gb(&self) -> Option<f64> {
         self.disks
             .iter()
-            .find(|d| d.mount == "/" || d.mount == "/System/Volumes/Data")
+            .find(|d| d.mount == "/System/Volumes/Data")
+            .or_else(|| self.disks.iter().find(|d| d.mount == "/"))
             .or_else(|| {
                 self.disks
                     .iter()

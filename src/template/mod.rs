@@ -143,16 +143,7 @@ pub fn base_environment() -> Environment<'static> {
     env
 }
 
-/// Quotes a string for a POSIX shell (bash, PKGBUILDs): single quotes, `'` as `'\''`.
-pub fn shquote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+pub use crate::command::shquote;
 
 /// Quotes a string for Ruby (Homebrew formulae): double quotes with `\`, `"` and `#{` escaped.
 pub fn rbquote(s: &str) -> String {

@@ -1,0 +1,84 @@
+//! How fleet reaches a host: a [`Connection`] runs a shell script (with optional stdin) and
+//! returns its output; `put` and `get` are built on it, so a file transfer is one exec
+//! (content on stdin, temp file beside the target, mode, rename). SSH and local transports.
+
+pub mod local;
+pub mod ssh;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::command::shquote;
+
+/// What a remote command printed and how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    /// Exit status (-1 when killed by a signal).
+    pub status: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Why a command could not run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnError {
+    /// The host cannot be reached or the connection dropped.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The command ran out of time.
+    #[error("timed out after {0}")]
+    Timeout(String),
+}
+
+/// A way to run commands on a host.
+pub trait Connection: Send + Sync {
+    /// Runs `script` with `sh -c` (as root through `sudo -n` when `become_` and not root already).
+    fn exec(&self, script: &str, stdin: Option<&[u8]>, become_: bool, timeout: Option<Duration>) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send;
+
+    /// Writes a file atomically: temp file beside it, mode, rename.
+    fn put(&self, path: &str, contents: &[u8], mode: u32, become_: bool) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
+        let p = shquote(path);
+        let script = format!(
+            "set -e; t=$(mktemp \"$(dirname {p})/.fleet.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; chmod {mode:o} \"$t\"; mv -f \"$t\" {p}; trap - EXIT"
+        );
+        async move { self.exec(&script, Some(contents), become_, None).await }
+    }
+
+    /// Reads a file.
+    fn get(&self, path: &str, become_: bool) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
+        let script = format!("cat {}", shquote(path));
+        async move { self.exec(&script, None, become_, None).await }
+    }
+}
+
+/// The transports fleet has, as one type the engine can hold per host.
+#[derive(Debug)]
+pub enum AnyConnection {
+    /// Over SSH (one multiplexed master per host).
+    Ssh(ssh::SshConnection),
+    /// This machine.
+    Local(local::LocalConnection),
+}
+
+impl Connection for AnyConnection {
+    fn exec(&self, script: &str, stdin: Option<&[u8]>, become_: bool, timeout: Option<Duration>) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
+        async move {
+            match self {
+                AnyConnection::Ssh(c) => c.exec(script, stdin, become_, timeout).await,
+                AnyConnection::Local(c) => c.exec(script, stdin, become_, timeout).await,
+            }
+        }
+    }
+}
+
+/// Wraps a script for `become`: root runs it as is; others through `sudo -n`.
+pub fn become_wrap(script: &str, become_: bool) -> String {
+    let inner = format!("sh -c {}", shquote(script));
+    if become_ {
+        format!("if [ \"$(id -u)\" = 0 ]; then {inner}; else sudo -n {inner}; fi")
+    } else {
+        inner
+    }
+}

@@ -1,0 +1,118 @@
+//! SSH through the system `ssh` and the `openssh` crate: one ControlMaster per host, reused
+//! by every command (native mux), so each task costs one round trip on an open connection.
+//! Honours `~/.ssh/config`, agents, ProxyJump and an extra config file (`-F`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder};
+use tokio::io::AsyncWriteExt;
+
+use crate::connection::{ConnError, Connection, ExecOutput, become_wrap};
+
+/// How to reach one host.
+#[derive(Debug, Clone, Default)]
+pub struct SshTarget {
+    /// Address or ssh alias.
+    pub host: String,
+    /// Login user.
+    pub user: Option<String>,
+    /// Port.
+    pub port: Option<u16>,
+    /// Identity file.
+    pub key: Option<PathBuf>,
+    /// Extra ssh config file (`-F`).
+    pub config: Option<PathBuf>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// An open, multiplexed connection.
+#[derive(Debug)]
+pub struct SshConnection {
+    session: Session,
+}
+
+/// A short directory for control sockets: macOS limits socket paths to 104 bytes.
+pub fn control_dir() -> PathBuf {
+    let uid = std::env::var("USER").unwrap_or_default();
+    let dir = std::env::temp_dir();
+    let base = if dir.as_os_str().len() > 20 { PathBuf::from("/tmp") } else { dir };
+    let d = base.join(format!("fleet-{uid}"));
+    let _ = std::fs::create_dir_all(&d);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
+    }
+    d
+}
+
+impl SshConnection {
+    /// Connects (opening the master), retrying a few times on transient failures.
+    pub async fn connect(t: &SshTarget) -> Result<SshConnection, ConnError> {
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(KnownHosts::Add).connect_timeout(t.connect_timeout).control_directory(control_dir()).server_alive_interval(Duration::from_secs(15));
+        if let Some(c) = &t.config {
+            b.config_file(c);
+        }
+        if let Some(u) = &t.user {
+            b.user(u.clone());
+        }
+        if let Some(p) = t.port {
+            b.port(p);
+        }
+        if let Some(k) = &t.key {
+            b.keyfile(k);
+        }
+        let mut last = String::new();
+        for attempt in 0..3u32 {
+            match b.connect_mux(&t.host).await {
+                Ok(session) => return Ok(SshConnection { session }),
+                Err(e) => {
+                    last = describe(&e);
+                    // Authentication and host-key failures will not heal by retrying.
+                    if last.contains("Permission denied") || last.contains("Host key verification failed") {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+                }
+            }
+        }
+        Err(ConnError::Unreachable(last))
+    }
+}
+
+fn describe(e: &openssh::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s = format!("{s}: {t}");
+        }
+        src = inner.source();
+    }
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+impl Connection for SshConnection {
+    async fn exec(&self, script: &str, stdin: Option<&[u8]>, become_: bool, timeout: Option<Duration>) -> Result<ExecOutput, ConnError> {
+        let run = async {
+            let mut cmd = self.session.raw_command(become_wrap(script, become_));
+            cmd.stdin(if stdin.is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() }).stdout(openssh::Stdio::piped()).stderr(openssh::Stdio::piped());
+            let mut child = cmd.spawn().await.map_err(|e| ConnError::Unreachable(describe(&e)))?;
+            if let (Some(data), Some(mut pipe)) = (stdin, child.stdin().take()) {
+                pipe.write_all(data).await.map_err(|e| ConnError::Unreachable(format!("sending input: {e}")))?;
+                pipe.shutdown().await.ok();
+                drop(pipe);
+            }
+            let out = child.wait_with_output().await.map_err(|e| ConnError::Unreachable(describe(&e)))?;
+            Ok(ExecOutput { status: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() })
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, run).await.map_err(|_| ConnError::Timeout(humantime::format_duration(t).to_string()))?,
+            None => run.await,
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Facts in one round trip: a POSIX sh probe prints `key=value` lines for Linux and macOS
+//! alike, and a pure parser turns them into [`Facts`] (tested on fixtures of both).
+
+use crate::facts::{Disk, Facts};
+
+/// The probe script. Every command may be missing; the parser takes what is there.
+pub const PROBE: &str = r#"
+echo "kernel=$(uname -s)"
+echo "arch=$(uname -m)"
+echo "hostname=$(hostname 2>/dev/null || uname -n)"
+if [ -r /etc/os-release ]; then (. /etc/os-release; echo "os_version=$ID $VERSION_ID"); fi
+if command -v sw_vers >/dev/null 2>&1; then echo "os_version=macOS $(sw_vers -productVersion)"; fi
+if [ -r /proc/cpuinfo ]; then
+  echo "cores=$(grep -c '^processor' /proc/cpuinfo)"
+  echo "cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+  echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+else
+  echo "cores=$(sysctl -n hw.logicalcpu 2>/dev/null)"
+  echo "cpu_model=$(sysctl -n machdep.cpu.brand_string 2>/dev/null)"
+  echo "mem_bytes=$(sysctl -n hw.memsize 2>/dev/null)"
+fi
+df -Pk 2>/dev/null | awk 'NR > 1 && ($6 == "/" || $6 == "/System/Volumes/Data") {print "disk=" $6 " " $2 " " $4}'
+if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'; fi
+if [ "$(uname -s)" = Darwin ]; then echo "init=launchd"; elif [ -d /run/systemd/system ]; then echo "init=systemd"; else echo "init=other"; fi
+for m in apt-get dnf pacman brew; do if command -v $m >/dev/null 2>&1; then echo "pkg=$m"; break; fi; done
+if command -v ollama >/dev/null 2>&1; then echo "ollama_version=$(ollama --version 2>/dev/null | awk '{print $NF}' | tail -n1)"; fi
+echo "user=$(id -un)"
+"#;
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Parses the probe's output.
+pub fn parse(text: &str) -> Facts {
+    let mut f = Facts::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else { continue };
+        let v = v.trim();
+        if v.is_empty() {
+            continue;
+        }
+        match k {
+            "kernel" => {
+                f.os = Some(match v {
+                    "Darwin" => "macos".to_string(),
+                    "Linux" => "linux".to_string(),
+                    other => other.to_ascii_lowercase(),
+                });
+            }
+            "arch" => {
+                f.arch = Some(match v {
+                    "arm64" => "aarch64".to_string(),
+                    "amd64" => "x86_64".to_string(),
+                    other => other.to_string(),
+                });
+            }
+            "hostname" => f.hostname = Some(v.to_string()),
+            "os_version" => f.os_version = Some(v.to_string()),
+            "cores" => f.cores = v.parse().ok(),
+            "cpu_model" => f.cpu_model = Some(v.to_string()),
+            "mem_kb" => f.ram_gb = v.parse::<f64>().ok().map(|kb| round1(kb / 1024.0 / 1024.0)),
+            "mem_bytes" => f.ram_gb = v.parse::<f64>().ok().map(|b| round1(b / 1024.0 / 1024.0 / 1024.0)),
+            "disk" => {
+                let parts: Vec<&str> = v.split_whitespace().collect();
+                if let [mount, total, free] = parts[..]
+                    && let (Ok(t), Ok(a)) = (total.parse::<f64>(), free.parse::<f64>())
+                {
+                    f.disks.push(Disk { mount: mount.to_string(), total_gb: round1(t / 1024.0 / 1024.0), free_gb: round1(a / 1024.0 / 1024.0) });
+                }
+            }
+            "gpu" => f.gpus.extend(crate::resources::parse_nvidia_smi(v)),
+            "init" => f.init = Some(v.to_string()),
+            "pkg" => f.package_manager = Some(if v == "apt-get" { "apt".to_string() } else { v.to_string() }),
+            "ollama_version" => f.ollama_version = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    if f.os.as_deref() == Some("macos") {
+        if let Some(m) = f.cpu_model.clone().filter(|m| m.starts_with("Apple ")) {
+            f.apple_chip = Some(m);
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_gpu_box() {
+        let f = parse(include_str!("../../tests/fixtures/facts/linux-gpu.txt"));
+        assert_eq!(f.os.as_deref(), Some("linux"));
+        assert_eq!(f.os_version.as_deref(), Some("debian 12"));
+        assert_eq!(f.arch.as_deref(), Some("x86_64"));
+        assert_eq!(f.cores, Some(32));
+        assert_eq!(f.cpu_model.as_deref(), Some("AMD Ryzen 9 7950X 16-Core Processor"));
+        assert_eq!(f.ram_gb, Some(125.7));
+        assert_eq!(f.disks, vec![Disk { mount: "/".into(), total_gb: 915.8, free_gb: 601.2 }]);
+        assert_eq!(f.gpus.len(), 1);
+        assert_eq!(f.gpus[0].vram_gb, 24.0);
+        assert_eq!(f.init.as_deref(), Some("systemd"));
+        assert_eq!(f.package_manager.as_deref(), Some("apt"));
+        assert_eq!(f.ollama_version.as_deref(), Some("0.5.7"));
+        assert_eq!(f.apple_chip, None);
+    }
+
+    #[test]
+    fn mac_mini_m4() {
+        let f = parse(include_str!("../../tests/fixtures/facts/macos-m4.txt"));
+        assert_eq!(f.os.as_deref(), Some("macos"));
+        assert_eq!(f.os_version.as_deref(), Some("macOS 15.1"));
+        assert_eq!(f.arch.as_deref(), Some("aarch64"));
+        assert_eq!(f.cores, Some(10));
+        assert_eq!(f.ram_gb, Some(24.0));
+        assert_eq!(f.apple_chip.as_deref(), Some("Apple M4"));
+        assert_eq!(f.init.as_deref(), Some("launchd"));
+        assert_eq!(f.package_manager.as_deref(), Some("brew"));
+        assert_eq!(f.root_free_gb(), Some(287.3), "macOS data volume, not the sealed system volume");
+        let hw = f.overlay(&Default::default());
+        assert_eq!(hw.cpu.as_deref(), Some("apple_silicon"));
+        assert_eq!(hw.chip.as_deref(), Some("M4"));
+    }
+
+    #[test]
+    fn empty_or_partial_output_is_fine() {
+        assert_eq!(parse(""), Facts::default());
+        assert_eq!(parse("cores=\nkernel=Linux\nnonsense").os.as_deref(), Some("linux"));
+    }
+}
