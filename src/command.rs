@@ -4,7 +4,10 @@
 /// Quotes a string for a POSIX shell: bare when it is plainly safe, else single quotes with
 /// `'` written as `'\''`.
 pub fn shquote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -19,7 +22,9 @@ pub struct Cmd {
 impl Cmd {
     /// A program.
     pub fn new(program: &str) -> Cmd {
-        Cmd { parts: vec![shquote(program)] }
+        Cmd {
+            parts: vec![shquote(program)],
+        }
     }
 
     /// An argument, quoted.
@@ -30,7 +35,8 @@ impl Cmd {
 
     /// Several arguments, each quoted.
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, a: I) -> Cmd {
-        self.parts.extend(a.into_iter().map(|s| shquote(s.as_ref())));
+        self.parts
+            .extend(a.into_iter().map(|s| shquote(s.as_ref())));
         self
     }
 
@@ -75,9 +81,15 @@ mod tests {
 
     #[test]
     fn quoting_by_construction() {
-        assert_eq!(Cmd::new("chmod").arg("0644").arg("/etc/a b").line(), "chmod 0644 '/etc/a b'");
+        assert_eq!(
+            Cmd::new("chmod").arg("0644").arg("/etc/a b").line(),
+            "chmod 0644 '/etc/a b'"
+        );
         assert_eq!(Cmd::new("echo").arg("it's").line(), "echo 'it'\\''s'");
-        assert_eq!(Cmd::new("echo").arg("$(rm -rf /)").line(), "echo '$(rm -rf /)'");
+        assert_eq!(
+            Cmd::new("echo").arg("$(rm -rf /)").line(),
+            "echo '$(rm -rf /)'"
+        );
         assert_eq!(shquote(""), "''");
     }
 

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cli;
 pub mod command;
 pub mod connection;
+pub mod engine;
 pub mod error;
 pub mod facts;
 pub mod health;

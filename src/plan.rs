@@ -314,7 +314,12 @@ impl HostPlanner<'_> {
                 (task.args.to_json(), None)
             } else {
                 let args = self.render_args(&task.args, &ictx, &what, runtime)?;
-                let file = self.planned_file(origin, task, &args, &ictx, &what)?;
+                let file = match self.planned_file(origin, task, &args, &ictx, &what) {
+                    Ok(f) => f,
+                    // A template that needs gathered facts is rendered on the host's run.
+                    Err(_) if self.template_needs_runtime(origin, &args, &ictx, runtime) => None,
+                    Err(e) => return Err(e),
+                };
                 (args, file)
             };
             out.push(PlannedTask {
@@ -331,6 +336,25 @@ impl HostPlanner<'_> {
             });
         }
         Ok(out)
+    }
+
+    fn template_needs_runtime(
+        &self,
+        origin: Origin<'_>,
+        args: &J,
+        ctx: &J,
+        runtime: &BTreeSet<String>,
+    ) -> bool {
+        let Some(src) = args.get("src").and_then(J::as_str) else {
+            return false;
+        };
+        let Some((name, _)) = resolve_template(self.library, origin, src) else {
+            return false;
+        };
+        let Some(source) = self.library.get(&name) else {
+            return false;
+        };
+        needs_runtime(self.env, &source.text, ctx, runtime, false)
     }
 
     fn loop_items(
@@ -415,89 +439,18 @@ impl HostPlanner<'_> {
             .and_then(J::as_str)
             .unwrap_or_default()
             .to_string();
-        let content: Vec<u8> = match task.module.name {
-            "template" => {
-                let Some(src) = args.get("src").and_then(J::as_str) else {
-                    return Ok(None);
-                };
-                let Some((tname, source)) = resolve_template(self.library, origin, src) else {
-                    return Err(Diagnostic::error(
-                        task.args
-                            .get("src")
-                            .map_or(task.loc.clone(), |n| n.loc.clone()),
-                        format!("template `{src}` not found {what}"),
-                    )
-                    .with_help(match origin {
-                        Some(r) => {
-                            format!("put it in `roles/{r}/templates/{src}` or `templates/{src}`")
-                        }
-                        None => format!("put it in `templates/{src}`"),
-                    }));
-                };
-                let tmpl = self.env.get_template(&tname).map_err(|e| {
-                    template::render_error(
-                        &e,
-                        &Loc::file_start(&source),
-                        &[],
-                        &format!("in `{source}`"),
-                    )
-                })?;
-                let text = tmpl.render(template::ctx_value(ctx)).map_err(|e| {
-                    let missing = template::missing_variables(
-                        self.env,
-                        &self
-                            .library
-                            .get(&tname)
-                            .map(|s| s.text.clone())
-                            .unwrap_or_default(),
-                        ctx,
-                        false,
-                    );
-                    template::render_error(
-                        &e,
-                        &Loc::file_start(&source),
-                        &missing,
-                        &format!("in template `{src}` {what}"),
-                    )
-                })?;
-                text.into_bytes()
-            }
-            "copy" => {
-                if let Some(c) = args.get("content").and_then(J::as_str) {
-                    c.as_bytes().to_vec()
-                } else if let Some(src) = args.get("src").and_then(J::as_str) {
-                    let candidates = [
-                        origin
-                            .map(|r| self.repo.root.join("roles").join(r).join("files").join(src)),
-                        Some(self.repo.root.join("files").join(src)),
-                    ];
-                    match candidates.iter().flatten().find(|p| p.is_file()) {
-                        Some(p) => std::fs::read(p).map_err(|e| {
-                            Diagnostic::error(
-                                task.loc.clone(),
-                                format!("cannot read `{}`: {e}", p.display()),
-                            )
-                        })?,
-                        None => {
-                            return Err(Diagnostic::error(
-                                task.args
-                                    .get("src")
-                                    .map_or(task.loc.clone(), |n| n.loc.clone()),
-                                format!("file `{src}` not found {what}"),
-                            )
-                            .with_help(match origin {
-                                Some(r) => {
-                                    format!("put it in `roles/{r}/files/{src}` or `files/{src}`")
-                                }
-                                None => format!("put it in `files/{src}`"),
-                            }));
-                        }
-                    }
-                } else {
-                    return Ok(None);
-                }
-            }
-            _ => return Ok(None),
+        let Some(content) = task_file_content(
+            self.repo,
+            self.library,
+            self.env,
+            origin,
+            task,
+            args,
+            ctx,
+            what,
+        )?
+        else {
+            return Ok(None);
         };
         Ok(Some(PlannedFile {
             dest,
@@ -509,6 +462,104 @@ impl HostPlanner<'_> {
                 .then(|| String::from_utf8_lossy(&content).into_owned()),
         }))
     }
+}
+
+/// The bytes a `template` or `copy` task places on a host (`None` for other modules): the
+/// template rendered with the host's context, or the file from the role's (or repo's) `files/`.
+#[allow(clippy::too_many_arguments)]
+pub fn task_file_content(
+    repo: &Repo,
+    library: &Library,
+    env: &Environment<'static>,
+    origin: Origin<'_>,
+    task: &Task,
+    args: &J,
+    ctx: &J,
+    what: &str,
+) -> Result<Option<Vec<u8>>, Diagnostic> {
+    let content: Vec<u8> = match task.module.name {
+        "template" => {
+            let Some(src) = args.get("src").and_then(J::as_str) else {
+                return Ok(None);
+            };
+            let Some((tname, source)) = resolve_template(library, origin, src) else {
+                return Err(Diagnostic::error(
+                    task.args
+                        .get("src")
+                        .map_or(task.loc.clone(), |n| n.loc.clone()),
+                    format!("template `{src}` not found {what}"),
+                )
+                .with_help(match origin {
+                    Some(r) => {
+                        format!("put it in `roles/{r}/templates/{src}` or `templates/{src}`")
+                    }
+                    None => format!("put it in `templates/{src}`"),
+                }));
+            };
+            let tmpl = env.get_template(&tname).map_err(|e| {
+                template::render_error(
+                    &e,
+                    &Loc::file_start(&source),
+                    &[],
+                    &format!("in `{source}`"),
+                )
+            })?;
+            let text = tmpl.render(template::ctx_value(ctx)).map_err(|e| {
+                let missing = template::missing_variables(
+                    env,
+                    &library
+                        .get(&tname)
+                        .map(|s| s.text.clone())
+                        .unwrap_or_default(),
+                    ctx,
+                    false,
+                );
+                template::render_error(
+                    &e,
+                    &Loc::file_start(&source),
+                    &missing,
+                    &format!("in template `{src}` {what}"),
+                )
+            })?;
+            text.into_bytes()
+        }
+        "copy" => {
+            if let Some(c) = args.get("content").and_then(J::as_str) {
+                c.as_bytes().to_vec()
+            } else if let Some(src) = args.get("src").and_then(J::as_str) {
+                let candidates = [
+                    origin.map(|r| repo.root.join("roles").join(r).join("files").join(src)),
+                    Some(repo.root.join("files").join(src)),
+                ];
+                match candidates.iter().flatten().find(|p| p.is_file()) {
+                    Some(p) => std::fs::read(p).map_err(|e| {
+                        Diagnostic::error(
+                            task.loc.clone(),
+                            format!("cannot read `{}`: {e}", p.display()),
+                        )
+                    })?,
+                    None => {
+                        return Err(Diagnostic::error(
+                            task.args
+                                .get("src")
+                                .map_or(task.loc.clone(), |n| n.loc.clone()),
+                            format!("file `{src}` not found {what}"),
+                        )
+                        .with_help(match origin {
+                            Some(r) => {
+                                format!("put it in `roles/{r}/files/{src}` or `files/{src}`")
+                            }
+                            None => format!("put it in `files/{src}`"),
+                        }));
+                    }
+                }
+            } else {
+                return Ok(None);
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(content))
 }
 
 /// Finds a template for a task: the role's own `templates/` first, then the repo's, then the

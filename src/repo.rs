@@ -229,10 +229,11 @@ impl Repo {
 
     /// Loads a playbook by path (relative to the working directory, or to the repo root).
     pub fn load_playbook(&self, path: &Path) -> Result<(Playbook, Diagnostics)> {
-        let full = if path.is_file() {
-            path.to_path_buf()
-        } else if self.root.join(path).is_file() {
+        // The repo's own playbook wins over a same-named file in the working directory.
+        let full = if self.root.join(path).is_file() {
             self.root.join(path)
+        } else if path.is_file() {
+            path.to_path_buf()
         } else {
             let known: Vec<String> = yaml_files_in(&self.root.join("playbooks"))
                 .iter()

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 
 pub mod agent;
+pub mod apply;
 pub mod check;
 pub mod docs;
 pub mod eligible;
@@ -75,6 +76,8 @@ pub enum Command {
     Agent(agent::Args),
     /// Issue or revoke a node's agent token.
     Token(token::Args),
+    /// Run a playbook on its hosts over SSH (`--check`: predict, change nothing).
+    Apply(apply::Args),
     /// Create a new fleet repo.
     Init(init::Args),
     /// Generate reference docs from the code (`fleet docs modules > docs/modules.md`).
@@ -96,6 +99,7 @@ pub fn run() -> Result<u8> {
         Command::Route(a) => route::run(repo_dir.as_deref(), &a),
         Command::Eligible(a) => eligible::run(repo_dir.as_deref(), &a),
         Command::Resources(a) => resources::run(&a),
+        Command::Apply(a) => apply::run(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Check(a) => check::run(repo_dir.as_deref(), &a),
         Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
         Command::Agent(a) => agent::run(&a),

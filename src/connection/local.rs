@@ -12,20 +12,43 @@ use crate::connection::{ConnError, Connection, ExecOutput, become_wrap};
 pub struct LocalConnection;
 
 impl Connection for LocalConnection {
-    async fn exec(&self, script: &str, stdin: Option<&[u8]>, become_: bool, timeout: Option<Duration>) -> Result<ExecOutput, ConnError> {
+    async fn exec(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        become_: bool,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, ConnError> {
         let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c").arg(become_wrap(script, become_)).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| ConnError::Unreachable(format!("cannot run sh: {e}")))?;
+        cmd.arg("-c")
+            .arg(become_wrap(script, become_))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ConnError::Unreachable(format!("cannot run sh: {e}")))?;
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
             let _ = pipe.write_all(data).await;
             drop(pipe);
         }
         let fut = child.wait_with_output();
         let out = match timeout {
-            Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| ConnError::Timeout(humantime::format_duration(t).to_string()))?,
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| ConnError::Timeout(humantime::format_duration(t).to_string()))?,
             None => fut.await,
         }
         .map_err(|e| ConnError::Unreachable(e.to_string()))?;
-        Ok(ExecOutput { status: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() })
+        Ok(ExecOutput {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
     }
 }

@@ -35,10 +35,22 @@ pub enum ConnError {
 /// A way to run commands on a host.
 pub trait Connection: Send + Sync {
     /// Runs `script` with `sh -c` (as root through `sudo -n` when `become_` and not root already).
-    fn exec(&self, script: &str, stdin: Option<&[u8]>, become_: bool, timeout: Option<Duration>) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send;
+    fn exec(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        become_: bool,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send;
 
     /// Writes a file atomically: temp file beside it, mode, rename.
-    fn put(&self, path: &str, contents: &[u8], mode: u32, become_: bool) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
+    fn put(
+        &self,
+        path: &str,
+        contents: &[u8],
+        mode: u32,
+        become_: bool,
+    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
         let p = shquote(path);
         let script = format!(
             "set -e; t=$(mktemp \"$(dirname {p})/.fleet.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; chmod {mode:o} \"$t\"; mv -f \"$t\" {p}; trap - EXIT"
@@ -47,7 +59,11 @@ pub trait Connection: Send + Sync {
     }
 
     /// Reads a file.
-    fn get(&self, path: &str, become_: bool) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
+    fn get(
+        &self,
+        path: &str,
+        become_: bool,
+    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
         let script = format!("cat {}", shquote(path));
         async move { self.exec(&script, None, become_, None).await }
     }
@@ -63,12 +79,16 @@ pub enum AnyConnection {
 }
 
 impl Connection for AnyConnection {
-    fn exec(&self, script: &str, stdin: Option<&[u8]>, become_: bool, timeout: Option<Duration>) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
-        async move {
-            match self {
-                AnyConnection::Ssh(c) => c.exec(script, stdin, become_, timeout).await,
-                AnyConnection::Local(c) => c.exec(script, stdin, become_, timeout).await,
-            }
+    async fn exec(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        become_: bool,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, ConnError> {
+        match self {
+            AnyConnection::Ssh(c) => c.exec(script, stdin, become_, timeout).await,
+            AnyConnection::Local(c) => c.exec(script, stdin, become_, timeout).await,
         }
     }
 }

@@ -37,7 +37,11 @@ pub struct SshConnection {
 pub fn control_dir() -> PathBuf {
     let uid = std::env::var("USER").unwrap_or_default();
     let dir = std::env::temp_dir();
-    let base = if dir.as_os_str().len() > 20 { PathBuf::from("/tmp") } else { dir };
+    let base = if dir.as_os_str().len() > 20 {
+        PathBuf::from("/tmp")
+    } else {
+        dir
+    };
     let d = base.join(format!("fleet-{uid}"));
     let _ = std::fs::create_dir_all(&d);
     #[cfg(unix)]
@@ -52,7 +56,10 @@ impl SshConnection {
     /// Connects (opening the master), retrying a few times on transient failures.
     pub async fn connect(t: &SshTarget) -> Result<SshConnection, ConnError> {
         let mut b = SessionBuilder::default();
-        b.known_hosts_check(KnownHosts::Add).connect_timeout(t.connect_timeout).control_directory(control_dir()).server_alive_interval(Duration::from_secs(15));
+        b.known_hosts_check(KnownHosts::Add)
+            .connect_timeout(t.connect_timeout)
+            .control_directory(control_dir())
+            .server_alive_interval(Duration::from_secs(15));
         if let Some(c) = &t.config {
             b.config_file(c);
         }
@@ -72,7 +79,9 @@ impl SshConnection {
                 Err(e) => {
                     last = describe(&e);
                     // Authentication and host-key failures will not heal by retrying.
-                    if last.contains("Permission denied") || last.contains("Host key verification failed") {
+                    if last.contains("Permission denied")
+                        || last.contains("Host key verification failed")
+                    {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
@@ -93,25 +102,55 @@ fn describe(e: &openssh::Error) -> String {
         }
         src = inner.source();
     }
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Connection for SshConnection {
-    async fn exec(&self, script: &str, stdin: Option<&[u8]>, become_: bool, timeout: Option<Duration>) -> Result<ExecOutput, ConnError> {
+    async fn exec(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        become_: bool,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, ConnError> {
         let run = async {
             let mut cmd = self.session.raw_command(become_wrap(script, become_));
-            cmd.stdin(if stdin.is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() }).stdout(openssh::Stdio::piped()).stderr(openssh::Stdio::piped());
-            let mut child = cmd.spawn().await.map_err(|e| ConnError::Unreachable(describe(&e)))?;
+            cmd.stdin(if stdin.is_some() {
+                openssh::Stdio::piped()
+            } else {
+                openssh::Stdio::null()
+            })
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+            let mut child = cmd
+                .spawn()
+                .await
+                .map_err(|e| ConnError::Unreachable(describe(&e)))?;
             if let (Some(data), Some(mut pipe)) = (stdin, child.stdin().take()) {
-                pipe.write_all(data).await.map_err(|e| ConnError::Unreachable(format!("sending input: {e}")))?;
+                pipe.write_all(data)
+                    .await
+                    .map_err(|e| ConnError::Unreachable(format!("sending input: {e}")))?;
                 pipe.shutdown().await.ok();
                 drop(pipe);
             }
-            let out = child.wait_with_output().await.map_err(|e| ConnError::Unreachable(describe(&e)))?;
-            Ok(ExecOutput { status: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() })
+            let out = child
+                .wait_with_output()
+                .await
+                .map_err(|e| ConnError::Unreachable(describe(&e)))?;
+            Ok(ExecOutput {
+                status: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
         };
         match timeout {
-            Some(t) => tokio::time::timeout(t, run).await.map_err(|_| ConnError::Timeout(humantime::format_duration(t).to_string()))?,
+            Some(t) => tokio::time::timeout(t, run)
+                .await
+                .map_err(|_| ConnError::Timeout(humantime::format_duration(t).to_string()))?,
             None => run.await,
         }
     }

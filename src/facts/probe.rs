@@ -35,7 +35,9 @@ fn round1(v: f64) -> f64 {
 pub fn parse(text: &str) -> Facts {
     let mut f = Facts::default();
     for line in text.lines() {
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let v = v.trim();
         if v.is_empty() {
             continue;
@@ -60,26 +62,41 @@ pub fn parse(text: &str) -> Facts {
             "cores" => f.cores = v.parse().ok(),
             "cpu_model" => f.cpu_model = Some(v.to_string()),
             "mem_kb" => f.ram_gb = v.parse::<f64>().ok().map(|kb| round1(kb / 1024.0 / 1024.0)),
-            "mem_bytes" => f.ram_gb = v.parse::<f64>().ok().map(|b| round1(b / 1024.0 / 1024.0 / 1024.0)),
+            "mem_bytes" => {
+                f.ram_gb = v
+                    .parse::<f64>()
+                    .ok()
+                    .map(|b| round1(b / 1024.0 / 1024.0 / 1024.0))
+            }
             "disk" => {
                 let parts: Vec<&str> = v.split_whitespace().collect();
                 if let [mount, total, free] = parts[..]
                     && let (Ok(t), Ok(a)) = (total.parse::<f64>(), free.parse::<f64>())
                 {
-                    f.disks.push(Disk { mount: mount.to_string(), total_gb: round1(t / 1024.0 / 1024.0), free_gb: round1(a / 1024.0 / 1024.0) });
+                    f.disks.push(Disk {
+                        mount: mount.to_string(),
+                        total_gb: round1(t / 1024.0 / 1024.0),
+                        free_gb: round1(a / 1024.0 / 1024.0),
+                    });
                 }
             }
             "gpu" => f.gpus.extend(crate::resources::parse_nvidia_smi(v)),
             "init" => f.init = Some(v.to_string()),
-            "pkg" => f.package_manager = Some(if v == "apt-get" { "apt".to_string() } else { v.to_string() }),
+            "pkg" => {
+                f.package_manager = Some(if v == "apt-get" {
+                    "apt".to_string()
+                } else {
+                    v.to_string()
+                })
+            }
             "ollama_version" => f.ollama_version = Some(v.to_string()),
             _ => {}
         }
     }
-    if f.os.as_deref() == Some("macos") {
-        if let Some(m) = f.cpu_model.clone().filter(|m| m.starts_with("Apple ")) {
-            f.apple_chip = Some(m);
-        }
+    if f.os.as_deref() == Some("macos")
+        && let Some(m) = f.cpu_model.clone().filter(|m| m.starts_with("Apple "))
+    {
+        f.apple_chip = Some(m);
     }
     f
 }
@@ -95,9 +112,19 @@ mod tests {
         assert_eq!(f.os_version.as_deref(), Some("debian 12"));
         assert_eq!(f.arch.as_deref(), Some("x86_64"));
         assert_eq!(f.cores, Some(32));
-        assert_eq!(f.cpu_model.as_deref(), Some("AMD Ryzen 9 7950X 16-Core Processor"));
+        assert_eq!(
+            f.cpu_model.as_deref(),
+            Some("AMD Ryzen 9 7950X 16-Core Processor")
+        );
         assert_eq!(f.ram_gb, Some(125.7));
-        assert_eq!(f.disks, vec![Disk { mount: "/".into(), total_gb: 915.8, free_gb: 601.2 }]);
+        assert_eq!(
+            f.disks,
+            vec![Disk {
+                mount: "/".into(),
+                total_gb: 915.8,
+                free_gb: 601.2
+            }]
+        );
         assert_eq!(f.gpus.len(), 1);
         assert_eq!(f.gpus[0].vram_gb, 24.0);
         assert_eq!(f.init.as_deref(), Some("systemd"));
@@ -117,7 +144,11 @@ mod tests {
         assert_eq!(f.apple_chip.as_deref(), Some("Apple M4"));
         assert_eq!(f.init.as_deref(), Some("launchd"));
         assert_eq!(f.package_manager.as_deref(), Some("brew"));
-        assert_eq!(f.root_free_gb(), Some(287.3), "macOS data volume, not the sealed system volume");
+        assert_eq!(
+            f.root_free_gb(),
+            Some(287.3),
+            "macOS data volume, not the sealed system volume"
+        );
         let hw = f.overlay(&Default::default());
         assert_eq!(hw.cpu.as_deref(), Some("apple_silicon"));
         assert_eq!(hw.chip.as_deref(), Some("M4"));
@@ -126,6 +157,9 @@ mod tests {
     #[test]
     fn empty_or_partial_output_is_fine() {
         assert_eq!(parse(""), Facts::default());
-        assert_eq!(parse("cores=\nkernel=Linux\nnonsense").os.as_deref(), Some("linux"));
+        assert_eq!(
+            parse("cores=\nkernel=Linux\nnonsense").os.as_deref(),
+            Some("linux")
+        );
     }
 }

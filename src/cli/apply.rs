@@ -1,0 +1,227 @@
+//! `fleet apply PLAYBOOK`: run a playbook on its hosts over SSH (`--check` predicts, changes nothing).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use tokio::sync::mpsc;
+
+use crate::cli::style;
+use crate::engine::events::{Event, HostRecap, Status};
+use crate::engine::{RunOptions, Shared, run_playbook};
+use crate::error::{Error, Result};
+use crate::inventory::vars::ExtraVars;
+use crate::repo::{Repo, find_root};
+use crate::template::Library;
+
+/// Arguments of `fleet apply`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The playbook.
+    pub playbook: PathBuf,
+    /// Only hosts matching this pattern.
+    #[arg(short, long)]
+    pub limit: Option<String>,
+    /// Only tasks with these tags (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Skip tasks with these tags.
+    #[arg(long, value_delimiter = ',')]
+    pub skip_tags: Vec<String>,
+    /// Predict what would change; change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Show unified diffs of files.
+    #[arg(long)]
+    pub diff: bool,
+    /// Hosts at once.
+    #[arg(long, default_value_t = 50)]
+    pub forks: usize,
+    /// Extra variables (`-e key=value`), highest precedence.
+    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
+    pub extra: Vec<String>,
+    /// An ssh config file (`-F`), instead of the inventory's `ssh_config`.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// JSON lines on stdout instead of the human output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints events as they come: human lines or JSON lines. Returns the recap.
+pub async fn report(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    json: bool,
+    verbose: bool,
+    check: bool,
+) -> Vec<(String, HostRecap)> {
+    let mut recap = Vec::new();
+    while let Some(e) = rx.recv().await {
+        if json {
+            crate::outln!("{}", serde_json::to_string(&e).unwrap_or_default());
+            if e.event == "recap" {
+                recap.push((e.host.clone(), e.counts.unwrap_or_default()));
+            }
+            continue;
+        }
+        match (e.event, e.status) {
+            ("play", _) => crate::outln!(
+                "{} {} {}",
+                style::bold("PLAY"),
+                style::bold(&e.task),
+                style::dim(&format!(
+                    "({} hosts{})",
+                    e.hosts.unwrap_or(0),
+                    if check { ", check mode" } else { "" }
+                ))
+            ),
+            ("recap", _) => recap.push((e.host.clone(), e.counts.unwrap_or_default())),
+            (_, Some(s)) => {
+                let item = e
+                    .item
+                    .as_ref()
+                    .map(|i| {
+                        format!(
+                            " [{}]",
+                            i.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| i.to_string())
+                        )
+                    })
+                    .unwrap_or_default();
+                let label = match s {
+                    Status::Changed if check => style::yellow("would change"),
+                    Status::Changed => style::yellow("changed"),
+                    Status::Failed => style::red("failed"),
+                    Status::Unreachable => style::red("unreachable"),
+                    Status::Ok => style::green("ok"),
+                    Status::Skipped => style::dim("skipped"),
+                };
+                let show = matches!(s, Status::Changed | Status::Failed | Status::Unreachable)
+                    || verbose
+                    || (e.module.as_deref() == Some("debug") && s == Status::Ok);
+                if show {
+                    let handler = if e.event == "handler" { "handler " } else { "" };
+                    crate::outln!(
+                        "  {label:<12} {}: {handler}{}{item}{}",
+                        e.host,
+                        e.task,
+                        e.msg
+                            .as_ref()
+                            .map(|m| format!(" — {m}"))
+                            .unwrap_or_default()
+                    );
+                    if let Some(d) = &e.diff {
+                        for line in d.lines() {
+                            let l = match line.chars().next() {
+                                Some('+') if !line.starts_with("+++") => style::green(line),
+                                Some('-') if !line.starts_with("---") => style::red(line),
+                                _ => style::dim(line),
+                            };
+                            crate::outln!("      {l}");
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    recap
+}
+
+/// The recap table.
+pub fn recap_table(recap: &[(String, HostRecap)]) -> String {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED);
+    t.set_header(["host", "ok", "changed", "failed", "unreachable", "skipped"]);
+    for (h, r) in recap {
+        t.add_row([
+            h.clone(),
+            r.ok.to_string(),
+            r.changed.to_string(),
+            r.failed.to_string(),
+            r.unreachable.to_string(),
+            r.skipped.to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// Runs `fleet apply`.
+pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
+    let root = find_root(repo_dir)?;
+    let mut repo = Repo::load(&root);
+    for w in repo.diags.take_warnings() {
+        eprintln!("{}", style::diagnostic(&w));
+    }
+    if repo.diags.has_errors() {
+        return Err(Error::Config(repo.diags));
+    }
+    let extra = ExtraVars::parse(&args.extra).map_err(Error::Usage)?;
+    let (pb, diags) = repo.load_playbook(&args.playbook)?;
+    if diags.has_errors() {
+        return Err(Error::Config(diags));
+    }
+    // Nothing runs until the whole playbook renders for every host (exit 2, nothing touched).
+    let library = Library::new(&repo.templates);
+    let (_, plan_diags) = crate::plan::plan_playbook(
+        &repo,
+        &library,
+        &pb,
+        &crate::plan::PlanOptions {
+            limit: args.limit.clone(),
+            extra: extra.clone(),
+            with_content: false,
+        },
+    );
+    if plan_diags.has_errors() {
+        return Err(Error::Config(plan_diags));
+    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let opts = RunOptions {
+        check: args.check,
+        diff: args.diff,
+        forks: args.forks.max(1),
+        limit: args.limit.clone(),
+        tags: args.tags.clone(),
+        skip_tags: args.skip_tags.clone(),
+        extra,
+        ssh_config: args.ssh_config.clone(),
+        connect_timeout: Duration::from_secs(10),
+    };
+    let shared = Arc::new(Shared {
+        repo,
+        library,
+        opts,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let recap = rt.block_on(async {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reporter = tokio::spawn(report(rx, args.json, verbose, args.check));
+        let pb = Arc::new(pb);
+        run_playbook(shared, pb, tx).await;
+        reporter.await.unwrap_or_default()
+    });
+    if !args.json {
+        crate::outln!("\n{}", recap_table(&recap));
+    }
+    let bad: Vec<&str> = recap
+        .iter()
+        .filter(|(_, r)| r.failed > 0 || r.unreachable > 0)
+        .map(|(h, _)| h.as_str())
+        .collect();
+    if bad.is_empty() {
+        Ok(0)
+    } else {
+        Err(Error::Failed(format!(
+            "{} host{} failed or unreachable: {}",
+            bad.len(),
+            if bad.len() == 1 { "" } else { "s" },
+            bad.join(", ")
+        )))
+    }
+}

@@ -1,0 +1,701 @@
+//! One host's run of one play: connect (once, kept across plays), gather facts in one round
+//! trip, then each task: tags, `when`, `loop`, arguments rendered with the host's variables
+//! and facts, one exec of the module's script, `changed_when`/`failed_when`, `retries`/`until`,
+//! `register`, `notify`; notified handlers at the end.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use minijinja::Environment;
+use serde_json::{Value as J, json};
+use tokio::sync::mpsc;
+
+use crate::command::Masker;
+use crate::connection::ssh::{SshConnection, SshTarget};
+use crate::connection::{AnyConnection, ConnError, Connection};
+use crate::engine::Shared;
+use crate::engine::events::{Event, HostRecap, Status};
+use crate::facts::Facts;
+use crate::inventory::vars::{Layers, host_context};
+use crate::modules::scripts::{self, Reported};
+use crate::play::Origin;
+use crate::render::routing::VarLookup;
+use crate::spec::playbook::Playbook;
+use crate::spec::task::Task;
+use crate::spec::yaml::{Node, Value};
+use crate::template;
+
+/// What a host keeps between plays.
+#[derive(Debug)]
+pub struct HostState {
+    /// Node name.
+    pub name: String,
+    conn: Option<AnyConnection>,
+    facts: Option<Facts>,
+    facts_stale: bool,
+    registered: serde_json::Map<String, J>,
+    dead: bool,
+    /// Paths (directories and files) a check run predicted earlier tasks would create.
+    predicted: BTreeSet<String>,
+}
+
+impl HostState {
+    /// A host not yet connected.
+    pub fn new(name: &str) -> HostState {
+        HostState {
+            name: name.to_string(),
+            conn: None,
+            facts: None,
+            facts_stale: false,
+            registered: serde_json::Map::new(),
+            dead: false,
+            predicted: BTreeSet::new(),
+        }
+    }
+}
+
+fn ssh_target(shared: &Shared, node: &crate::spec::inventory::NodeSpec) -> SshTarget {
+    let lookup = VarLookup::new(&shared.repo);
+    let s = |k: &str| {
+        lookup.get(node, k).and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_u64().map(|u| u.to_string()))
+        })
+    };
+    let expand = |p: String| match p.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(|h| std::path::PathBuf::from(h).join(rest))
+            .unwrap_or_else(|| p.into()),
+        None => p.into(),
+    };
+    SshTarget {
+        host: node.host.clone(),
+        user: s("ssh_user"),
+        port: s("ssh_port").and_then(|p| p.parse().ok()),
+        key: s("ssh_key").map(expand),
+        config: shared
+            .opts
+            .ssh_config
+            .clone()
+            .or_else(|| shared.repo.inventory.fleet.ssh_config.clone().map(expand)),
+        connect_timeout: shared.opts.connect_timeout,
+    }
+}
+
+fn is_local(shared: &Shared, node: &crate::spec::inventory::NodeSpec) -> bool {
+    let lookup = VarLookup::new(&shared.repo);
+    lookup
+        .get(node, "connection")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .as_deref()
+        == Some("local")
+}
+
+struct Run<'a> {
+    shared: &'a Shared,
+    env: Environment<'static>,
+    state: HostState,
+    tx: mpsc::UnboundedSender<Event>,
+    recap: HostRecap,
+    masker: Masker,
+    notified: BTreeSet<String>,
+}
+
+/// Runs play `pi` of `pb` on one host; returns the host's state and its counts.
+pub async fn run_play(
+    shared: Arc<Shared>,
+    pb: Arc<Playbook>,
+    pi: usize,
+    state: HostState,
+    tx: mpsc::UnboundedSender<Event>,
+) -> (HostState, HostRecap) {
+    let env = shared.library.environment();
+    let mut masker = Masker::default();
+    if let Some(c) = &shared.repo.inventory.routing.cloud_fallback
+        && let Ok(v) = std::env::var(&c.api_key_env)
+    {
+        masker.add(&v);
+    }
+    let mut run = Run {
+        shared: &shared,
+        env,
+        state,
+        tx,
+        recap: HostRecap::default(),
+        masker,
+        notified: BTreeSet::new(),
+    };
+    run.play(&pb, pi).await;
+    (run.state, run.recap)
+}
+
+impl Run<'_> {
+    fn emit(&mut self, mut e: Event) {
+        if let Some(s) = e.status {
+            self.recap.count(s);
+        }
+        e.msg = e.msg.map(|m| self.masker.mask(&m));
+        e.diff = e.diff.map(|d| self.masker.mask(&d));
+        let _ = self.tx.send(e);
+    }
+
+    async fn connect(&mut self) -> Result<(), String> {
+        if self.state.conn.is_some() {
+            return Ok(());
+        }
+        let Some(node) = self.shared.repo.inventory.nodes.get(&self.state.name) else {
+            return Err(format!("no node `{}`", self.state.name));
+        };
+        let conn = if is_local(self.shared, node) {
+            AnyConnection::Local(crate::connection::local::LocalConnection)
+        } else {
+            AnyConnection::Ssh(
+                SshConnection::connect(&ssh_target(self.shared, node))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        self.state.conn = Some(conn);
+        Ok(())
+    }
+
+    async fn gather(&mut self) -> Result<(), String> {
+        if self.state.facts.is_some() && !self.state.facts_stale {
+            return Ok(());
+        }
+        let Some(conn) = &self.state.conn else {
+            return Err("not connected".into());
+        };
+        let out = conn
+            .exec(
+                crate::facts::probe::PROBE,
+                None,
+                false,
+                Some(Duration::from_secs(60)),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let facts = crate::facts::probe::parse(&out.stdout);
+        let _ = crate::facts::store_cached(&self.shared.repo.root, &self.state.name, &facts);
+        self.state.facts = Some(facts);
+        self.state.facts_stale = false;
+        Ok(())
+    }
+
+    async fn play(&mut self, pb: &Playbook, pi: usize) {
+        let play = &pb.plays[pi];
+        if self.state.dead {
+            return;
+        }
+        if let Err(e) = self.connect().await.and(Ok(())) {
+            self.state.dead = true;
+            let e = Event::unreachable(&self.state.name, e);
+            self.emit(e);
+            return;
+        }
+        if let Err(e) = self.gather().await {
+            self.state.dead = true;
+            self.state.conn = None;
+            let e = Event::unreachable(&self.state.name, e);
+            self.emit(e);
+            return;
+        }
+        let Ok(expanded) = crate::play::expand(&self.shared.repo.roles, play) else {
+            return;
+        };
+        let Some(node) = self.shared.repo.inventory.nodes.get(&self.state.name) else {
+            return;
+        };
+        let layers = Layers {
+            role_defaults: expanded.defaults(),
+            play: Some(&play.vars),
+            extra: Some(&self.shared.opts.extra),
+        };
+        let facts_json =
+            serde_json::to_value(self.state.facts.clone().unwrap_or_default()).unwrap_or(J::Null);
+        let base = match host_context(
+            &self.shared.repo.inventory,
+            node,
+            &layers,
+            Some(&facts_json),
+        ) {
+            Ok(c) => c,
+            Err(d) => {
+                let mut e = Event::task("task", &self.state.name, "variables", "-", Status::Failed);
+                e.msg = Some(d.to_string());
+                self.emit(e);
+                return;
+            }
+        };
+        for (origin, task) in &expanded.tasks {
+            if !self
+                .run_task(*origin, task, &base, play.become_, "task")
+                .await
+            {
+                return;
+            }
+        }
+        // Handlers run once each, in the order they are defined, when notified.
+        let handlers: Vec<(Origin<'_>, &Task)> = expanded
+            .handlers
+            .iter()
+            .filter(|(_, h)| {
+                self.notified.contains(&h.name)
+                    || h.listen.iter().any(|l| self.notified.contains(l))
+            })
+            .copied()
+            .collect();
+        for (origin, h) in handlers {
+            if !self
+                .run_task(origin, h, &base, play.become_, "handler")
+                .await
+            {
+                return;
+            }
+        }
+        self.notified.clear();
+    }
+
+    fn ctx_with(&self, base: &J, task: &Task, item: Option<&J>) -> J {
+        let mut ctx = base.clone();
+        if let Some(obj) = ctx.as_object_mut() {
+            for (k, v) in &self.state.registered {
+                obj.insert(k.clone(), v.clone());
+            }
+            if let Some(f) = &self.state.facts {
+                let fj = serde_json::to_value(f).unwrap_or(J::Null);
+                if let Some(n) = obj.get_mut("node").and_then(J::as_object_mut) {
+                    if let Some(os) = fj.get("os").filter(|v| !v.is_null()) {
+                        n.insert("os".into(), os.clone());
+                    }
+                    if let Some(a) = fj.get("arch").filter(|v| !v.is_null()) {
+                        n.insert("arch".into(), a.clone());
+                    }
+                }
+                obj.insert("facts".into(), fj);
+            }
+            for (k, v) in &task.vars {
+                obj.insert(k.clone(), v.to_json());
+            }
+            if let Some(i) = item {
+                obj.insert("item".into(), i.clone());
+            }
+        }
+        ctx
+    }
+
+    fn render(&self, n: &Node, ctx: &J, what: &str) -> Result<J, String> {
+        Ok(match &n.value {
+            Value::Scalar { text, .. } if text.contains("{{") || text.contains("{%") => {
+                template::render_value(&self.env, text, ctx, &n.loc, what)
+                    .map_err(|d| d.to_string())?
+            }
+            Value::Scalar { .. } => n.to_json(),
+            Value::Seq(items) => J::Array(
+                items
+                    .iter()
+                    .map(|i| self.render(i, ctx, what))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Map(entries) => {
+                let mut m = serde_json::Map::new();
+                for (k, v) in entries {
+                    m.insert(k.key_text().to_string(), self.render(v, ctx, what)?);
+                }
+                J::Object(m)
+            }
+        })
+    }
+
+    fn selected_by_tags(&self, task: &Task) -> bool {
+        let o = &self.shared.opts;
+        if task.tags.iter().any(|t| o.skip_tags.contains(t)) {
+            return false;
+        }
+        o.tags.is_empty()
+            || task.tags.iter().any(|t| o.tags.contains(t))
+            || task.tags.iter().any(|t| t == "always")
+    }
+
+    /// Runs one task (every loop item); false when the host must leave the play.
+    async fn run_task(
+        &mut self,
+        origin: Origin<'_>,
+        task: &Task,
+        base: &J,
+        play_become: bool,
+        kind: &'static str,
+    ) -> bool {
+        let host = self.state.name.clone();
+        let what = format!("for host `{host}` in task `{}`", task.name);
+        if !self.selected_by_tags(task) {
+            return true;
+        }
+        let ctx0 = self.ctx_with(base, task, None);
+        let items: Vec<Option<J>> = match &task.loop_ {
+            None => vec![None],
+            Some(l) => match self.render(l, &ctx0, &what) {
+                Ok(J::Array(a)) => a.into_iter().map(Some).collect(),
+                Ok(J::Null) => Vec::new(),
+                Ok(other) => {
+                    return self.fail(
+                        task,
+                        None,
+                        kind,
+                        format!("`loop` must be a list, found {other}"),
+                        task.ignore_errors,
+                    );
+                }
+                Err(e) => return self.fail(task, None, kind, e, task.ignore_errors),
+            },
+        };
+        let mut results = Vec::new();
+        for item in items {
+            let ctx = self.ctx_with(base, task, item.as_ref());
+            let name = template::render_inline(&self.env, &task.name, &ctx, &task.loc, &what)
+                .unwrap_or_else(|_| task.name.clone());
+            if let Some(w) = &task.when {
+                match template::eval_expr(&self.env, &w.value, &ctx, &w.loc, &what) {
+                    Ok(v) if v.is_true() => {}
+                    Ok(_) => {
+                        let mut e =
+                            Event::task(kind, &host, &name, task.module.name, Status::Skipped);
+                        e.item = item.clone();
+                        self.emit(e);
+                        continue;
+                    }
+                    Err(d) => {
+                        if !self.fail(task, item.as_ref(), kind, d.to_string(), task.ignore_errors)
+                        {
+                            return false;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let started = Instant::now();
+            let outcome = self.execute(origin, task, &ctx, play_become, &what).await;
+            let (status, result, msg, diff) = match outcome {
+                Err(Exec::Unreachable(m)) => {
+                    self.state.dead = true;
+                    self.state.conn = None;
+                    let e = Event::unreachable(&host, m);
+                    self.emit(e);
+                    return false;
+                }
+                Err(Exec::Failed(m)) => (
+                    Status::Failed,
+                    json!({ "failed": true, "changed": false, "msg": m }),
+                    Some(m),
+                    None,
+                ),
+                Ok((status, result, msg, diff)) => (status, result, msg, diff),
+            };
+            let mut e = Event::task(kind, &host, &name, task.module.name, status);
+            e.item = item.clone();
+            e.msg = msg;
+            e.diff = diff;
+            e.ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+            let failed = status == Status::Failed;
+            if status == Status::Changed {
+                for n in &task.notify {
+                    self.notified.insert(n.value.clone());
+                }
+                if matches!(task.module.name, "package" | "user") {
+                    self.state.facts_stale = true;
+                }
+            }
+            self.emit(e);
+            results.push(result);
+            if failed && !task.ignore_errors {
+                self.register(task, &results);
+                return false;
+            }
+        }
+        self.register(task, &results);
+        true
+    }
+
+    fn register(&mut self, task: &Task, results: &[J]) {
+        if let Some(r) = &task.register {
+            let v = if task.loop_.is_some() {
+                json!({ "results": results, "changed": results.iter().any(|r| r["changed"] == true) })
+            } else {
+                results.first().cloned().unwrap_or(J::Null)
+            };
+            self.state.registered.insert(r.clone(), v);
+        }
+    }
+
+    fn fail(
+        &mut self,
+        task: &Task,
+        item: Option<&J>,
+        kind: &'static str,
+        msg: String,
+        ignore: bool,
+    ) -> bool {
+        let mut e = Event::task(
+            kind,
+            &self.state.name,
+            &task.name,
+            task.module.name,
+            Status::Failed,
+        );
+        e.item = item.cloned();
+        e.msg = Some(msg);
+        self.emit(e);
+        ignore
+    }
+
+    /// Renders, runs (with retries), and judges one task for one item.
+    async fn execute(
+        &mut self,
+        origin: Origin<'_>,
+        task: &Task,
+        ctx: &J,
+        play_become: bool,
+        what: &str,
+    ) -> Result<(Status, J, Option<String>, Option<String>), Exec> {
+        let args = self.render(&task.args, ctx, what).map_err(Exec::Failed)?;
+        let content = crate::plan::task_file_content(
+            &self.shared.repo,
+            &self.shared.library,
+            &self.env,
+            origin,
+            task,
+            &args,
+            ctx,
+            what,
+        )
+        .map_err(|d| Exec::Failed(d.to_string()))?;
+        let facts = self.state.facts.clone().unwrap_or_default();
+        let check = self.shared.opts.check;
+        let built = scripts::build(
+            task.module.name,
+            &args,
+            content.clone(),
+            &facts,
+            check,
+            self.shared.opts.diff,
+        )
+        .map_err(Exec::Failed)?;
+        if let Some(msg) = built.local_only {
+            return Ok((
+                Status::Ok,
+                json!({ "changed": false, "msg": msg }),
+                Some(msg),
+                None,
+            ));
+        }
+        let become_ = task.become_ || play_become;
+        let timeout = task.timeout_secs.map(Duration::from_secs);
+        let mut attempt = 0;
+        loop {
+            let Some(conn) = &self.state.conn else {
+                return Err(Exec::Unreachable("not connected".into()));
+            };
+            let out = conn
+                .exec(&built.script, built.stdin.as_deref(), become_, timeout)
+                .await;
+            let out = match out {
+                Ok(o) => o,
+                Err(ConnError::Timeout(t)) => {
+                    return Err(Exec::Failed(format!("timed out after {t}")));
+                }
+                Err(ConnError::Unreachable(m)) => return Err(Exec::Unreachable(m)),
+            };
+            let rep = scripts::parse_output(out.status, &out.stdout, &out.stderr);
+            let (mut changed, mut failed, mut msg, rep) = match rep {
+                Ok(r) if r.missing_path => {
+                    let path = args
+                        .get("path")
+                        .and_then(J::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    if self.state.predicted.contains(&path) {
+                        (true, false, None, r)
+                    } else {
+                        let m = format!(
+                            "{path} does not exist or is not a regular file (use state: touch to create it)"
+                        );
+                        (false, true, Some(m.clone()), Reported { stderr: m, ..r })
+                    }
+                }
+                Ok(r) if r.missing_dir => {
+                    let dest = args.get("dest").and_then(J::as_str).unwrap_or_default();
+                    let dir = dest.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+                    if self.state.predicted.contains(&dir) {
+                        (true, false, None, r)
+                    } else {
+                        let m = format!(
+                            "directory {dir} does not exist (create it with a file task first)"
+                        );
+                        (false, true, Some(m.clone()), Reported { stderr: m, ..r })
+                    }
+                }
+                Ok(r) => {
+                    let cmd_failed = matches!(task.module.name, "command" | "shell") && r.rc != 0;
+                    let m = if cmd_failed {
+                        Some(format!(
+                            "exit {}: {}",
+                            r.rc,
+                            last_line(&r.stderr, &r.stdout)
+                        ))
+                    } else {
+                        None
+                    };
+                    (r.changed, cmd_failed, m, r)
+                }
+                Err(m) => (
+                    false,
+                    true,
+                    Some(m.clone()),
+                    Reported {
+                        stderr: m,
+                        rc: out.status,
+                        ..Reported::default()
+                    },
+                ),
+            };
+            let mut result = json!({ "changed": changed, "failed": failed, "rc": rep.rc, "stdout": rep.stdout, "stderr": rep.stderr, "stdout_lines": rep.stdout.lines().collect::<Vec<_>>() });
+            let mut ectx = ctx.clone();
+            if let Some(obj) = ectx.as_object_mut() {
+                obj.insert("result".into(), result.clone());
+                if let Some(r) = &task.register {
+                    obj.insert(r.clone(), result.clone());
+                }
+            }
+            if let Some(cw) = &task.changed_when {
+                if check && matches!(task.module.name, "command" | "shell") {
+                    // The command did not run in check mode: its output cannot be judged.
+                    return Ok((
+                        Status::Skipped,
+                        result,
+                        Some("not run in check mode (changed_when needs its output)".into()),
+                        None,
+                    ));
+                }
+                changed = template::eval_expr(&self.env, &cw.value, &ectx, &cw.loc, what)
+                    .map_err(|d| Exec::Failed(d.to_string()))?
+                    .is_true();
+            }
+            if let Some(fw) = &task.failed_when {
+                failed = template::eval_expr(&self.env, &fw.value, &ectx, &fw.loc, what)
+                    .map_err(|d| Exec::Failed(d.to_string()))?
+                    .is_true();
+                if failed && msg.is_none() {
+                    msg = Some(format!("failed_when `{}` is true", fw.value));
+                }
+                if !failed {
+                    msg = None;
+                }
+            }
+            result["changed"] = J::Bool(changed);
+            result["failed"] = J::Bool(failed);
+            let done = match &task.until {
+                Some(u) if !check => {
+                    if let Some(obj) = ectx.as_object_mut() {
+                        obj.insert("result".into(), result.clone());
+                        if let Some(r) = &task.register {
+                            obj.insert(r.clone(), result.clone());
+                        }
+                    }
+                    template::eval_expr(&self.env, &u.value, &ectx, &u.loc, what)
+                        .map(|v| v.is_true())
+                        .unwrap_or(false)
+                }
+                _ => !failed,
+            };
+            if !done && attempt < task.retries {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(task.delay_secs)).await;
+                continue;
+            }
+            if check && changed && !failed {
+                let created = match task.module.name {
+                    "file"
+                        if matches!(
+                            args.get("state").and_then(J::as_str),
+                            Some("directory" | "touch" | "link")
+                        ) =>
+                    {
+                        args.get("path")
+                    }
+                    "copy" | "template" | "get_url" => args.get("dest"),
+                    "lineinfile" => args.get("path"),
+                    _ => None,
+                };
+                if let Some(p) = created.and_then(J::as_str) {
+                    self.state
+                        .predicted
+                        .insert(p.trim_end_matches('/').to_string());
+                }
+            }
+            if task.until.is_some() && !done {
+                failed = true;
+                msg.get_or_insert_with(|| {
+                    format!("`until` still false after {} attempts", attempt + 1)
+                });
+            }
+            let diff = match (&rep.before, &content, self.shared.opts.diff, changed) {
+                (before, Some(new), true, true) => {
+                    let old = before.clone().unwrap_or_default();
+                    let new = String::from_utf8_lossy(new).into_owned();
+                    let dest = args
+                        .get("dest")
+                        .or_else(|| args.get("path"))
+                        .and_then(J::as_str)
+                        .unwrap_or("file");
+                    Some(
+                        similar::TextDiff::from_lines(&old, &new)
+                            .unified_diff()
+                            .context_radius(3)
+                            .header(&format!("before: {dest}"), &format!("after: {dest}"))
+                            .to_string(),
+                    )
+                }
+                (Some(old), None, true, true) if task.module.name == "lineinfile" => {
+                    let dest = args.get("path").and_then(J::as_str).unwrap_or("file");
+                    Some(format!(
+                        "--- before: {dest}\n{}",
+                        old.lines().map(|l| format!(" {l}\n")).collect::<String>()
+                    ))
+                }
+                _ => None,
+            };
+            let status = if failed {
+                Status::Failed
+            } else if changed {
+                Status::Changed
+            } else {
+                Status::Ok
+            };
+            if task.module.name == "ollama_model"
+                && changed
+                && !check
+                && !rep.stderr.trim().is_empty()
+            {
+                msg = Some(rep.stderr.lines().last().unwrap_or_default().to_string());
+            }
+            return Ok((status, result, msg, diff));
+        }
+    }
+}
+
+enum Exec {
+    Unreachable(String),
+    Failed(String),
+}
+
+fn last_line(a: &str, b: &str) -> String {
+    a.lines()
+        .rev()
+        .chain(b.lines().rev())
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}

@@ -1,0 +1,471 @@
+//! Each module as one POSIX sh script per task: it inspects the host, decides whether a change
+//! is needed, and makes it unless `CHECK=1`. The decision and the change share the same code,
+//! so `--check` reports exactly what a real run changes. The script ends with a marker line
+//! (`__FLEET__ changed=0|1 rc=N`); file contents travel on stdin in the same exec.
+
+use serde_json::Value as J;
+
+use crate::command::{Cmd, shquote};
+use crate::facts::Facts;
+
+/// What to run for one task on one host.
+#[derive(Debug, Clone, Default)]
+pub struct Built {
+    /// The script.
+    pub script: String,
+    /// Its stdin (file contents).
+    pub stdin: Option<Vec<u8>>,
+    /// Never runs anything on the host (`debug`).
+    pub local_only: Option<String>,
+}
+
+/// What a task's script reported.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Reported {
+    /// A change was needed (check) or made (apply).
+    pub changed: bool,
+    /// The command's exit code, for command/shell.
+    pub rc: i32,
+    /// What it printed (marker removed).
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// Check mode: the destination's directory does not exist (yet).
+    pub missing_dir: bool,
+    /// Check mode: the path a `file` task manages does not exist (yet).
+    pub missing_path: bool,
+    /// The file's previous contents, when it differed and `--diff` asked for it.
+    #[serde(skip)]
+    pub before: Option<String>,
+}
+
+const MARK: &str = "__FLEET__ ";
+const OLD: &str = "__FLEET_OLD__";
+
+fn preamble(check: bool, diff: bool) -> String {
+    format!(
+        "CHECK={}; DIFF={}; changed=0\nfail() {{ printf '%s\\n' \"$*\" >&2; exit 97; }}\nfinish() {{ printf '\\n{MARK}changed=%s rc=%s\\n' \"$changed\" \"${{1:-0}}\"; exit 0; }}\n",
+        u8::from(check),
+        u8::from(diff)
+    )
+}
+
+fn s<'a>(args: &'a J, key: &str) -> Option<&'a str> {
+    args.get(key).and_then(J::as_str)
+}
+
+fn str_of(v: &J) -> String {
+    match v {
+        J::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn list(args: &J, key: &str) -> Vec<String> {
+    match args.get(key) {
+        Some(J::Array(a)) => a.iter().map(str_of).collect(),
+        Some(J::Null) | None => Vec::new(),
+        Some(v) => vec![str_of(v)],
+    }
+}
+
+fn b(args: &J, key: &str) -> bool {
+    match args.get(key) {
+        Some(J::Bool(b)) => *b,
+        Some(J::String(s)) => s == "true",
+        _ => false,
+    }
+}
+
+/// A mode argument as octal digits (`"0644"` → `644`).
+pub fn mode_digits(args: &J) -> Option<String> {
+    let m = s(args, "mode")?;
+    let t = m.trim_start_matches("0o");
+    u32::from_str_radix(t, 8).ok().map(|v| format!("{v:o}"))
+}
+
+/// Sets mode/owner/group of `$P` when they differ; counts as a change.
+fn attrs(args: &J) -> String {
+    let mut out = String::new();
+    if let Some(m) = mode_digits(args) {
+        out.push_str(&format!(
+            "cur=$(stat -c %a \"$P\" 2>/dev/null || stat -f %Lp \"$P\" 2>/dev/null); if [ \"$cur\" != {m} ]; then changed=1; [ \"$CHECK\" = 1 ] || chmod {m} \"$P\" || fail \"chmod {m} $P failed\"; fi\n"
+        ));
+    }
+    if let Some(o) = s(args, "owner") {
+        let o = shquote(o);
+        out.push_str(&format!(
+            "cur=$(stat -c %U \"$P\" 2>/dev/null || stat -f %Su \"$P\" 2>/dev/null); if [ \"$cur\" != {o} ]; then changed=1; [ \"$CHECK\" = 1 ] || chown {o} \"$P\" || fail \"chown {o} $P failed\"; fi\n"
+        ));
+    }
+    if let Some(g) = s(args, "group") {
+        let g = shquote(g);
+        out.push_str(&format!(
+            "cur=$(stat -c %G \"$P\" 2>/dev/null || stat -f %Sg \"$P\" 2>/dev/null); if [ \"$cur\" != {g} ]; then changed=1; [ \"$CHECK\" = 1 ] || chgrp {g} \"$P\" || fail \"chgrp {g} $P failed\"; fi\n"
+        ));
+    }
+    out
+}
+
+/// Builds the script of one task. `content` is the rendered file for copy/template.
+pub fn build(
+    module: &str,
+    args: &J,
+    content: Option<Vec<u8>>,
+    facts: &Facts,
+    check: bool,
+    diff: bool,
+) -> Result<Built, String> {
+    let mut sc = preamble(check, diff);
+    let mut stdin = None;
+    match module {
+        "debug" => return Ok(Built { local_only: Some(s(args, "msg").map(str::to_string).unwrap_or_else(|| str_of(args))), ..Built::default() }),
+        "command" | "shell" => {
+            let (cmd, chdir, creates, removes) = match args {
+                J::String(c) => (c.clone(), None, None, None),
+                _ => (s(args, "cmd").unwrap_or_default().to_string(), s(args, "chdir"), s(args, "creates"), s(args, "removes")),
+            };
+            if let Some(c) = creates {
+                sc.push_str(&format!("[ -e {} ] && finish 0\n", shquote(c)));
+            }
+            if let Some(r) = removes {
+                sc.push_str(&format!("[ -e {} ] || finish 0\n", shquote(r)));
+            }
+            sc.push_str("changed=1\n[ \"$CHECK\" = 1 ] && finish 0\n");
+            if let Some(d) = chdir {
+                sc.push_str(&format!("cd {} || fail \"cannot cd to {}\"\n", shquote(d), d.replace('"', "")));
+            }
+            if let Some(J::Object(env)) = args.get("env") {
+                for (k, v) in env {
+                    if crate::spec::decode::is_identifier(k) {
+                        sc.push_str(&format!("export {k}={}\n", shquote(&str_of(v))));
+                    }
+                }
+            }
+            let line = if module == "shell" {
+                Cmd::new("sh").arg("-c").arg(&cmd).line()
+            } else {
+                let words = shlex::split(&cmd).ok_or_else(|| format!("cannot split the command `{cmd}` into words (unbalanced quotes?)"))?;
+                if words.is_empty() {
+                    return Err("the command is empty".into());
+                }
+                Cmd::new(&words[0]).args(&words[1..]).line()
+            };
+            sc.push_str(&format!("{line}\nfinish $?\n"));
+        }
+        "file" => {
+            let path = s(args, "path").ok_or("`path` is required")?;
+            let state = s(args, "state").unwrap_or("file");
+            sc.push_str(&format!("P={}\n", shquote(path)));
+            sc.push_str("if [ -L \"$P\" ]; then cur=link; elif [ -d \"$P\" ]; then cur=directory; elif [ -e \"$P\" ]; then cur=file; else cur=absent; fi\n");
+            match state {
+                "directory" => sc.push_str("if [ \"$cur\" != directory ]; then [ \"$cur\" = absent ] || fail \"$P exists and is not a directory\"; changed=1; [ \"$CHECK\" = 1 ] || mkdir -p \"$P\" || fail \"cannot create $P\"; fi\n"),
+                "absent" => sc.push_str("if [ \"$cur\" != absent ]; then changed=1; [ \"$CHECK\" = 1 ] || rm -rf \"$P\" || fail \"cannot remove $P\"; fi\nfinish 0\n"),
+                "touch" => sc.push_str("if [ \"$cur\" = absent ]; then changed=1; [ \"$CHECK\" = 1 ] || : > \"$P\" || fail \"cannot create $P\"; fi\n"),
+                "file" => sc.push_str(&format!("if [ \"$cur\" = absent ] && [ \"$CHECK\" = 1 ]; then printf '\\n{MARK}changed=1 rc=0 missing_path=1\\n'; exit 0; fi\n[ \"$cur\" = file ] || fail \"$P does not exist or is not a regular file (use state: touch to create it)\"\n")),
+                "link" => {
+                    let src = s(args, "src").ok_or("`state: link` needs `src`")?;
+                    sc.push_str(&format!(
+                        "S={}\nif [ \"$cur\" != link ] || [ \"$(readlink \"$P\")\" != \"$S\" ]; then [ \"$cur\" = directory ] && fail \"$P is a directory\"; changed=1; if [ \"$CHECK\" != 1 ]; then t=\"$P.fleet.$$\"; ln -s \"$S\" \"$t\" && mv -f \"$t\" \"$P\" || fail \"cannot link $P\"; fi; fi\nfinish 0\n",
+                        shquote(src)
+                    ));
+                }
+                other => return Err(format!("unknown state `{other}`")),
+            }
+            // In check mode a path about to be created has no attributes to compare yet;
+            // creating it with the requested ones is part of that change.
+            sc.push_str("if [ \"$CHECK\" = 1 ] && [ \"$cur\" = absent ]; then finish 0; fi\n");
+            sc.push_str(&attrs(args));
+            sc.push_str("finish 0\n");
+        }
+        "copy" | "template" => {
+            let dest = s(args, "dest").ok_or("`dest` is required")?;
+            sc.push_str(&format!("P={}\nD=$(dirname \"$P\")\n", shquote(dest)));
+            // In check mode a missing directory may be one an earlier task would create: say
+            // so, and the engine decides from what that run predicted.
+            sc.push_str(&format!("if [ ! -d \"$D\" ]; then [ \"$CHECK\" = 1 ] && {{ cat > /dev/null; printf '\\n{MARK}changed=1 rc=0 missing_dir=1\\n'; exit 0; }}; fail \"directory $D does not exist (create it with a file task first)\"; fi\n"));
+            sc.push_str(
+                "t=$(mktemp \"$D/.fleet.XXXXXX\") || fail \"cannot write in $D\"\ntrap 'rm -f \"$t\"' EXIT\ncat > \"$t\"\nexisted=0; [ -e \"$P\" ] && existed=1\nif [ \"$existed\" = 1 ] && cmp -s \"$t\" \"$P\"; then same=1; else same=0; fi\n",
+            );
+            sc.push_str(&format!("if [ \"$same\" = 0 ] && [ \"$existed\" = 1 ] && [ \"$DIFF\" = 1 ]; then printf '{OLD}\\n'; base64 < \"$P\"; printf '\\n{OLD}\\n'; fi\n"));
+            // New content: attributes go on the temp file, then one rename.
+            let mode = mode_digits(args).unwrap_or_default();
+            let own = s(args, "owner").map(shquote).unwrap_or_default();
+            let grp = s(args, "group").map(shquote).unwrap_or_default();
+            sc.push_str(&format!(
+                "if [ \"$same\" = 0 ]; then changed=1; if [ \"$CHECK\" != 1 ]; then m={mode}; [ -n \"$m\" ] || m=$(stat -c %a \"$P\" 2>/dev/null || stat -f %Lp \"$P\" 2>/dev/null || echo 644); chmod \"$m\" \"$t\" || fail \"chmod failed\"; [ -z {own} ] || chown {own} \"$t\" || fail \"chown failed\"; [ -z {grp} ] || chgrp {grp} \"$t\" || fail \"chgrp failed\"; mv -f \"$t\" \"$P\" || fail \"cannot replace $P\"; fi; finish 0; fi\nrm -f \"$t\"; trap - EXIT\n",
+                own = if own.is_empty() { "''".into() } else { own.clone() },
+                grp = if grp.is_empty() { "''".into() } else { grp.clone() },
+            ));
+            sc.push_str(&attrs(args));
+            sc.push_str("finish 0\n");
+            stdin = Some(content.unwrap_or_default());
+        }
+        "lineinfile" => {
+            let path = s(args, "path").ok_or("`path` is required")?;
+            let line = s(args, "line").unwrap_or_default();
+            let re = s(args, "regexp").unwrap_or_default();
+            let state = s(args, "state").unwrap_or("present");
+            if state == "present" && s(args, "line").is_none() {
+                return Err("`state: present` needs `line`".into());
+            }
+            sc.push_str(&format!("P={}\nexport FLEET_LINE={} FLEET_RE={} FLEET_STATE={}\n", shquote(path), shquote(line), shquote(re), shquote(state)));
+            if b(args, "create") {
+                sc.push_str("if [ ! -e \"$P\" ]; then [ \"$FLEET_STATE\" = absent ] && finish 0; changed=1; [ \"$CHECK\" = 1 ] && finish 0; [ -d \"$(dirname \"$P\")\" ] || fail \"directory of $P does not exist\"; printf '%s\\n' \"$FLEET_LINE\" > \"$P\" || fail \"cannot create $P\"; ");
+                sc.push_str(&format!("{}finish 0; fi\n", mode_digits(args).map(|m| format!("chmod {m} \"$P\"; ")).unwrap_or_default()));
+            } else {
+                sc.push_str("[ -f \"$P\" ] || fail \"$P does not exist (set create: true to create it)\"\n");
+            }
+            // awk reads the pattern and line from the environment, so no quoting reaches it.
+            sc.push_str(concat!(
+                "t=$(mktemp \"$(dirname \"$P\")/.fleet.XXXXXX\") || fail \"cannot write next to $P\"\ntrap 'rm -f \"$t\"' EXIT\n",
+                "awk 'BEGIN { line = ENVIRON[\"FLEET_LINE\"]; re = ENVIRON[\"FLEET_RE\"]; st = ENVIRON[\"FLEET_STATE\"]; last = 0; found = 0 }\n",
+                "  { l[NR] = $0; if ((re != \"\" && $0 ~ re) || (re == \"\" && $0 == line)) { last = NR; found++; m[NR] = 1 } }\n",
+                "  END { for (i = 1; i <= NR; i++) { if (st == \"absent\") { if (!(i in m)) print l[i] } else if (i == last && re != \"\") print line; else print l[i] }\n",
+                "        if (st != \"absent\" && found == 0) print line }' \"$P\" > \"$t\" || fail \"awk failed on $P\"\n",
+                "if cmp -s \"$t\" \"$P\"; then rm -f \"$t\"; trap - EXIT; finish 0; fi\nchanged=1\n",
+                "if [ \"$DIFF\" = 1 ]; then printf '__FLEET_OLD__\\n'; base64 < \"$P\"; printf '\\n__FLEET_OLD__\\n'; fi\n",
+                "[ \"$CHECK\" = 1 ] && finish 0\n",
+                "m=$(stat -c %a \"$P\" 2>/dev/null || stat -f %Lp \"$P\"); chmod \"$m\" \"$t\"; o=$(stat -c %u:%g \"$P\" 2>/dev/null || stat -f %u:%g \"$P\"); chown \"$o\" \"$t\" 2>/dev/null\n",
+                "mv -f \"$t\" \"$P\" || fail \"cannot replace $P\"; trap - EXIT\nfinish 0\n"
+            ));
+        }
+        "user" => {
+            let name = s(args, "name").ok_or("`name` is required")?;
+            let state = s(args, "state").unwrap_or("present");
+            sc.push_str(&format!("U={}\n", shquote(name)));
+            if state == "absent" {
+                sc.push_str("if id -u \"$U\" >/dev/null 2>&1; then changed=1; [ \"$CHECK\" = 1 ] || { if command -v userdel >/dev/null; then userdel \"$U\"; else sysadminctl -deleteUser \"$U\"; fi; } || fail \"cannot remove user $U\"; fi\nfinish 0\n");
+            } else {
+                let mut add = Cmd::new("useradd");
+                if b(args, "system") {
+                    add = add.arg("--system");
+                }
+                if let Some(h) = s(args, "home") {
+                    add = add.arg("--home-dir").arg(h).arg("--create-home");
+                }
+                if let Some(sh) = s(args, "shell") {
+                    add = add.arg("--shell").arg(sh);
+                }
+                let add = add.line();
+                sc.push_str(&format!(
+                    "if ! id -u \"$U\" >/dev/null 2>&1; then changed=1; if [ \"$CHECK\" != 1 ]; then if command -v useradd >/dev/null; then {add} \"$U\"; else sysadminctl -addUser \"$U\"; fi || fail \"cannot create user $U\"; fi; fi\n"
+                ));
+                for g in list(args, "groups") {
+                    let g = shquote(&g);
+                    sc.push_str(&format!(
+                        "if ! id -nG \"$U\" 2>/dev/null | tr ' ' '\\n' | grep -qx {g}; then changed=1; if [ \"$CHECK\" != 1 ]; then if command -v usermod >/dev/null; then usermod -aG {g} \"$U\"; else dseditgroup -o edit -a \"$U\" -t user {g}; fi || fail \"cannot add $U to group {g}\"; fi; fi\n"
+                    ));
+                }
+                sc.push_str("finish 0\n");
+            }
+        }
+        "package" => {
+            let names = list(args, "name");
+            if names.is_empty() {
+                return Err("`name` is required".into());
+            }
+            let state = s(args, "state").unwrap_or("present");
+            let manager = match s(args, "manager").unwrap_or("auto") {
+                "auto" => facts.package_manager.clone().ok_or("no package manager found on the host (apt, dnf, pacman or brew)")?,
+                m => m.to_string(),
+            };
+            let cask = b(args, "cask");
+            let (has, install, remove, outdated) = match manager.as_str() {
+                "apt" => ("dpkg-query -W -f='${Status}' \"$1\" 2>/dev/null | grep -q 'install ok installed'", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q", "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q", "apt-get -s install --only-upgrade \"$1\" 2>/dev/null | grep -q '^Inst'"),
+                "dnf" => ("rpm -q \"$1\" >/dev/null 2>&1", "dnf install -y -q", "dnf remove -y -q", "dnf -q check-update \"$1\" >/dev/null 2>&1; [ $? = 100 ]"),
+                "pacman" => ("pacman -Q \"$1\" >/dev/null 2>&1", "pacman -S --noconfirm --needed", "pacman -R --noconfirm", "pacman -Qu \"$1\" >/dev/null 2>&1"),
+                "brew" if cask => ("brew list --cask \"$1\" >/dev/null 2>&1", "brew install --cask", "brew uninstall --cask", "[ -n \"$(brew outdated --cask \"$1\" 2>/dev/null)\" ]"),
+                "brew" => ("brew list --formula \"$1\" >/dev/null 2>&1", "brew install", "brew uninstall", "[ -n \"$(brew outdated --formula \"$1\" 2>/dev/null)\" ]"),
+                other => return Err(format!("unknown package manager `{other}`")),
+            };
+            if b(args, "update_cache") && manager == "apt" {
+                sc.push_str("[ \"$CHECK\" = 1 ] || apt-get update -q >/dev/null 2>&1 || fail \"apt-get update failed\"\n");
+            }
+            sc.push_str(&format!("has() {{ {has}; }}\noutdated() {{ {outdated}; }}\ntodo=''\n"));
+            for n in &names {
+                let q = shquote(n);
+                let cond = match state {
+                    "absent" => format!("has {q}"),
+                    "latest" => format!("! has {q} || outdated {q}"),
+                    _ => format!("! has {q}"),
+                };
+                sc.push_str(&format!("if {cond}; then todo=\"$todo {q}\"; fi\n"));
+            }
+            let act = if state == "absent" { remove } else { install };
+            sc.push_str(&format!("[ -z \"$todo\" ] && finish 0\nchanged=1\n[ \"$CHECK\" = 1 ] && finish 0\n{act} $todo >&2 || fail \"{manager} could not {} $todo\"\nfinish 0\n", if state == "absent" { "remove" } else { "install" }));
+        }
+        "service" => {
+            let name = s(args, "name").ok_or("`name` is required")?;
+            let state = s(args, "state");
+            let manager = match s(args, "manager").unwrap_or("auto") {
+                "auto" => match facts.init.as_deref() {
+                    Some("launchd") => "launchd",
+                    Some("systemd") => "systemd",
+                    _ => return Err("the host runs neither systemd nor launchd (set `manager:` to say which)".into()),
+                },
+                m => m,
+            };
+            sc.push_str(&format!("N={}\n", shquote(name)));
+            if manager == "systemd" {
+                sc.push_str("command -v systemctl >/dev/null || fail \"systemctl not found\"\nactive=$(systemctl is-active \"$N\" 2>/dev/null)\n");
+                match state {
+                    Some("started") => sc.push_str("if [ \"$active\" != active ]; then changed=1; [ \"$CHECK\" = 1 ] || systemctl start \"$N\" || fail \"systemctl start $N failed\"; fi\n"),
+                    Some("stopped") => sc.push_str("if [ \"$active\" = active ]; then changed=1; [ \"$CHECK\" = 1 ] || systemctl stop \"$N\" || fail \"systemctl stop $N failed\"; fi\n"),
+                    Some("restarted") => sc.push_str("changed=1; [ \"$CHECK\" = 1 ] || systemctl restart \"$N\" || fail \"systemctl restart $N failed\"\n"),
+                    Some("reloaded") => sc.push_str("changed=1; [ \"$CHECK\" = 1 ] || systemctl reload \"$N\" || fail \"systemctl reload $N failed\"\n"),
+                    _ => {}
+                }
+                match args.get("enabled") {
+                    Some(J::Bool(true)) => sc.push_str("if [ \"$(systemctl is-enabled \"$N\" 2>/dev/null)\" != enabled ]; then changed=1; [ \"$CHECK\" = 1 ] || systemctl enable \"$N\" >/dev/null 2>&1 || fail \"systemctl enable $N failed\"; fi\n"),
+                    Some(J::Bool(false)) => sc.push_str("if [ \"$(systemctl is-enabled \"$N\" 2>/dev/null)\" = enabled ]; then changed=1; [ \"$CHECK\" = 1 ] || systemctl disable \"$N\" >/dev/null 2>&1 || fail \"systemctl disable $N failed\"; fi\n"),
+                    _ => {}
+                }
+            } else {
+                sc.push_str("PL=\"/Library/LaunchDaemons/$N.plist\"\nloaded=0; launchctl print \"system/$N\" >/dev/null 2>&1 && loaded=1\n");
+                match state {
+                    Some("started") => sc.push_str("if [ \"$loaded\" = 0 ]; then changed=1; [ \"$CHECK\" = 1 ] || launchctl bootstrap system \"$PL\" || fail \"launchctl bootstrap $PL failed\"; fi\n"),
+                    Some("stopped") => sc.push_str("if [ \"$loaded\" = 1 ]; then changed=1; [ \"$CHECK\" = 1 ] || launchctl bootout \"system/$N\" || fail \"launchctl bootout $N failed\"; fi\n"),
+                    Some("restarted") | Some("reloaded") => sc.push_str("changed=1; if [ \"$CHECK\" != 1 ]; then if [ \"$loaded\" = 1 ]; then launchctl kickstart -k \"system/$N\"; else launchctl bootstrap system \"$PL\"; fi || fail \"restarting $N failed\"; fi\n"),
+                    _ => {}
+                }
+                if let Some(J::Bool(en)) = args.get("enabled") {
+                    let (want, verb) = if *en { ("enabled", "enable") } else { ("disabled", "disable") };
+                    sc.push_str(&format!("if launchctl print-disabled system 2>/dev/null | grep -q \"\\\"$N\\\" => {}\"; then changed=1; [ \"$CHECK\" = 1 ] || launchctl {verb} \"system/$N\" || fail \"launchctl {verb} $N failed\"; fi\n", if *en { "disabled" } else { "enabled" }));
+                    let _ = want;
+                }
+            }
+            sc.push_str("finish 0\n");
+        }
+        "get_url" => {
+            let url = s(args, "url").ok_or("`url` is required")?;
+            let dest = s(args, "dest").ok_or("`dest` is required")?;
+            let sum = s(args, "sha256").unwrap_or_default().to_ascii_lowercase();
+            sc.push_str(&format!("P={}\nU={}\nWANT={}\n", shquote(dest), shquote(url), shquote(&sum)));
+            sc.push_str("sum() { sha256sum \"$1\" 2>/dev/null | cut -d' ' -f1 || shasum -a 256 \"$1\" | cut -d' ' -f1; }\n");
+            sc.push_str("need=0\nif [ ! -e \"$P\" ]; then need=1; elif [ -n \"$WANT\" ] && [ \"$(sum \"$P\")\" != \"$WANT\" ]; then need=1; fi\n");
+            sc.push_str("if [ \"$need\" = 1 ]; then changed=1; if [ \"$CHECK\" != 1 ]; then t=$(mktemp \"$(dirname \"$P\")/.fleet.XXXXXX\") || fail \"cannot write next to $P\"; trap 'rm -f \"$t\"' EXIT; curl -fsSL --retry 2 -o \"$t\" \"$U\" || fail \"download of $U failed\"; if [ -n \"$WANT\" ] && [ \"$(sum \"$t\")\" != \"$WANT\" ]; then fail \"checksum mismatch for $U: got $(sum \"$t\")\"; fi; chmod 644 \"$t\"; mv -f \"$t\" \"$P\" || fail \"cannot replace $P\"; trap - EXIT; fi; fi\n");
+            sc.push_str("if [ \"$CHECK\" = 1 ] && [ \"$need\" = 1 ] && [ ! -e \"$P\" ]; then finish 0; fi\n");
+            sc.push_str(&attrs(args));
+            sc.push_str("finish 0\n");
+        }
+        "wait_for" => {
+            let secs = s(args, "timeout").and_then(crate::spec::task::parse_duration_secs).unwrap_or(60);
+            sc.push_str("[ \"$CHECK\" = 1 ] && finish 0\n");
+            if let Some(url) = s(args, "url") {
+                sc.push_str(&format!(
+                    "end=$(( $(date +%s) + {secs} ))\nuntil curl -fsS -o /dev/null --max-time 2 {u}; do [ \"$(date +%s)\" -ge \"$end\" ] && fail \"{u_msg} did not answer within {secs}s\"; sleep 0.25; done\nfinish 0\n",
+                    u = shquote(url),
+                    u_msg = url.replace('"', "")
+                ));
+            } else {
+                let port = args.get("port").map(str_of).ok_or("`port` or `url` is required")?;
+                let host = s(args, "host").unwrap_or("127.0.0.1");
+                sc.push_str(&format!(
+                    "end=$(( $(date +%s) + {secs} ))\nuntil (bash -c 'exec 3<>/dev/tcp/'{h}'/'{p} 2>/dev/null || nc -z {h} {p} 2>/dev/null); do [ \"$(date +%s)\" -ge \"$end\" ] && fail \"port {p} on {hm} did not open within {secs}s\"; sleep 0.25; done\nfinish 0\n",
+                    h = shquote(host),
+                    p = shquote(&port),
+                    hm = host.replace('"', "")
+                ));
+            }
+        }
+        "http" => {
+            let url = s(args, "url").ok_or("`url` is required")?;
+            let method = s(args, "method").unwrap_or("GET");
+            let status = args.get("status").and_then(J::as_u64).unwrap_or(200);
+            let secs = s(args, "timeout").and_then(crate::spec::task::parse_duration_secs).unwrap_or(30);
+            if method != "GET" && method != "HEAD" {
+                sc.push_str("[ \"$CHECK\" = 1 ] && finish 0\n");
+            }
+            let mut c = Cmd::new("curl").args(["-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", "--max-time", &secs.to_string(), "-X", method]);
+            if let Some(J::Object(h)) = args.get("headers") {
+                for (k, v) in h {
+                    c = c.arg("-H").arg(format!("{k}: {}", str_of(v)));
+                }
+            }
+            if let Some(body) = args.get("body") {
+                let text = match body {
+                    J::String(s) => s.clone(),
+                    other => {
+                        c = c.arg("-H").arg("content-type: application/json");
+                        other.to_string()
+                    }
+                };
+                c = c.arg("--data-binary").arg(text);
+            }
+            let line = c.arg(url).line();
+            sc.push_str(&format!("out=$({line}) || fail \"request to {} failed\"\ncode=$(printf '%s' \"$out\" | tail -n1)\nprintf '%s' \"$out\" | sed '$d'\n[ \"$code\" = {status} ] || fail \"{} answered $code, expected {status}\"\nfinish 0\n", url.replace('"', ""), url.replace('"', "")));
+            if method != "GET" && method != "HEAD" {
+                sc = sc.replace("finish 0\n\nfinish 0", "finish 0");
+            }
+        }
+        "ollama_model" => {
+            let name = s(args, "name").ok_or("`name` is required")?;
+            let url = s(args, "url").unwrap_or("http://127.0.0.1:11434").trim_end_matches('/');
+            let state = s(args, "state").unwrap_or("present");
+            let body = serde_json::json!({ "name": name, "model": name }).to_string();
+            sc.push_str(&format!("B={}\nM={}\nBODY={}\n", shquote(url), shquote(name), shquote(&body)));
+            sc.push_str("tags=$(curl -fsS --max-time 10 \"$B/api/tags\") || fail \"Ollama at $B does not answer /api/tags\"\n");
+            // Names in /api/tags are "name:tag"; a bare name means ":latest".
+            sc.push_str("case \"$M\" in *:*) W=\"$M\";; *) W=\"$M:latest\";; esac\nhave=0; printf '%s' \"$tags\" | tr ',' '\\n' | grep -q \"\\\"name\\\":\\\"$W\\\"\" && have=1\n");
+            if state == "absent" {
+                sc.push_str("if [ \"$have\" = 1 ]; then changed=1; [ \"$CHECK\" = 1 ] || curl -fsS --max-time 60 -X DELETE -d \"$BODY\" \"$B/api/delete\" >/dev/null || fail \"deleting $M failed\"; fi\nfinish 0\n");
+            } else {
+                sc.push_str("if [ \"$have\" = 0 ]; then changed=1; if [ \"$CHECK\" != 1 ]; then out=$(curl -fsS -N -X POST -d \"$BODY\" \"$B/api/pull\") || fail \"pulling $M from $B failed\"; last=$(printf '%s\\n' \"$out\" | tail -n1); printf '%s\\n' \"$out\" | grep -q '\"status\":\"success\"' || fail \"pulling $M did not finish: $last\"; printf '%s\\n' \"$out\" | grep -o '\"status\":\"[^\"]*\"' | uniq | sed 's/\"status\":\"//; s/\"$//' >&2; fi; fi\nfinish 0\n");
+            }
+        }
+        "fleet_agent" => return Err("the `fleet_agent` module is not available yet: install the agent with `fleet token issue` and the `services/fleet-agent.service.j2` template (see docs/hq.md)".into()),
+        other => return Err(format!("module `{other}` has no implementation")),
+    }
+    Ok(Built {
+        script: sc,
+        stdin,
+        local_only: None,
+    })
+}
+
+/// Reads a script's output: the marker, the command's own output, the old file contents.
+pub fn parse_output(status: i32, stdout: &str, stderr: &str) -> Result<Reported, String> {
+    let (body, marker) = match stdout.rfind(&format!("\n{MARK}")) {
+        Some(i) => (&stdout[..i], stdout[i + 1 + MARK.len()..].trim()),
+        None => {
+            let msg = stderr.trim();
+            return Err(if msg.is_empty() {
+                format!("the task's script failed (exit {status}) without a message")
+            } else {
+                msg.to_string()
+            });
+        }
+    };
+    let field = |k: &str| {
+        marker
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or("0")
+    };
+    let mut before = None;
+    let mut out = body.to_string();
+    if let Some(start) = out.find(&format!("{OLD}\n"))
+        && let Some(end) = out[start + OLD.len() + 1..].find(&format!("\n{OLD}\n"))
+    {
+        let b64: String = out[start + OLD.len() + 1..start + OLD.len() + 1 + end]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        use base64::Engine;
+        before = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        out.replace_range(start..start + OLD.len() + 1 + end + OLD.len() + 2, "");
+    }
+    Ok(Reported {
+        changed: field("changed") == "1",
+        rc: field("rc").parse().unwrap_or(0),
+        stdout: out,
+        stderr: stderr.to_string(),
+        missing_dir: field("missing_dir") == "1",
+        missing_path: field("missing_path") == "1",
+        before,
+    })
+}
