@@ -136,8 +136,16 @@ impl Run<'_> {
         if let Some(s) = e.status {
             self.recap.count(s);
         }
-        e.msg = e.msg.map(|m| self.masker.mask(&m));
-        e.diff = e.diff.map(|d| self.masker.mask(&d));
+        e.msg = e
+            .msg
+            .map(|m| template::secrets::mask(&self.masker.mask(&m)));
+        e.diff = e
+            .diff
+            .map(|d| template::secrets::mask(&self.masker.mask(&d)));
+        e.task = template::secrets::mask(&e.task);
+        e.item = e.item.map(|i| {
+            serde_json::from_str(&template::secrets::mask(&i.to_string())).unwrap_or(J::Null)
+        });
         let _ = self.tx.send(e);
     }
 

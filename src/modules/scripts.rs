@@ -444,7 +444,8 @@ pub fn parse_output(status: i32, stdout: &str, stderr: &str) -> Result<Reported,
             .unwrap_or("0")
     };
     let mut before = None;
-    let mut out = body.to_string();
+    // Like a shell's $(...), drop the final newline of what the command printed.
+    let mut out = body.strip_suffix('\n').unwrap_or(body).to_string();
     if let Some(start) = out.find(&format!("{OLD}\n"))
         && let Some(end) = out[start + OLD.len() + 1..].find(&format!("\n{OLD}\n"))
     {

@@ -139,11 +139,50 @@ pub fn base_environment() -> Environment<'static> {
     });
     env.add_filter("sha256", |s: String| crate::util::sha256_hex(s.as_bytes()));
     env.add_filter("shquote", |s: String| shquote(&s));
+    env.add_function("env", |name: String| -> Result<String, minijinja::Error> {
+        match std::env::var(&name) {
+            Ok(v) => {
+                secrets::remember(&v);
+                Ok(v)
+            }
+            Err(_) => Err(minijinja::Error::new(
+                minijinja::ErrorKind::UndefinedError,
+                format!("environment variable `{name}` is not set"),
+            )),
+        }
+    });
     env.add_filter("rbquote", |s: String| rbquote(&s));
     env
 }
 
 pub use crate::command::shquote;
+
+/// Values read from the environment with `env()` in templates: secrets by assumption, masked
+/// in every output, error and diff.
+pub mod secrets {
+    use std::sync::Mutex;
+
+    use crate::command::Masker;
+
+    static SEEN: Mutex<Option<Masker>> = Mutex::new(None);
+
+    /// Records a secret.
+    pub fn remember(v: &str) {
+        if let Ok(mut g) = SEEN.lock() {
+            g.get_or_insert_with(Masker::default).add(v);
+        }
+    }
+
+    /// Masks every recorded secret in `text`.
+    pub fn mask(text: &str) -> String {
+        match SEEN.lock() {
+            Ok(g) => g
+                .as_ref()
+                .map_or_else(|| text.to_string(), |m| m.mask(text)),
+            Err(_) => text.to_string(),
+        }
+    }
+}
 
 /// Quotes a string for Ruby (Homebrew formulae): double quotes with `\`, `"` and `#{` escaped.
 pub fn rbquote(s: &str) -> String {
@@ -313,7 +352,8 @@ pub fn render_value(
     loc: &Loc,
     context: &str,
 ) -> Result<serde_json::Value, Diagnostic> {
-    let trimmed = text.trim();
+    // Only surrounding spaces: a trailing newline is content, so such a string stays a string.
+    let trimmed = text.trim_matches(' ');
     if let Some(inner) = trimmed
         .strip_prefix("{{")
         .and_then(|s| s.strip_suffix("}}"))
@@ -343,10 +383,17 @@ pub fn eval_expr(
     let compiled = env
         .compile_expression(e)
         .map_err(|err| render_error(&err, loc, &[], context))?;
-    compiled.eval(ctx_value(ctx)).map_err(|err| {
+    let value = compiled.eval(ctx_value(ctx)).map_err(|err| {
         let missing = missing_variables(env, e, ctx, true);
         render_error(&err, loc, &missing, context)
-    })
+    })?;
+    // A bare undefined name evaluates to "undefined" without an error; strict means strict.
+    if value.is_undefined() {
+        let missing = missing_variables(env, e, ctx, true);
+        let err = minijinja::Error::new(minijinja::ErrorKind::UndefinedError, "undefined value");
+        return Err(render_error(&err, loc, &missing, context));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -373,6 +420,15 @@ mod tests {
         let e = render_inline(&env, "{{ node.hardware.gpu }}", &ctx, &loc(), "here")
             .expect_err("undefined");
         assert!(e.message.contains("`node.hardware.gpu`"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_bare_undefined_expression_is_an_error() {
+        let env = base_environment();
+        let e =
+            render_value(&env, "{{ nowhere }}", &json!({}), &loc(), "in t").expect_err("undefined");
+        assert_eq!(e.message, "undefined variable `nowhere` in t");
+        assert!(eval_expr(&env, "nowhere", &json!({}), &loc(), "in t").is_err());
     }
 
     #[test]
