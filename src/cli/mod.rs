@@ -12,9 +12,11 @@ pub mod apply;
 pub mod check;
 pub mod docs;
 pub mod eligible;
+pub mod facts;
 pub mod init;
 pub mod nodes;
 pub mod plan;
+pub mod provision;
 pub mod render;
 pub mod resources;
 pub mod route;
@@ -78,6 +80,10 @@ pub enum Command {
     Token(token::Args),
     /// Run a playbook on its hosts over SSH (`--check`: predict, change nothing).
     Apply(apply::Args),
+    /// Gather facts of nodes over SSH (one round trip each) and cache them.
+    Facts(facts::Args),
+    /// Bring one node (new or known) to its role: facts, requirements, role, verify, inventory, render.
+    Provision(provision::Args),
     /// Create a new fleet repo.
     Init(init::Args),
     /// Generate reference docs from the code (`fleet docs modules > docs/modules.md`).
@@ -100,6 +106,8 @@ pub fn run() -> Result<u8> {
         Command::Eligible(a) => eligible::run(repo_dir.as_deref(), &a),
         Command::Resources(a) => resources::run(&a),
         Command::Apply(a) => apply::run(repo_dir.as_deref(), &a, cli.verbose > 0),
+        Command::Facts(a) => facts::run(repo_dir.as_deref(), &a),
+        Command::Provision(a) => provision::run(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Check(a) => check::run(repo_dir.as_deref(), &a),
         Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
         Command::Agent(a) => agent::run(&a),

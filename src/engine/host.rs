@@ -55,7 +55,8 @@ impl HostState {
     }
 }
 
-fn ssh_target(shared: &Shared, node: &crate::spec::inventory::NodeSpec) -> SshTarget {
+/// How to reach a node over SSH, from its variables and the run's options.
+pub fn ssh_target(shared: &Shared, node: &crate::spec::inventory::NodeSpec) -> SshTarget {
     let lookup = VarLookup::new(&shared.repo);
     let s = |k: &str| {
         lookup.get(node, k).and_then(|v| {

@@ -2,6 +2,8 @@
 //! overlay, and the real `fleet` binary.
 #![allow(dead_code)]
 
+pub mod ollama;
+
 use std::path::{Path, PathBuf};
 
 /// The crate's root (the example fleet repo).
@@ -397,5 +399,28 @@ impl Drop for Hosts {
             .args(["down", "--dir"])
             .arg(self.dir.path())
             .status();
+    }
+}
+
+impl Hosts {
+    /// Puts the systemctl, apt-get and dpkg-query stand-ins on every host (in its private
+    /// /usr/local/bin, ahead of /usr/bin) and makes facts see systemd.
+    pub fn install_standins(&self, n: u16) {
+        for k in 1..=n {
+            for tool in ["systemctl", "apt-get", "dpkg-query"] {
+                let text = std::fs::read_to_string(crate_root().join("tests/standins").join(tool)).expect("stand-in");
+                let mut child = std::process::Command::new("ssh")
+                    .arg("-F")
+                    .arg(self.ssh_config())
+                    .arg(format!("host{k}"))
+                    .arg(format!("mkdir -p /usr/local/bin /run/systemd/system && cat > /usr/local/bin/{tool} && chmod 755 /usr/local/bin/{tool}"))
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("ssh");
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+                assert!(child.wait().expect("wait").success());
+            }
+        }
     }
 }
