@@ -17,19 +17,46 @@ fn repo(hosts: &Hosts, n: u16, playbook: &str, extra_files: &str) -> tempfile::T
         hosts.ssh_config().display()
     );
     for k in 1..=n {
-        inv.push_str(&format!("  h{k}: {{ host: 127.0.0.1, role: common, vars: {{ ssh_port: {} }} }}\n", hosts.port(k)));
+        inv.push_str(&format!(
+            "  h{k}: {{ host: 127.0.0.1, role: common, vars: {{ ssh_port: {} }} }}\n",
+            hosts.port(k)
+        ));
     }
-    let case = parse_case("m", &format!("--- inventory/fleet.yaml\n{inv}--- playbooks/site.yaml\n{playbook}{extra_files}"));
+    let case = parse_case(
+        "m",
+        &format!("--- inventory/fleet.yaml\n{inv}--- playbooks/site.yaml\n{playbook}{extra_files}"),
+    );
     build_repo(&crate_root().join("tests/corpus/base"), &case)
 }
 
 fn run(repo: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
-    let out = fleet(repo).args(["apply", "playbooks/site.yaml", "--json"]).args(args).output().expect("runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    let out = fleet(repo)
+        .args(["apply", "playbooks/site.yaml", "--json"])
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+    )
 }
 
 fn set(events: &[serde_json::Value], status: &str) -> BTreeSet<String> {
-    events.iter().filter(|e| e["status"] == status).map(|e| format!("{} | {} | {}", e["host"].as_str().unwrap_or(""), e["task"].as_str().unwrap_or(""), e["item"])).collect()
+    events
+        .iter()
+        .filter(|e| e["status"] == status)
+        .map(|e| {
+            format!(
+                "{} | {} | {}",
+                e["host"].as_str().unwrap_or(""),
+                e["task"].as_str().unwrap_or(""),
+                e["item"]
+            )
+        })
+        .collect()
 }
 
 /// check == real, real as expected, second run quiet. Returns the real run's events.
@@ -37,12 +64,32 @@ fn three_ways(repo: &Path, expect_changed: usize) -> Vec<serde_json::Value> {
     let (code, check) = run(repo, &["--check"]);
     assert_eq!(code, 0, "check run failed: {check:?}");
     let (code, real) = run(repo, &[]);
-    assert_eq!(code, 0, "real run failed: {:?}", real.iter().filter(|e| e["status"] == "failed").collect::<Vec<_>>());
-    assert_eq!(set(&check, "changed"), set(&real, "changed"), "--check predicted other changes than the run made");
-    assert_eq!(set(&real, "changed").len(), expect_changed, "{:?}", set(&real, "changed"));
+    assert_eq!(
+        code,
+        0,
+        "real run failed: {:?}",
+        real.iter()
+            .filter(|e| e["status"] == "failed")
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        set(&check, "changed"),
+        set(&real, "changed"),
+        "--check predicted other changes than the run made"
+    );
+    assert_eq!(
+        set(&real, "changed").len(),
+        expect_changed,
+        "{:?}",
+        set(&real, "changed")
+    );
     let (code, again) = run(repo, &[]);
     assert_eq!(code, 0);
-    assert!(set(&again, "changed").is_empty(), "second run changed: {:?}", set(&again, "changed"));
+    assert!(
+        set(&again, "changed").is_empty(),
+        "second run changed: {:?}",
+        set(&again, "changed")
+    );
     let (_, check_again) = run(repo, &["--check"]);
     assert!(set(&check_again, "changed").is_empty());
     real
@@ -85,19 +132,39 @@ fn templates_services_and_handlers_with_a_systemctl_stand_in() {
         "    - name: running\n      service: { name: demo, state: started, enabled: true }\n",
         "  handlers:\n    - name: restart demo\n      service: { name: demo, state: restarted }\n",
     );
-    let r = repo(&hosts, 1, pb, "--- templates/demo.service.j2\n[Service]\nExecStart=/usr/local/bin/demo --port {{ port }} --node {{ node.name }}\n");
+    let r = repo(
+        &hosts,
+        1,
+        pb,
+        "--- templates/demo.service.j2\n[Service]\nExecStart=/usr/local/bin/demo --port {{ port }} --node {{ node.name }}\n",
+    );
     let real = three_ways(r.path(), 3);
-    assert!(real.iter().any(|e| e["event"] == "handler" && e["status"] == "changed"));
+    assert!(
+        real.iter()
+            .any(|e| e["event"] == "handler" && e["status"] == "changed")
+    );
     let log = hosts.sh(1, "cat /var/log/standin-systemctl.log");
-    assert!(log.contains("systemctl start demo") && log.contains("systemctl enable demo") && log.contains("systemctl restart demo"), "{log}");
+    assert!(
+        log.contains("systemctl start demo")
+            && log.contains("systemctl enable demo")
+            && log.contains("systemctl restart demo"),
+        "{log}"
+    );
     // A change to the template restarts the service; --diff shows it.
     let (code, ev) = run(r.path(), &["-e", "port=9090", "--diff"]);
     assert_eq!(code, 0);
     let unit = ev.iter().find(|e| e["task"] == "unit").expect("unit event");
     assert_eq!(unit["status"], "changed");
     let diff = unit["diff"].as_str().expect("diff");
-    assert!(diff.contains("-ExecStart=/usr/local/bin/demo --port 8080 --node h1") && diff.contains("+ExecStart=/usr/local/bin/demo --port 9090 --node h1"), "{diff}");
-    assert_eq!(hosts.sh(1, "grep -c restart /var/lib/standin-systemd/demo.history"), "2\n");
+    assert!(
+        diff.contains("-ExecStart=/usr/local/bin/demo --port 8080 --node h1")
+            && diff.contains("+ExecStart=/usr/local/bin/demo --port 9090 --node h1"),
+        "{diff}"
+    );
+    assert_eq!(
+        hosts.sh(1, "grep -c restart /var/lib/standin-systemd/demo.history"),
+        "2\n"
+    );
 }
 
 #[test]
@@ -112,14 +179,31 @@ fn packages_with_an_apt_stand_in() {
     let r = repo(&hosts, 1, pb, "");
     three_ways(r.path(), 1);
     let log = hosts.sh(1, "cat /var/log/standin-apt.log");
-    assert!(log.contains("install -y -q 'fleet-demo-tool'") || log.contains("install -y -q fleet-demo-tool"), "only the missing package is installed: {log}");
+    assert!(
+        log.contains("install -y -q 'fleet-demo-tool'")
+            || log.contains("install -y -q fleet-demo-tool"),
+        "only the missing package is installed: {log}"
+    );
     assert!(!log.contains("coreutils"), "{log}");
     // A package the manager cannot find fails the task with the manager's words.
-    let bad = repo(&hosts, 1, "- name: bad\n  hosts: all\n  tasks:\n    - { name: missing, package: { name: does-not-exist-pkg } }\n", "");
+    let bad = repo(
+        &hosts,
+        1,
+        "- name: bad\n  hosts: all\n  tasks:\n    - { name: missing, package: { name: does-not-exist-pkg } }\n",
+        "",
+    );
     let (code, ev) = run(bad.path(), &[]);
     assert_eq!(code, 1);
-    let msg = ev.iter().find(|e| e["task"] == "missing").and_then(|e| e["msg"].as_str()).unwrap_or("").to_string();
-    assert!(msg.contains("Unable to locate package does-not-exist-pkg"), "{msg}");
+    let msg = ev
+        .iter()
+        .find(|e| e["task"] == "missing")
+        .and_then(|e| e["msg"].as_str())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.contains("Unable to locate package does-not-exist-pkg"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -133,17 +217,55 @@ fn ollama_models_through_the_api_stand_in() {
     let r = repo(&hosts, 1, &pb, "");
     three_ways(r.path(), 2);
     let models = o.models.lock().expect("lock").clone();
-    assert_eq!(models, ["llama3.2:3b", "mistral:7b", "nomic-embed-text:latest"]);
-    let pulls = o.requests.lock().expect("lock").iter().filter(|r| r.starts_with("POST /api/pull")).count();
-    assert_eq!(pulls, 2, "check mode pulled nothing; the real run pulled the two missing models");
+    assert_eq!(
+        models,
+        ["llama3.2:3b", "mistral:7b", "nomic-embed-text:latest"]
+    );
+    let pulls = o
+        .requests
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|r| r.starts_with("POST /api/pull"))
+        .count();
+    assert_eq!(
+        pulls, 2,
+        "check mode pulled nothing; the real run pulled the two missing models"
+    );
     // absent deletes; an unknown model fails with Ollama's message.
-    let rm = repo(&hosts, 1, &format!("- name: rm\n  hosts: all\n  tasks:\n    - {{ name: drop, ollama_model: {{ name: mistral:7b, state: absent, url: \"{}\" }} }}\n", o.url), "");
+    let rm = repo(
+        &hosts,
+        1,
+        &format!(
+            "- name: rm\n  hosts: all\n  tasks:\n    - {{ name: drop, ollama_model: {{ name: mistral:7b, state: absent, url: \"{}\" }} }}\n",
+            o.url
+        ),
+        "",
+    );
     three_ways(rm.path(), 1);
-    assert!(!o.models.lock().expect("lock").contains(&"mistral:7b".to_string()));
-    let bad = repo(&hosts, 1, &format!("- name: bad\n  hosts: all\n  tasks:\n    - {{ name: nope, ollama_model: {{ name: missing:1b, url: \"{}\" }} }}\n", o.url), "");
+    assert!(
+        !o.models
+            .lock()
+            .expect("lock")
+            .contains(&"mistral:7b".to_string())
+    );
+    let bad = repo(
+        &hosts,
+        1,
+        &format!(
+            "- name: bad\n  hosts: all\n  tasks:\n    - {{ name: nope, ollama_model: {{ name: missing:1b, url: \"{}\" }} }}\n",
+            o.url
+        ),
+        "",
+    );
     let (code, ev) = run(bad.path(), &[]);
     assert_eq!(code, 1);
-    let msg = ev.iter().find(|e| e["task"] == "nope").and_then(|e| e["msg"].as_str()).unwrap_or("").to_string();
+    let msg = ev
+        .iter()
+        .find(|e| e["task"] == "nope")
+        .and_then(|e| e["msg"].as_str())
+        .unwrap_or("")
+        .to_string();
     assert!(msg.contains("file does not exist"), "{msg}");
 }
 
@@ -152,7 +274,10 @@ fn downloads_http_checks_and_waits() {
     let hosts = Hosts::up(1);
     let body = "#!/bin/sh\necho fleet-tool\n";
     let sum = fleet::util::sha256_hex(body.as_bytes());
-    let web = http_routes(vec![("/tool.sh", body.to_string()), ("/health", "{\"ok\":true}".to_string())]);
+    let web = http_routes(vec![
+        ("/tool.sh", body.to_string()),
+        ("/health", "{\"ok\":true}".to_string()),
+    ]);
     let pb = format!(
         concat!(
             "- name: net\n  hosts: all\n  tasks:\n",
@@ -166,16 +291,35 @@ fn downloads_http_checks_and_waits() {
     );
     let r = repo(&hosts, 1, &pb, "");
     three_ways(r.path(), 2);
-    assert_eq!(hosts.sh(1, "/usr/local/bin/tool.sh; stat -c %a /usr/local/bin/tool.sh; cat /opt/health.json"), "fleet-tool\n755\n{\"ok\":true}\n");
+    assert_eq!(
+        hosts.sh(
+            1,
+            "/usr/local/bin/tool.sh; stat -c %a /usr/local/bin/tool.sh; cat /opt/health.json"
+        ),
+        "fleet-tool\n755\n{\"ok\":true}\n"
+    );
     let bad = repo(
         &hosts,
         1,
-        &format!("- name: bad\n  hosts: all\n  tasks:\n    - {{ name: wrong sum, get_url: {{ url: \"{web}/tool.sh\", dest: /opt/other.sh, sha256: \"{}\" }} }}\n", "0".repeat(64)),
+        &format!(
+            "- name: bad\n  hosts: all\n  tasks:\n    - {{ name: wrong sum, get_url: {{ url: \"{web}/tool.sh\", dest: /opt/other.sh, sha256: \"{}\" }} }}\n",
+            "0".repeat(64)
+        ),
         "",
     );
     let (code, ev) = run(bad.path(), &[]);
     assert_eq!(code, 1);
-    let msg = ev.iter().find(|e| e["task"] == "wrong sum").and_then(|e| e["msg"].as_str()).unwrap_or("").to_string();
+    let msg = ev
+        .iter()
+        .find(|e| e["task"] == "wrong sum")
+        .and_then(|e| e["msg"].as_str())
+        .unwrap_or("")
+        .to_string();
     assert!(msg.contains("checksum mismatch"), "{msg}");
-    assert!(hosts.sh(1, "ls /opt/other.sh /opt/.fleet.* 2>&1 || true").contains("No such file"), "nothing half-written");
+    assert!(
+        hosts
+            .sh(1, "ls /opt/other.sh /opt/.fleet.* 2>&1 || true")
+            .contains("No such file"),
+        "nothing half-written"
+    );
 }

@@ -29,11 +29,26 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Err(Error::Config(repo.diags));
     }
     let roles: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
-    let pattern = if args.nodes.is_empty() { "all".to_string() } else { args.nodes.join(",") };
-    let nodes = crate::inventory::select::select(&repo.inventory, &roles, &pattern).map_err(Error::Usage)?;
-    let opts = crate::engine::RunOptions { ssh_config: args.ssh_config.clone(), ..Default::default() };
-    let shared = Arc::new(crate::engine::Shared { library: crate::template::Library::new(&repo.templates), repo, opts });
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let pattern = if args.nodes.is_empty() {
+        "all".to_string()
+    } else {
+        args.nodes.join(",")
+    };
+    let nodes = crate::inventory::select::select(&repo.inventory, &roles, &pattern)
+        .map_err(Error::Usage)?;
+    let opts = crate::engine::RunOptions {
+        ssh_config: args.ssh_config.clone(),
+        ..Default::default()
+    };
+    let shared = Arc::new(crate::engine::Shared {
+        library: crate::template::Library::new(&repo.templates),
+        repo,
+        opts,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
     let results = rt.block_on(async {
         let mut joins = Vec::new();
         for n in nodes {
@@ -42,8 +57,18 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 let node = &shared.repo.inventory.nodes[&n];
                 let target = crate::engine::host::ssh_target(&shared, node);
                 let r = async {
-                    let conn = crate::connection::ssh::SshConnection::connect(&target).await.map_err(|e| e.to_string())?;
-                    let out = conn.exec(crate::facts::probe::PROBE, None, false, Some(Duration::from_secs(60))).await.map_err(|e| e.to_string())?;
+                    let conn = crate::connection::ssh::SshConnection::connect(&target)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let out = conn
+                        .exec(
+                            crate::facts::probe::PROBE,
+                            None,
+                            false,
+                            Some(Duration::from_secs(60)),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
                     Ok::<_, String>(crate::facts::probe::parse(&out.stdout))
                 }
                 .await;
@@ -76,7 +101,13 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                         f.root_free_gb().map_or("?".into(), |c| c.to_string()),
                         f.init.clone().unwrap_or_default(),
                         f.package_manager.clone().unwrap_or_else(|| "none".into()),
-                        hw.gpu.map(|g| format!(", GPU {} {} GB", g.name.unwrap_or(g.vendor), g.vram_gb)).unwrap_or_default()
+                        hw.gpu
+                            .map(|g| format!(
+                                ", GPU {} {} GB",
+                                g.name.unwrap_or(g.vendor),
+                                g.vram_gb
+                            ))
+                            .unwrap_or_default()
                     );
                 }
                 all.insert(n, serde_json::to_value(&f).unwrap_or_default());
@@ -90,5 +121,13 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
     }
-    if failed.is_empty() { Ok(0) } else { Err(Error::Failed(format!("{} host(s) unreachable: {}", failed.len(), failed.join(", ")))) }
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        Err(Error::Failed(format!(
+            "{} host(s) unreachable: {}",
+            failed.len(),
+            failed.join(", ")
+        )))
+    }
 }

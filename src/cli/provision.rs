@@ -82,20 +82,35 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     let known = repo.inventory.nodes.get(&args.node).cloned();
     let role = match (&args.role, &known) {
         (Some(r), Some(k)) if *r != k.role.value => {
-            return Err(Error::Usage(format!("`{}` has role `{}` in the inventory; change it there, or leave out --role", args.node, k.role.value)));
+            return Err(Error::Usage(format!(
+                "`{}` has role `{}` in the inventory; change it there, or leave out --role",
+                args.node, k.role.value
+            )));
         }
         (Some(r), _) => r.clone(),
         (None, Some(k)) => k.role.value.clone(),
-        (None, None) => return Err(Error::Usage(format!("`{}` is not in the inventory: a new node needs --role and --host", args.node))),
+        (None, None) => {
+            return Err(Error::Usage(format!(
+                "`{}` is not in the inventory: a new node needs --role and --host",
+                args.node
+            )));
+        }
     };
     if !repo.roles.contains_key(&role) {
         let help = crate::validate::suggest(&role, repo.roles.keys().map(String::as_str), "roles");
-        return Err(Error::Usage(format!("unknown role `{role}`\n  help: {help}")));
+        return Err(Error::Usage(format!(
+            "unknown role `{role}`\n  help: {help}"
+        )));
     }
     let host = match (&args.host, &known) {
         (Some(h), _) => h.clone(),
         (None, Some(k)) => k.host.clone(),
-        (None, None) => return Err(Error::Usage(format!("`{}` is not in the inventory: a new node needs --host ADDR", args.node))),
+        (None, None) => {
+            return Err(Error::Usage(format!(
+                "`{}` is not in the inventory: a new node needs --host ADDR",
+                args.node
+            )));
+        }
     };
     let is_new = known.is_none();
     let mut node = known.unwrap_or_else(|| synthetic_node(&args.node, &host, &role));
@@ -106,42 +121,94 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     let play = Play {
         name: format!("provision {} as {role}", args.node),
         loc: Loc::file_start(&"<fleet provision>".into()),
-        hosts: Spanned::new(args.node.clone(), Loc::file_start(&"<fleet provision>".into())),
+        hosts: Spanned::new(
+            args.node.clone(),
+            Loc::file_start(&"<fleet provision>".into()),
+        ),
         vars: Default::default(),
-        roles: vec![Spanned::new(role.clone(), Loc::file_start(&"<fleet provision>".into()))],
+        roles: vec![Spanned::new(
+            role.clone(),
+            Loc::file_start(&"<fleet provision>".into()),
+        )],
         tasks: Vec::new(),
         handlers: Vec::new(),
         become_: false,
     };
-    let pb = Playbook { file: "<fleet provision>".into(), plays: vec![play] };
+    let pb = Playbook {
+        file: "<fleet provision>".into(),
+        plays: vec![play],
+    };
     let library = Library::new(&repo.templates);
-    let (_, plan_diags) = crate::plan::plan_playbook(&repo, &library, &pb, &crate::plan::PlanOptions { limit: None, extra: extra.clone(), with_content: false });
+    let (_, plan_diags) = crate::plan::plan_playbook(
+        &repo,
+        &library,
+        &pb,
+        &crate::plan::PlanOptions {
+            limit: None,
+            extra: extra.clone(),
+            with_content: false,
+        },
+    );
     if plan_diags.has_errors() {
         return Err(Error::Config(plan_diags));
     }
-    let opts = RunOptions { check: args.check, diff: args.diff, extra, ssh_config: args.ssh_config.clone(), ..RunOptions::default() };
-    let shared = Arc::new(Shared { repo, library, opts });
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let opts = RunOptions {
+        check: args.check,
+        diff: args.diff,
+        extra,
+        ssh_config: args.ssh_config.clone(),
+        ..RunOptions::default()
+    };
+    let shared = Arc::new(Shared {
+        repo,
+        library,
+        opts,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
 
     // Facts first: a machine that cannot carry the role is refused before anything changes.
     let facts = rt.block_on(async {
         let target = crate::engine::host::ssh_target(&shared, &node);
-        let conn = crate::connection::ssh::SshConnection::connect(&target).await.map_err(|e| e.to_string())?;
-        let out = conn.exec(crate::facts::probe::PROBE, None, false, Some(Duration::from_secs(60))).await.map_err(|e| e.to_string())?;
+        let conn = crate::connection::ssh::SshConnection::connect(&target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let out = conn
+            .exec(
+                crate::facts::probe::PROBE,
+                None,
+                false,
+                Some(Duration::from_secs(60)),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
         Ok::<_, String>(crate::facts::probe::parse(&out.stdout))
     });
     let facts = facts.map_err(|e| Error::Failed(format!("{} is unreachable: {e}", args.node)))?;
     let hw = facts.overlay(&node.hardware);
     let spanned_role = Spanned::new(role.clone(), node.role.loc.clone());
-    let closure = crate::play::role_order(&shared.repo.roles, std::slice::from_ref(&spanned_role)).map_err(Error::config)?;
-    let misses = crate::validate::requirement_misses(&role, &args.node, &crate::validate::combined_requires(&closure), &hw);
+    let closure = crate::play::role_order(&shared.repo.roles, std::slice::from_ref(&spanned_role))
+        .map_err(Error::config)?;
+    let misses = crate::validate::requirement_misses(
+        &role,
+        &args.node,
+        &crate::validate::combined_requires(&closure),
+        &hw,
+    );
     if !misses.is_empty() {
-        return Err(Error::Failed(format!("refusing to provision: {}\n  help: choose a role this machine can carry, e.g. `--role browser_node`", misses.join("; "))));
+        return Err(Error::Failed(format!(
+            "refusing to provision: {}\n  help: choose a role this machine can carry, e.g. `--role browser_node`",
+            misses.join("; ")
+        )));
     }
 
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
-        let reporter = tokio::spawn(crate::cli::apply::report(rx, args.json, verbose, args.check));
+        let reporter = tokio::spawn(crate::cli::apply::report(
+            rx, args.json, verbose, args.check,
+        ));
         run_playbook(shared.clone(), Arc::new(pb), tx).await;
         reporter.await.unwrap_or_default()
     });
@@ -156,16 +223,35 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     }
 
     // The services the role promises must answer.
-    let caps: std::collections::BTreeSet<String> = closure.iter().flat_map(|r| r.capabilities.iter().cloned()).collect();
+    let caps: std::collections::BTreeSet<String> = closure
+        .iter()
+        .flat_map(|r| r.capabilities.iter().cloned())
+        .collect();
     let lookup = crate::render::routing::VarLookup::new(&shared.repo);
+    let address =
+        crate::connection::ssh::resolve_hostname(&crate::engine::host::ssh_target(&shared, &node));
+    let port_of = |name: &str, default: u16| -> u16 {
+        shared
+            .opts
+            .extra
+            .0
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_u64().and_then(|p| u16::try_from(p).ok()))
+            .unwrap_or_else(|| lookup.port(&node, name, default))
+    };
     let mut problems = Vec::new();
     rt.block_on(async {
         let client = crate::hq::client::http_client(Duration::from_secs(5)).unwrap_or_default();
         if caps.contains("ollama") {
-            let url = format!("http://{}:{}", host, lookup.port(&node, "ollama_port", 11434));
+            let url = format!("http://{address}:{}", port_of("ollama_port", 11434));
             let p = crate::health::probe::ollama(&client, &url, Duration::from_secs(5)).await;
             if p.ok {
-                eprintln!("{} ollama answers at {url} ({})", style::green("verified:"), p.detail);
+                eprintln!(
+                    "{} ollama answers at {url} ({})",
+                    style::green("verified:"),
+                    p.detail
+                );
             } else {
                 problems.push(format!("ollama does not answer at {url}: {}", p.detail));
             }
@@ -175,31 +261,57 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         {
             let url = format!("{}/healthz", u.value.trim_end_matches('/'));
             match client.get(&url).send().await {
-                Ok(r) if r.status().is_success() => eprintln!("{} the HQ registry answers at {url}", style::green("verified:")),
+                Ok(r) if r.status().is_success() => eprintln!(
+                    "{} the HQ registry answers at {url}",
+                    style::green("verified:")
+                ),
                 Ok(r) => problems.push(format!("the HQ registry answered {} at {url}", r.status())),
-                Err(e) => problems.push(format!("the HQ registry does not answer at {url}: {}", crate::hq::client::describe(&e))),
+                Err(e) => problems.push(format!(
+                    "the HQ registry does not answer at {url}: {}",
+                    crate::hq::client::describe(&e)
+                )),
             }
         }
     });
 
     if is_new {
-        let file = shared.repo.inventory_files.first().cloned().unwrap_or_else(|| root.join("inventory/fleet.yaml"));
+        let file = shared
+            .repo
+            .inventory_files
+            .first()
+            .cloned()
+            .unwrap_or_else(|| root.join("inventory/fleet.yaml"));
         let text = std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
-        let declared = crate::spec::inventory::Hardware { disk_gb: None, ..hw.clone() };
-        let edited = crate::inventory::edit::add_node(&text, &args.node, &host, &role, &declared).map_err(Error::Failed)?;
+        let declared = crate::spec::inventory::Hardware {
+            disk_gb: None,
+            ..hw.clone()
+        };
+        let edited = crate::inventory::edit::add_node(&text, &args.node, &host, &role, &declared)
+            .map_err(Error::Failed)?;
         crate::util::write_atomic(&file, edited.as_bytes())?;
-        eprintln!("{} `{}` to {}", style::green("added"), args.node, crate::repo::shown(&file));
+        eprintln!(
+            "{} `{}` to {}",
+            style::green("added"),
+            args.node,
+            crate::repo::shown(&file)
+        );
     }
     if !args.no_render {
         let repo = Repo::load(&root);
         if !repo.diags.has_errors() {
-            let (out, _) = crate::cli::render::build(&repo, crate::cli::render::What::Routing, None, None);
-            let (reg, _) = crate::cli::render::build(&repo, crate::cli::render::What::Registry, None, None);
+            let (out, _) =
+                crate::cli::render::build(&repo, crate::cli::render::What::Routing, None, None);
+            let (reg, _) =
+                crate::cli::render::build(&repo, crate::cli::render::What::Registry, None, None);
             let out_dir = root.join("generated");
             for o in [out, reg] {
                 for w in o.write(&out_dir)? {
                     if let crate::render::output::Written::Changed(p) = w {
-                        eprintln!("{} {}", style::yellow("rendered"), crate::repo::shown(&out_dir.join(p)));
+                        eprintln!(
+                            "{} {}",
+                            style::yellow("rendered"),
+                            crate::repo::shown(&out_dir.join(p))
+                        );
                     }
                 }
             }
@@ -208,6 +320,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     if problems.is_empty() {
         Ok(0)
     } else {
-        Err(Error::Failed(format!("{} was provisioned but does not answer: {}", args.node, problems.join("; "))))
+        Err(Error::Failed(format!(
+            "{} was provisioned but does not answer: {}",
+            args.node,
+            problems.join("; ")
+        )))
     }
 }

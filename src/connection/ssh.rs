@@ -155,3 +155,20 @@ impl Connection for SshConnection {
         }
     }
 }
+
+/// The address ssh would connect to for `t` (an alias in an ssh config resolves to its
+/// `HostName`), for talking to the same machine over HTTP.
+pub fn resolve_hostname(t: &SshTarget) -> String {
+    let mut cmd = std::process::Command::new("ssh");
+    if let Some(c) = &t.config {
+        cmd.arg("-F").arg(c);
+    }
+    cmd.arg("-G").arg(&t.host);
+    match cmd.output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("hostname ").map(str::to_string))
+            .unwrap_or_else(|| t.host.clone()),
+        _ => t.host.clone(),
+    }
+}

@@ -38,6 +38,8 @@ pub struct HostState {
     dead: bool,
     /// Paths (directories and files) a check run predicted earlier tasks would create.
     predicted: BTreeSet<String>,
+    /// Of those, the directories (created with their parents).
+    predicted_dirs: BTreeSet<String>,
 }
 
 impl HostState {
@@ -51,6 +53,7 @@ impl HostState {
             registered: serde_json::Map::new(),
             dead: false,
             predicted: BTreeSet::new(),
+            predicted_dirs: BTreeSet::new(),
         }
     }
 }
@@ -536,7 +539,13 @@ impl Run<'_> {
                 Ok(r) if r.missing_dir => {
                     let dest = args.get("dest").and_then(J::as_str).unwrap_or_default();
                     let dir = dest.rsplit_once('/').map_or("", |(d, _)| d).to_string();
-                    if self.state.predicted.contains(&dir) {
+                    // `mkdir -p` creates the parents too: a predicted directory below `dir` will create it.
+                    if self.state.predicted.contains(&dir)
+                        || self.state.predicted.iter().any(|p| {
+                            p.starts_with(&format!("{dir}/"))
+                                && self.state.predicted_dirs.contains(p)
+                        })
+                    {
                         (true, false, None, r)
                     } else {
                         let m = format!(
@@ -638,9 +647,13 @@ impl Run<'_> {
                     _ => None,
                 };
                 if let Some(p) = created.and_then(J::as_str) {
-                    self.state
-                        .predicted
-                        .insert(p.trim_end_matches('/').to_string());
+                    let p = p.trim_end_matches('/').to_string();
+                    if task.module.name == "file"
+                        && args.get("state").and_then(J::as_str) == Some("directory")
+                    {
+                        self.state.predicted_dirs.insert(p.clone());
+                    }
+                    self.state.predicted.insert(p);
                 }
             }
             if task.until.is_some() && !done {

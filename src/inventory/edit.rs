@@ -7,19 +7,36 @@ use crate::spec::inventory::Hardware;
 
 fn yaml_scalar(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./@".contains(c))
-        && matches!(crate::spec::yaml::resolve_plain(s), crate::spec::yaml::Resolved::Str(_));
-    if plain { s.to_string() } else { serde_json::to_string(s).unwrap_or_default() }
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./@".contains(c))
+        && matches!(
+            crate::spec::yaml::resolve_plain(s),
+            crate::spec::yaml::Resolved::Str(_)
+        );
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::to_string(s).unwrap_or_default()
+    }
 }
 
 fn num(v: f64) -> String {
-    if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v}") }
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
 }
 
 /// The hardware line for a new node, from what facts found.
 pub fn hardware_flow(hw: &Hardware) -> String {
     let mut parts = Vec::new();
-    for (k, v) in [("cpu", &hw.cpu), ("chip", &hw.chip), ("os", &hw.os), ("arch", &hw.arch)] {
+    for (k, v) in [
+        ("cpu", &hw.cpu),
+        ("chip", &hw.chip),
+        ("os", &hw.os),
+        ("arch", &hw.arch),
+    ] {
         if let Some(v) = v {
             parts.push(format!("{k}: {}", yaml_scalar(v)));
         }
@@ -31,29 +48,52 @@ pub fn hardware_flow(hw: &Hardware) -> String {
         parts.push(format!("cores: {c}"));
     }
     if let Some(g) = &hw.gpu {
-        parts.push(format!("gpu: {{ vendor: {}, vram_gb: {} }}", yaml_scalar(&g.vendor), num(g.vram_gb)));
+        parts.push(format!(
+            "gpu: {{ vendor: {}, vram_gb: {} }}",
+            yaml_scalar(&g.vendor),
+            num(g.vram_gb)
+        ));
     }
     format!("{{ {} }}", parts.join(", "))
 }
 
 /// The inventory text with a new node appended to `nodes:`.
-pub fn add_node(text: &str, name: &str, host: &str, role: &str, hw: &Hardware) -> Result<String, String> {
+pub fn add_node(
+    text: &str,
+    name: &str,
+    host: &str,
+    role: &str,
+    hw: &Hardware,
+) -> Result<String, String> {
     let lines: Vec<&str> = text.lines().collect();
     let top = |l: &str| !l.is_empty() && !l.starts_with([' ', '\t', '#']);
     let nodes_at = lines.iter().position(|l| {
         let l = l.split('#').next().unwrap_or("").trim_end();
         l == "nodes:"
     });
-    if lines.iter().any(|l| l.starts_with("nodes:") && !l.split('#').next().unwrap_or("").trim_end().ends_with(':')) {
+    if lines.iter().any(|l| {
+        l.starts_with("nodes:") && !l.split('#').next().unwrap_or("").trim_end().ends_with(':')
+    }) {
         return Err("`nodes:` is written in flow style on one line; add the node by hand".into());
     }
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let (insert_at, indent) = match nodes_at {
         Some(i) => {
-            let end = lines.iter().enumerate().skip(i + 1).find(|(_, l)| top(l)).map_or(lines.len(), |(j, _)| j);
+            let end = lines
+                .iter()
+                .enumerate()
+                .skip(i + 1)
+                .find(|(_, l)| top(l))
+                .map_or(lines.len(), |(j, _)| j);
             // Comments and blank lines right before the next top-level key belong to it.
             let mut at = end;
-            while at > i + 1 && (lines[at - 1].trim().is_empty() || lines[at - 1].trim_start().starts_with('#')) && lines[at - 1].chars().next().is_none_or(|c| c != ' ' || lines[at - 1].trim().is_empty()) {
+            while at > i + 1
+                && (lines[at - 1].trim().is_empty() || lines[at - 1].trim_start().starts_with('#'))
+                && lines[at - 1]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| c != ' ' || lines[at - 1].trim().is_empty())
+            {
                 at -= 1;
             }
             let indent = lines[i + 1..end]
@@ -76,9 +116,14 @@ pub fn add_node(text: &str, name: &str, host: &str, role: &str, hw: &Hardware) -
         format!("{pad}{pad}role: {}", yaml_scalar(role)),
     ];
     if *hw != Hardware::default() {
-        block.push(format!("{pad}{pad}hardware: {}   # gathered by fleet provision", hardware_flow(hw)));
+        block.push(format!(
+            "{pad}{pad}hardware: {}   # gathered by fleet provision",
+            hardware_flow(hw)
+        ));
     }
-    if nodes_at.is_none() || (insert_at > 0 && out.get(insert_at - 1).is_some_and(|l| l.trim().is_empty())) {
+    if nodes_at.is_none()
+        || (insert_at > 0 && out.get(insert_at - 1).is_some_and(|l| l.trim().is_empty()))
+    {
         block.remove(0);
     }
     for (k, l) in block.into_iter().enumerate() {
@@ -89,7 +134,8 @@ pub fn add_node(text: &str, name: &str, host: &str, role: &str, hw: &Hardware) -
         result.push('\n');
     }
     // The edit must still parse, and must define the node.
-    let node = crate::spec::yaml::parse(&Arc::from("inventory"), &result).map_err(|d| format!("the edited inventory would not parse: {}", d.message))?;
+    let node = crate::spec::yaml::parse(&Arc::from("inventory"), &result)
+        .map_err(|d| format!("the edited inventory would not parse: {}", d.message))?;
     if node.get("nodes").and_then(|n| n.get(name)).is_none() {
         return Err("the edited inventory does not define the node; add it by hand".into());
     }
@@ -104,7 +150,13 @@ mod tests {
 
     #[test]
     fn appends_to_nodes_keeping_everything_else() {
-        let hw = Hardware { os: Some("linux".into()), arch: Some("x86_64".into()), ram_gb: Some(24.0), cores: Some(8), ..Hardware::default() };
+        let hw = Hardware {
+            os: Some("linux".into()),
+            arch: Some("x86_64".into()),
+            ram_gb: Some(24.0),
+            cores: Some(8),
+            ..Hardware::default()
+        };
         let out = add_node(INV, "virtuoso", "10.0.0.7", "full_worker", &hw).expect("edits");
         assert_eq!(
             out,
@@ -114,8 +166,27 @@ mod tests {
 
     #[test]
     fn quotes_what_yaml_would_misread_and_creates_nodes() {
-        let out = add_node("fleet: { name: s }\n", "n1", "host: x", "hq", &Hardware::default()).expect("edits");
-        assert!(out.ends_with("nodes:\n  n1:\n    host: \"host: x\"\n    role: hq\n"), "{out}");
-        assert!(add_node("nodes: { a: { role: hq } }\n", "n", "h", "hq", &Hardware::default()).is_err());
+        let out = add_node(
+            "fleet: { name: s }\n",
+            "n1",
+            "host: x",
+            "hq",
+            &Hardware::default(),
+        )
+        .expect("edits");
+        assert!(
+            out.ends_with("nodes:\n  n1:\n    host: \"host: x\"\n    role: hq\n"),
+            "{out}"
+        );
+        assert!(
+            add_node(
+                "nodes: { a: { role: hq } }\n",
+                "n",
+                "h",
+                "hq",
+                &Hardware::default()
+            )
+            .is_err()
+        );
     }
 }

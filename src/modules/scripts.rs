@@ -220,9 +220,9 @@ pub fn build(
             sc.push_str(concat!(
                 "t=$(mktemp \"$(dirname \"$P\")/.fleet.XXXXXX\") || fail \"cannot write next to $P\"\ntrap 'rm -f \"$t\"' EXIT\n",
                 "awk 'BEGIN { line = ENVIRON[\"FLEET_LINE\"]; re = ENVIRON[\"FLEET_RE\"]; st = ENVIRON[\"FLEET_STATE\"]; last = 0; found = 0 }\n",
-                "  { l[NR] = $0; if ((re != \"\" && $0 ~ re) || (re == \"\" && $0 == line)) { last = NR; found++; m[NR] = 1 } }\n",
+                "  { l[NR] = $0; if ($0 == line) exact = 1; if ((re != \"\" && $0 ~ re) || (re == \"\" && $0 == line)) { last = NR; found++; m[NR] = 1 } }\n",
                 "  END { for (i = 1; i <= NR; i++) { if (st == \"absent\") { if (!(i in m)) print l[i] } else if (i == last && re != \"\") print line; else print l[i] }\n",
-                "        if (st != \"absent\" && found == 0) print line }' \"$P\" > \"$t\" || fail \"awk failed on $P\"\n",
+                "        if (st != \"absent\" && found == 0 && !exact) print line }' \"$P\" > \"$t\" || fail \"awk failed on $P\"\n",
                 "if cmp -s \"$t\" \"$P\"; then rm -f \"$t\"; trap - EXIT; finish 0; fi\nchanged=1\n",
                 "if [ \"$DIFF\" = 1 ]; then printf '__FLEET_OLD__\\n'; base64 < \"$P\"; printf '\\n__FLEET_OLD__\\n'; fi\n",
                 "[ \"$CHECK\" = 1 ] && finish 0\n",
@@ -444,8 +444,7 @@ pub fn parse_output(status: i32, stdout: &str, stderr: &str) -> Result<Reported,
             .unwrap_or("0")
     };
     let mut before = None;
-    // Like a shell's $(...), drop the final newline of what the command printed.
-    let mut out = body.strip_suffix('\n').unwrap_or(body).to_string();
+    let mut out = body.to_string();
     if let Some(start) = out.find(&format!("{OLD}\n"))
         && let Some(end) = out[start + OLD.len() + 1..].find(&format!("\n{OLD}\n"))
     {
@@ -459,6 +458,10 @@ pub fn parse_output(status: i32, stdout: &str, stderr: &str) -> Result<Reported,
             .ok()
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         out.replace_range(start..start + OLD.len() + 1 + end + OLD.len() + 2, "");
+    }
+    // Like a shell's $(...), drop the final newline of what the command printed.
+    if out.ends_with('\n') {
+        out.pop();
     }
     Ok(Reported {
         changed: field("changed") == "1",

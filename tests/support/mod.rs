@@ -408,7 +408,8 @@ impl Hosts {
     pub fn install_standins(&self, n: u16) {
         for k in 1..=n {
             for tool in ["systemctl", "apt-get", "dpkg-query"] {
-                let text = std::fs::read_to_string(crate_root().join("tests/standins").join(tool)).expect("stand-in");
+                let text = std::fs::read_to_string(crate_root().join("tests/standins").join(tool))
+                    .expect("stand-in");
                 let mut child = std::process::Command::new("ssh")
                     .arg("-F")
                     .arg(self.ssh_config())
@@ -418,7 +419,12 @@ impl Hosts {
                     .spawn()
                     .expect("ssh");
                 use std::io::Write;
-                child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(text.as_bytes())
+                    .expect("write");
                 assert!(child.wait().expect("wait").success());
             }
         }

@@ -19,14 +19,20 @@ pub struct Ollama {
 }
 
 fn full(name: &str) -> String {
-    if name.contains(':') { name.to_string() } else { format!("{name}:latest") }
+    if name.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
 }
 
 /// Starts a stand-in holding `models`.
 pub fn start(models: &[&str]) -> Ollama {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let held = Arc::new(Mutex::new(models.iter().map(|m| full(m)).collect::<Vec<_>>()));
+    let held = Arc::new(Mutex::new(
+        models.iter().map(|m| full(m)).collect::<Vec<_>>(),
+    ));
     let requests = Arc::new(Mutex::new(Vec::new()));
     let (m2, r2) = (held.clone(), requests.clone());
     std::thread::spawn(move || {
@@ -36,7 +42,12 @@ pub fn start(models: &[&str]) -> Ollama {
             std::thread::spawn(move || serve(s, &models, &requests));
         }
     });
-    Ollama { url: format!("http://127.0.0.1:{port}"), port, models: held, requests }
+    Ollama {
+        url: format!("http://127.0.0.1:{port}"),
+        port,
+        models: held,
+        requests,
+    }
 }
 
 fn serve(mut s: std::net::TcpStream, models: &Mutex<Vec<String>>, requests: &Mutex<Vec<String>>) {
@@ -49,7 +60,10 @@ fn serve(mut s: std::net::TcpStream, models: &Mutex<Vec<String>>, requests: &Mut
         return;
     }
     let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
     let mut len = 0usize;
     loop {
         let mut h = String::new();
@@ -62,10 +76,18 @@ fn serve(mut s: std::net::TcpStream, models: &Mutex<Vec<String>>, requests: &Mut
     }
     let mut body = vec![0u8; len];
     let _ = reader.read_exact(&mut body);
-    requests.lock().expect("lock").push(format!("{method} {path}"));
+    requests
+        .lock()
+        .expect("lock")
+        .push(format!("{method} {path}"));
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let name = full(v["model"].as_str().or(v["name"].as_str()).unwrap_or(""));
-    let json = |code: &str, body: String| format!("HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+    let json = |code: &str, body: String| {
+        format!(
+            "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
     let resp = match (method.as_str(), path.as_str()) {
         ("GET", "/api/tags") => {
             let list: Vec<serde_json::Value> = models.lock().expect("lock").iter().map(|m| serde_json::json!({ "name": m, "model": m, "size": 4_000_000_000u64, "digest": "sha256:0" })).collect();
@@ -77,7 +99,9 @@ fn serve(mut s: std::net::TcpStream, models: &Mutex<Vec<String>>, requests: &Mut
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nconnection: close\r\n\r\n{\"status\":\"pulling manifest\"}\n{\"error\":\"pull model manifest: file does not exist\"}\n");
                 return;
             }
-            let mut out = String::from("HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nconnection: close\r\n\r\n");
+            let mut out = String::from(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nconnection: close\r\n\r\n",
+            );
             out.push_str("{\"status\":\"pulling manifest\"}\n");
             for done in [0u64, 2_000_000_000, 4_000_000_000] {
                 out.push_str(&format!("{{\"status\":\"pulling 8eeb52dfb3bb\",\"digest\":\"sha256:8eeb\",\"total\":4000000000,\"completed\":{done}}}\n"));
@@ -97,7 +121,10 @@ fn serve(mut s: std::net::TcpStream, models: &Mutex<Vec<String>>, requests: &Mut
                     m.remove(i);
                     json("200 OK", String::new())
                 }
-                None => json("404 Not Found", format!("{{\"error\":\"model '{name}' not found\"}}")),
+                None => json(
+                    "404 Not Found",
+                    format!("{{\"error\":\"model '{name}' not found\"}}"),
+                ),
             }
         }
         _ => json("404 Not Found", r#"{"error":"not found"}"#.into()),
