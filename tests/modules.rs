@@ -136,7 +136,7 @@ fn templates_services_and_handlers_with_a_systemctl_stand_in() {
         &hosts,
         1,
         pb,
-        "--- templates/demo.service.j2\n[Service]\nExecStart=/usr/local/bin/demo --port {{ port }} --node {{ node.name }}\n",
+        "--- templates/demo.service.j2\n[Service]\n# {{ node.name }} listens on {{ port }}\nExecStart=/bin/sleep 100{{ port }}\n",
     );
     let real = three_ways(r.path(), 3);
     assert!(
@@ -157,8 +157,8 @@ fn templates_services_and_handlers_with_a_systemctl_stand_in() {
     assert_eq!(unit["status"], "changed");
     let diff = unit["diff"].as_str().expect("diff");
     assert!(
-        diff.contains("-ExecStart=/usr/local/bin/demo --port 8080 --node h1")
-            && diff.contains("+ExecStart=/usr/local/bin/demo --port 9090 --node h1"),
+        diff.contains("-ExecStart=/bin/sleep 1008080")
+            && diff.contains("+ExecStart=/bin/sleep 1009090"),
         "{diff}"
     );
     assert_eq!(

@@ -49,6 +49,10 @@ pub struct Args {
     /// Do not re-render the routing table and registry afterwards.
     #[arg(long)]
     pub no_render: bool,
+    /// HQ's state file, to issue the node's agent token when it has none (default:
+    /// `.fleet/hq.sqlite` in the repo, when it exists, as on the HQ machine).
+    #[arg(long, value_name = "PATH")]
+    pub hq_db: Option<PathBuf>,
 }
 
 fn synthetic_node(name: &str, host: &str, role: &str) -> NodeSpec {
@@ -202,6 +206,33 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             "refusing to provision: {}\n  help: choose a role this machine can carry, e.g. `--role browser_node`",
             misses.join("; ")
         )));
+    }
+
+    // The agent needs a token: issue one when HQ's store is at hand and the node has none.
+    let token_path = root
+        .join(".fleet/tokens")
+        .join(format!("{}.token", args.node));
+    let hq_db = args
+        .hq_db
+        .clone()
+        .or_else(|| Some(crate::cli::serve::default_db(&root)).filter(|p| p.exists()));
+    let uses_agent = closure
+        .iter()
+        .any(|r| r.tasks.iter().any(|t| t.module.name == "fleet_agent"));
+    if uses_agent && !args.check && !token_path.exists() {
+        if let Some(db) = &hq_db {
+            let token = crate::hq::tokens::generate().map_err(Error::Failed)?;
+            crate::hq::store::Store::open(db)
+                .map_err(Error::Failed)?
+                .set_token(&args.node, &crate::hq::tokens::hash(&token))
+                .map_err(Error::Failed)?;
+            crate::cli::token::write_secret(&token_path, format!("{token}\n").as_bytes())?;
+            eprintln!(
+                "{} an agent token for `{}` (HQ keeps its hash; the node gets the token, mode 0600)",
+                style::green("issued"),
+                args.node
+            );
+        }
     }
 
     let recap = rt.block_on(async {

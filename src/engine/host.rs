@@ -472,6 +472,11 @@ impl Run<'_> {
         what: &str,
     ) -> Result<(Status, J, Option<String>, Option<String>), Exec> {
         let args = self.render(&task.args, ctx, what).map_err(Exec::Failed)?;
+        if task.module.name == "fleet_agent" {
+            return self
+                .fleet_agent(&args, ctx, task.become_ || play_become)
+                .await;
+        }
         let content = crate::plan::task_file_content(
             &self.shared.repo,
             &self.shared.library,
@@ -704,6 +709,235 @@ impl Run<'_> {
             }
             return Ok((status, result, msg, diff));
         }
+    }
+}
+
+impl Run<'_> {
+    async fn script(&self, built: &scripts::Built, become_: bool) -> Result<Reported, Exec> {
+        let Some(conn) = &self.state.conn else {
+            return Err(Exec::Unreachable("not connected".into()));
+        };
+        let out = conn
+            .exec(&built.script, built.stdin.as_deref(), become_, None)
+            .await
+            .map_err(|e| match e {
+                ConnError::Unreachable(m) => Exec::Unreachable(m),
+                ConnError::Timeout(t) => Exec::Failed(format!("timed out after {t}")),
+            })?;
+        scripts::parse_output(out.status, &out.stdout, &out.stderr).map_err(Exec::Failed)
+    }
+
+    /// `fleet_agent`: the agent binary (uploaded only when its checksum differs), the node's
+    /// token (0600, from `.fleet/tokens/NODE.token` on the controller), the systemd unit or
+    /// launchd plist from the `services/` templates, and the service started (restarted
+    /// when any of those changed).
+    async fn fleet_agent(
+        &mut self,
+        args: &J,
+        ctx: &J,
+        become_: bool,
+    ) -> Result<(Status, J, Option<String>, Option<String>), Exec> {
+        let check = self.shared.opts.check;
+        let facts = self.state.facts.clone().unwrap_or_default();
+        let node = self.state.name.clone();
+        let get = |k: &str, d: &str| args.get(k).and_then(J::as_str).unwrap_or(d).to_string();
+        let binary = get("binary", "/usr/local/bin/fleet");
+        let token_file = get("token_file", "/etc/fleet/agent.token");
+        let interval = get("interval", "60s");
+        let hq_url = args
+            .get("hq_url")
+            .and_then(J::as_str)
+            .ok_or_else(|| Exec::Failed("`hq_url` is required".into()))?
+            .to_string();
+        let macos = facts.os.as_deref() == Some("macos");
+        // 1. The binary: this controller's own when the platforms match, else `source`.
+        let source = match args.get("source").and_then(J::as_str) {
+            Some(s) => std::path::PathBuf::from(s),
+            None => {
+                let same = facts.os.as_deref() == Some(std::env::consts::OS)
+                    && facts.arch.as_deref() == Some(std::env::consts::ARCH);
+                if !same {
+                    return Err(Exec::Failed(format!(
+                        "no fleet binary for {}/{}: this controller is {}/{}; set `source:` to a fleet binary built for the node",
+                        facts.os.clone().unwrap_or_default(),
+                        facts.arch.clone().unwrap_or_default(),
+                        std::env::consts::OS,
+                        std::env::consts::ARCH
+                    )));
+                }
+                std::env::current_exe()
+                    .map_err(|e| Exec::Failed(format!("cannot find fleet's own binary: {e}")))?
+            }
+        };
+        let bytes = std::fs::read(&source)
+            .map_err(|e| Exec::Failed(format!("cannot read {}: {e}", source.display())))?;
+        let sum = crate::util::sha256_hex(&bytes);
+        let q = crate::command::shquote(&binary);
+        let probe = scripts::Built {
+            script: format!(
+                "CHECK=1; s=$(sha256sum {q} 2>/dev/null | cut -d' ' -f1 || shasum -a 256 {q} 2>/dev/null | cut -d' ' -f1); if [ \"$s\" = {sum} ]; then printf '\\n__FLEET__ changed=0 rc=0\\n'; else printf '\\n__FLEET__ changed=1 rc=0\\n'; fi"
+            ),
+            ..Default::default()
+        };
+        let mut changed_any = false;
+        let bin_changed = self.script(&probe, become_).await?.changed;
+        if bin_changed {
+            changed_any = true;
+            if !check {
+                let dir = binary
+                    .rsplit_once('/')
+                    .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
+                    .to_string();
+                let mkdir = scripts::build(
+                    "file",
+                    &json!({ "path": dir, "state": "directory" }),
+                    None,
+                    &facts,
+                    false,
+                    false,
+                )
+                .map_err(Exec::Failed)?;
+                self.script(&mkdir, become_).await?;
+                let up = scripts::build(
+                    "copy",
+                    &json!({ "dest": binary, "mode": "0755" }),
+                    Some(bytes),
+                    &facts,
+                    false,
+                    false,
+                )
+                .map_err(Exec::Failed)?;
+                self.script(&up, become_).await?;
+            }
+        }
+        // 2. The token, issued on HQ (`fleet token issue NODE --out .fleet/tokens/NODE.token`).
+        let token_src = args
+            .get("token_source")
+            .and_then(J::as_str)
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                self.shared
+                    .repo
+                    .root
+                    .join(".fleet/tokens")
+                    .join(format!("{node}.token"))
+            });
+        let token = std::fs::read_to_string(&token_src).map_err(|_| {
+            Exec::Failed(format!(
+                "no token for `{node}` at {}; issue one with `fleet token issue {node} --out {}` against HQ's store (`fleet provision` does it when HQ's store is local)",
+                token_src.display(),
+                token_src.display()
+            ))
+        })?;
+        self.masker.add(token.trim());
+        let tdir = token_file
+            .rsplit_once('/')
+            .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
+            .to_string();
+        for (dir, mode) in [(tdir.as_str(), "0755"), ("/var/log/fleet", "0755")] {
+            let mk = scripts::build(
+                "file",
+                &json!({ "path": dir, "state": "directory", "mode": mode }),
+                None,
+                &facts,
+                check,
+                false,
+            )
+            .map_err(Exec::Failed)?;
+            changed_any |= self.script(&mk, become_).await?.changed;
+        }
+        let tok = scripts::build(
+            "copy",
+            &json!({ "dest": token_file, "mode": "0600" }),
+            Some(format!("{}\n", token.trim()).into_bytes()),
+            &facts,
+            check,
+            false,
+        )
+        .map_err(Exec::Failed)?;
+        let tok_changed = self.script(&tok, become_).await?.changed;
+        changed_any |= tok_changed;
+        // 3. The unit (systemd) or plist (launchd).
+        let (tmpl, dest, service) = if macos {
+            (
+                "services/com.fleet.agent.plist.j2",
+                "/Library/LaunchDaemons/com.fleet.agent.plist",
+                "com.fleet.agent",
+            )
+        } else {
+            (
+                "services/fleet-agent.service.j2",
+                "/etc/systemd/system/fleet-agent.service",
+                "fleet-agent",
+            )
+        };
+        let mut uctx = ctx.clone();
+        if let Some(o) = uctx.as_object_mut() {
+            o.insert("agent_binary".into(), J::String(binary.clone()));
+            o.insert("agent_token_file".into(), J::String(token_file.clone()));
+            o.insert("agent_interval".into(), J::String(interval.clone()));
+            if let Some(f) = o.get_mut("fleet").and_then(J::as_object_mut) {
+                f.insert("hq_url".into(), J::String(hq_url.clone()));
+            }
+        }
+        let unit = self
+            .env
+            .get_template(tmpl)
+            .and_then(|t| t.render(template::ctx_value(&uctx)))
+            .map_err(|e| Exec::Failed(format!("rendering {tmpl}: {e}")))?;
+        let mkunit = scripts::build(
+            "file",
+            &json!({ "path": dest.rsplit_once('/').map_or("/", |(d, _)| d), "state": "directory" }),
+            None,
+            &facts,
+            check,
+            false,
+        )
+        .map_err(Exec::Failed)?;
+        changed_any |= self.script(&mkunit, become_).await?.changed;
+        let u = scripts::build(
+            "copy",
+            &json!({ "dest": dest, "mode": "0644" }),
+            Some(unit.clone().into_bytes()),
+            &facts,
+            check,
+            self.shared.opts.diff,
+        )
+        .map_err(Exec::Failed)?;
+        let ur = self.script(&u, become_).await?;
+        changed_any |= ur.changed;
+        let diff = (self.shared.opts.diff && ur.changed).then(|| {
+            similar::TextDiff::from_lines(ur.before.as_deref().unwrap_or(""), &unit)
+                .unified_diff()
+                .header(&format!("before: {dest}"), &format!("after: {dest}"))
+                .to_string()
+        });
+        // 4. The service: restarted when anything it runs on changed.
+        let restart = bin_changed || tok_changed || ur.changed;
+        let state = if restart { "restarted" } else { "started" };
+        if !check || !restart {
+            let svc = scripts::build(
+                "service",
+                &json!({ "name": service, "state": state, "enabled": true }),
+                None,
+                &facts,
+                check,
+                false,
+            )
+            .map_err(Exec::Failed)?;
+            changed_any |= self.script(&svc, become_).await?.changed;
+        }
+        let status = if changed_any {
+            Status::Changed
+        } else {
+            Status::Ok
+        };
+        Ok((
+            status,
+            json!({ "changed": changed_any, "failed": false }),
+            None,
+            diff,
+        ))
     }
 }
 

@@ -119,11 +119,25 @@ pub fn build(
     let mut sc = preamble(check, diff);
     let mut stdin = None;
     match module {
-        "debug" => return Ok(Built { local_only: Some(s(args, "msg").map(str::to_string).unwrap_or_else(|| str_of(args))), ..Built::default() }),
+        "debug" => {
+            return Ok(Built {
+                local_only: Some(
+                    s(args, "msg")
+                        .map(str::to_string)
+                        .unwrap_or_else(|| str_of(args)),
+                ),
+                ..Built::default()
+            });
+        }
         "command" | "shell" => {
             let (cmd, chdir, creates, removes) = match args {
                 J::String(c) => (c.clone(), None, None, None),
-                _ => (s(args, "cmd").unwrap_or_default().to_string(), s(args, "chdir"), s(args, "creates"), s(args, "removes")),
+                _ => (
+                    s(args, "cmd").unwrap_or_default().to_string(),
+                    s(args, "chdir"),
+                    s(args, "creates"),
+                    s(args, "removes"),
+                ),
             };
             if let Some(c) = creates {
                 sc.push_str(&format!("[ -e {} ] && finish 0\n", shquote(c)));
@@ -133,7 +147,11 @@ pub fn build(
             }
             sc.push_str("changed=1\n[ \"$CHECK\" = 1 ] && finish 0\n");
             if let Some(d) = chdir {
-                sc.push_str(&format!("cd {} || fail \"cannot cd to {}\"\n", shquote(d), d.replace('"', "")));
+                sc.push_str(&format!(
+                    "cd {} || fail \"cannot cd to {}\"\n",
+                    shquote(d),
+                    d.replace('"', "")
+                ));
             }
             if let Some(J::Object(env)) = args.get("env") {
                 for (k, v) in env {
@@ -145,7 +163,9 @@ pub fn build(
             let line = if module == "shell" {
                 Cmd::new("sh").arg("-c").arg(&cmd).line()
             } else {
-                let words = shlex::split(&cmd).ok_or_else(|| format!("cannot split the command `{cmd}` into words (unbalanced quotes?)"))?;
+                let words = shlex::split(&cmd).ok_or_else(|| {
+                    format!("cannot split the command `{cmd}` into words (unbalanced quotes?)")
+                })?;
                 if words.is_empty() {
                     return Err("the command is empty".into());
                 }
@@ -209,12 +229,25 @@ pub fn build(
             if state == "present" && s(args, "line").is_none() {
                 return Err("`state: present` needs `line`".into());
             }
-            sc.push_str(&format!("P={}\nexport FLEET_LINE={} FLEET_RE={} FLEET_STATE={}\n", shquote(path), shquote(line), shquote(re), shquote(state)));
+            sc.push_str(&format!(
+                "P={}\nexport FLEET_LINE={} FLEET_RE={} FLEET_STATE={}\n",
+                shquote(path),
+                shquote(line),
+                shquote(re),
+                shquote(state)
+            ));
             if b(args, "create") {
                 sc.push_str("if [ ! -e \"$P\" ]; then [ \"$FLEET_STATE\" = absent ] && finish 0; changed=1; [ \"$CHECK\" = 1 ] && finish 0; [ -d \"$(dirname \"$P\")\" ] || fail \"directory of $P does not exist\"; printf '%s\\n' \"$FLEET_LINE\" > \"$P\" || fail \"cannot create $P\"; ");
-                sc.push_str(&format!("{}finish 0; fi\n", mode_digits(args).map(|m| format!("chmod {m} \"$P\"; ")).unwrap_or_default()));
+                sc.push_str(&format!(
+                    "{}finish 0; fi\n",
+                    mode_digits(args)
+                        .map(|m| format!("chmod {m} \"$P\"; "))
+                        .unwrap_or_default()
+                ));
             } else {
-                sc.push_str("[ -f \"$P\" ] || fail \"$P does not exist (set create: true to create it)\"\n");
+                sc.push_str(
+                    "[ -f \"$P\" ] || fail \"$P does not exist (set create: true to create it)\"\n",
+                );
             }
             // awk reads the pattern and line from the environment, so no quoting reaches it.
             sc.push_str(concat!(
@@ -267,22 +300,52 @@ pub fn build(
             }
             let state = s(args, "state").unwrap_or("present");
             let manager = match s(args, "manager").unwrap_or("auto") {
-                "auto" => facts.package_manager.clone().ok_or("no package manager found on the host (apt, dnf, pacman or brew)")?,
+                "auto" => facts
+                    .package_manager
+                    .clone()
+                    .ok_or("no package manager found on the host (apt, dnf, pacman or brew)")?,
                 m => m.to_string(),
             };
             let cask = b(args, "cask");
             let (has, install, remove, outdated) = match manager.as_str() {
-                "apt" => ("dpkg-query -W -f='${Status}' \"$1\" 2>/dev/null | grep -q 'install ok installed'", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q", "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q", "apt-get -s install --only-upgrade \"$1\" 2>/dev/null | grep -q '^Inst'"),
-                "dnf" => ("rpm -q \"$1\" >/dev/null 2>&1", "dnf install -y -q", "dnf remove -y -q", "dnf -q check-update \"$1\" >/dev/null 2>&1; [ $? = 100 ]"),
-                "pacman" => ("pacman -Q \"$1\" >/dev/null 2>&1", "pacman -S --noconfirm --needed", "pacman -R --noconfirm", "pacman -Qu \"$1\" >/dev/null 2>&1"),
-                "brew" if cask => ("brew list --cask \"$1\" >/dev/null 2>&1", "brew install --cask", "brew uninstall --cask", "[ -n \"$(brew outdated --cask \"$1\" 2>/dev/null)\" ]"),
-                "brew" => ("brew list --formula \"$1\" >/dev/null 2>&1", "brew install", "brew uninstall", "[ -n \"$(brew outdated --formula \"$1\" 2>/dev/null)\" ]"),
+                "apt" => (
+                    "dpkg-query -W -f='${Status}' \"$1\" 2>/dev/null | grep -q 'install ok installed'",
+                    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q",
+                    "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q",
+                    "apt-get -s install --only-upgrade \"$1\" 2>/dev/null | grep -q '^Inst'",
+                ),
+                "dnf" => (
+                    "rpm -q \"$1\" >/dev/null 2>&1",
+                    "dnf install -y -q",
+                    "dnf remove -y -q",
+                    "dnf -q check-update \"$1\" >/dev/null 2>&1; [ $? = 100 ]",
+                ),
+                "pacman" => (
+                    "pacman -Q \"$1\" >/dev/null 2>&1",
+                    "pacman -S --noconfirm --needed",
+                    "pacman -R --noconfirm",
+                    "pacman -Qu \"$1\" >/dev/null 2>&1",
+                ),
+                "brew" if cask => (
+                    "brew list --cask \"$1\" >/dev/null 2>&1",
+                    "brew install --cask",
+                    "brew uninstall --cask",
+                    "[ -n \"$(brew outdated --cask \"$1\" 2>/dev/null)\" ]",
+                ),
+                "brew" => (
+                    "brew list --formula \"$1\" >/dev/null 2>&1",
+                    "brew install",
+                    "brew uninstall",
+                    "[ -n \"$(brew outdated --formula \"$1\" 2>/dev/null)\" ]",
+                ),
                 other => return Err(format!("unknown package manager `{other}`")),
             };
             if b(args, "update_cache") && manager == "apt" {
                 sc.push_str("[ \"$CHECK\" = 1 ] || apt-get update -q >/dev/null 2>&1 || fail \"apt-get update failed\"\n");
             }
-            sc.push_str(&format!("has() {{ {has}; }}\noutdated() {{ {outdated}; }}\ntodo=''\n"));
+            sc.push_str(&format!(
+                "has() {{ {has}; }}\noutdated() {{ {outdated}; }}\ntodo=''\n"
+            ));
             for n in &names {
                 let q = shquote(n);
                 let cond = match state {
@@ -302,7 +365,10 @@ pub fn build(
                 "auto" => match facts.init.as_deref() {
                     Some("launchd") => "launchd",
                     Some("systemd") => "systemd",
-                    _ => return Err("the host runs neither systemd nor launchd (set `manager:` to say which)".into()),
+                    _ => return Err(
+                        "the host runs neither systemd nor launchd (set `manager:` to say which)"
+                            .into(),
+                    ),
                 },
                 m => m,
             };
@@ -330,7 +396,11 @@ pub fn build(
                     _ => {}
                 }
                 if let Some(J::Bool(en)) = args.get("enabled") {
-                    let (want, verb) = if *en { ("enabled", "enable") } else { ("disabled", "disable") };
+                    let (want, verb) = if *en {
+                        ("enabled", "enable")
+                    } else {
+                        ("disabled", "disable")
+                    };
                     sc.push_str(&format!("if launchctl print-disabled system 2>/dev/null | grep -q \"\\\"$N\\\" => {}\"; then changed=1; [ \"$CHECK\" = 1 ] || launchctl {verb} \"system/$N\" || fail \"launchctl {verb} $N failed\"; fi\n", if *en { "disabled" } else { "enabled" }));
                     let _ = want;
                 }
@@ -341,7 +411,12 @@ pub fn build(
             let url = s(args, "url").ok_or("`url` is required")?;
             let dest = s(args, "dest").ok_or("`dest` is required")?;
             let sum = s(args, "sha256").unwrap_or_default().to_ascii_lowercase();
-            sc.push_str(&format!("P={}\nU={}\nWANT={}\n", shquote(dest), shquote(url), shquote(&sum)));
+            sc.push_str(&format!(
+                "P={}\nU={}\nWANT={}\n",
+                shquote(dest),
+                shquote(url),
+                shquote(&sum)
+            ));
             sc.push_str("sum() { sha256sum \"$1\" 2>/dev/null | cut -d' ' -f1 || shasum -a 256 \"$1\" | cut -d' ' -f1; }\n");
             sc.push_str("need=0\nif [ ! -e \"$P\" ]; then need=1; elif [ -n \"$WANT\" ] && [ \"$(sum \"$P\")\" != \"$WANT\" ]; then need=1; fi\n");
             sc.push_str("if [ \"$need\" = 1 ]; then changed=1; if [ \"$CHECK\" != 1 ]; then t=$(mktemp \"$(dirname \"$P\")/.fleet.XXXXXX\") || fail \"cannot write next to $P\"; trap 'rm -f \"$t\"' EXIT; curl -fsSL --retry 2 -o \"$t\" \"$U\" || fail \"download of $U failed\"; if [ -n \"$WANT\" ] && [ \"$(sum \"$t\")\" != \"$WANT\" ]; then fail \"checksum mismatch for $U: got $(sum \"$t\")\"; fi; chmod 644 \"$t\"; mv -f \"$t\" \"$P\" || fail \"cannot replace $P\"; trap - EXIT; fi; fi\n");
@@ -350,7 +425,9 @@ pub fn build(
             sc.push_str("finish 0\n");
         }
         "wait_for" => {
-            let secs = s(args, "timeout").and_then(crate::spec::task::parse_duration_secs).unwrap_or(60);
+            let secs = s(args, "timeout")
+                .and_then(crate::spec::task::parse_duration_secs)
+                .unwrap_or(60);
             sc.push_str("[ \"$CHECK\" = 1 ] && finish 0\n");
             if let Some(url) = s(args, "url") {
                 sc.push_str(&format!(
@@ -359,7 +436,10 @@ pub fn build(
                     u_msg = url.replace('"', "")
                 ));
             } else {
-                let port = args.get("port").map(str_of).ok_or("`port` or `url` is required")?;
+                let port = args
+                    .get("port")
+                    .map(str_of)
+                    .ok_or("`port` or `url` is required")?;
                 let host = s(args, "host").unwrap_or("127.0.0.1");
                 sc.push_str(&format!(
                     "end=$(( $(date +%s) + {secs} ))\nuntil (bash -c 'exec 3<>/dev/tcp/'{h}'/'{p} 2>/dev/null || nc -z {h} {p} 2>/dev/null); do [ \"$(date +%s)\" -ge \"$end\" ] && fail \"port {p} on {hm} did not open within {secs}s\"; sleep 0.25; done\nfinish 0\n",
@@ -373,11 +453,23 @@ pub fn build(
             let url = s(args, "url").ok_or("`url` is required")?;
             let method = s(args, "method").unwrap_or("GET");
             let status = args.get("status").and_then(J::as_u64).unwrap_or(200);
-            let secs = s(args, "timeout").and_then(crate::spec::task::parse_duration_secs).unwrap_or(30);
+            let secs = s(args, "timeout")
+                .and_then(crate::spec::task::parse_duration_secs)
+                .unwrap_or(30);
             if method != "GET" && method != "HEAD" {
                 sc.push_str("[ \"$CHECK\" = 1 ] && finish 0\n");
             }
-            let mut c = Cmd::new("curl").args(["-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", "--max-time", &secs.to_string(), "-X", method]);
+            let mut c = Cmd::new("curl").args([
+                "-sS",
+                "-o",
+                "/dev/stdout",
+                "-w",
+                "\n%{http_code}",
+                "--max-time",
+                &secs.to_string(),
+                "-X",
+                method,
+            ]);
             if let Some(J::Object(h)) = args.get("headers") {
                 for (k, v) in h {
                     c = c.arg("-H").arg(format!("{k}: {}", str_of(v)));
@@ -401,10 +493,17 @@ pub fn build(
         }
         "ollama_model" => {
             let name = s(args, "name").ok_or("`name` is required")?;
-            let url = s(args, "url").unwrap_or("http://127.0.0.1:11434").trim_end_matches('/');
+            let url = s(args, "url")
+                .unwrap_or("http://127.0.0.1:11434")
+                .trim_end_matches('/');
             let state = s(args, "state").unwrap_or("present");
             let body = serde_json::json!({ "name": name, "model": name }).to_string();
-            sc.push_str(&format!("B={}\nM={}\nBODY={}\n", shquote(url), shquote(name), shquote(&body)));
+            sc.push_str(&format!(
+                "B={}\nM={}\nBODY={}\n",
+                shquote(url),
+                shquote(name),
+                shquote(&body)
+            ));
             sc.push_str("tags=$(curl -fsS --max-time 10 \"$B/api/tags\") || fail \"Ollama at $B does not answer /api/tags\"\n");
             // Names in /api/tags are "name:tag"; a bare name means ":latest".
             sc.push_str("case \"$M\" in *:*) W=\"$M\";; *) W=\"$M:latest\";; esac\nhave=0; printf '%s' \"$tags\" | tr ',' '\\n' | grep -q \"\\\"name\\\":\\\"$W\\\"\" && have=1\n");
@@ -414,7 +513,7 @@ pub fn build(
                 sc.push_str("if [ \"$have\" = 0 ]; then changed=1; if [ \"$CHECK\" != 1 ]; then out=$(curl -fsS -N -X POST -d \"$BODY\" \"$B/api/pull\") || fail \"pulling $M from $B failed\"; last=$(printf '%s\\n' \"$out\" | tail -n1); printf '%s\\n' \"$out\" | grep -q '\"status\":\"success\"' || fail \"pulling $M did not finish: $last\"; printf '%s\\n' \"$out\" | grep -o '\"status\":\"[^\"]*\"' | uniq | sed 's/\"status\":\"//; s/\"$//' >&2; fi; fi\nfinish 0\n");
             }
         }
-        "fleet_agent" => return Err("the `fleet_agent` module is not available yet: install the agent with `fleet token issue` and the `services/fleet-agent.service.j2` template (see docs/hq.md)".into()),
+        "fleet_agent" => return Err("`fleet_agent` runs as several steps in the engine".into()),
         other => return Err(format!("module `{other}` has no implementation")),
     }
     Ok(Built {
