@@ -219,20 +219,22 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     let uses_agent = closure
         .iter()
         .any(|r| r.tasks.iter().any(|t| t.module.name == "fleet_agent"));
-    if uses_agent && !args.check && !token_path.exists() {
-        if let Some(db) = &hq_db {
-            let token = crate::hq::tokens::generate().map_err(Error::Failed)?;
-            crate::hq::store::Store::open(db)
-                .map_err(Error::Failed)?
-                .set_token(&args.node, &crate::hq::tokens::hash(&token))
-                .map_err(Error::Failed)?;
-            crate::cli::token::write_secret(&token_path, format!("{token}\n").as_bytes())?;
-            eprintln!(
-                "{} an agent token for `{}` (HQ keeps its hash; the node gets the token, mode 0600)",
-                style::green("issued"),
-                args.node
-            );
-        }
+    if uses_agent
+        && !args.check
+        && !token_path.exists()
+        && let Some(db) = &hq_db
+    {
+        let token = crate::hq::tokens::generate().map_err(Error::Failed)?;
+        crate::hq::store::Store::open(db)
+            .map_err(Error::Failed)?
+            .set_token(&args.node, &crate::hq::tokens::hash(&token))
+            .map_err(Error::Failed)?;
+        crate::cli::token::write_secret(&token_path, format!("{token}\n").as_bytes())?;
+        eprintln!(
+            "{} an agent token for `{}` (HQ keeps its hash; the node gets the token, mode 0600)",
+            style::green("issued"),
+            args.node
+        );
     }
 
     let recap = rt.block_on(async {
