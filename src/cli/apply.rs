@@ -1,5 +1,6 @@
 //! `fleet apply PLAYBOOK`: run a playbook on its hosts over SSH (`--check` predicts, changes nothing).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,14 @@ pub async fn report(
     check: bool,
 ) -> Vec<(String, HostRecap)> {
     let mut recap = Vec::new();
+    // A progress line per play on a terminal; output lines go above it.
+    let bars = !json && std::io::stdout().is_terminal();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let (mut done, mut changed, mut failed) = (0u32, 0u32, 0u32);
+    let say = |bar: &Option<indicatif::ProgressBar>, text: String| match bar {
+        Some(b) => b.println(text),
+        None => crate::outln!("{text}"),
+    };
     while let Some(e) = rx.recv().await {
         if json {
             crate::outln!("{}", serde_json::to_string(&e).unwrap_or_default());
@@ -66,18 +75,42 @@ pub async fn report(
             continue;
         }
         match (e.event, e.status) {
-            ("play", _) => crate::outln!(
-                "{} {} {}",
-                style::bold("PLAY"),
-                style::bold(&e.task),
-                style::dim(&format!(
-                    "({} hosts{})",
-                    e.hosts.unwrap_or(0),
-                    if check { ", check mode" } else { "" }
-                ))
-            ),
+            ("play", _) => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                (done, changed, failed) = (0, 0, 0);
+                crate::outln!(
+                    "{} {} {}",
+                    style::bold("PLAY"),
+                    style::bold(&e.task),
+                    style::dim(&format!(
+                        "({} hosts{})",
+                        e.hosts.unwrap_or(0),
+                        if check { ", check mode" } else { "" }
+                    ))
+                );
+                if bars {
+                    let b = indicatif::ProgressBar::new_spinner();
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    );
+                    b.enable_steady_tick(std::time::Duration::from_millis(120));
+                    b.set_message(format!("{}: starting", e.task));
+                    bar = Some(b);
+                }
+            }
             ("recap", _) => recap.push((e.host.clone(), e.counts.unwrap_or_default())),
             (_, Some(s)) => {
+                done += 1;
+                changed += u32::from(s == Status::Changed);
+                failed += u32::from(matches!(s, Status::Failed | Status::Unreachable));
+                if let Some(b) = &bar {
+                    b.set_message(format!(
+                        "{done} tasks done, {changed} changed, {failed} failed"
+                    ));
+                }
                 let item = e
                     .item
                     .as_ref()
@@ -103,14 +136,17 @@ pub async fn report(
                     || (e.module.as_deref() == Some("debug") && s == Status::Ok);
                 if show {
                     let handler = if e.event == "handler" { "handler " } else { "" };
-                    crate::outln!(
-                        "  {label:<12} {}: {handler}{}{item}{}",
-                        e.host,
-                        e.task,
-                        e.msg
-                            .as_ref()
-                            .map(|m| format!(" — {m}"))
-                            .unwrap_or_default()
+                    say(
+                        &bar,
+                        format!(
+                            "  {label:<12} {}: {handler}{}{item}{}",
+                            e.host,
+                            e.task,
+                            e.msg
+                                .as_ref()
+                                .map(|m| format!(" — {m}"))
+                                .unwrap_or_default()
+                        ),
                     );
                     if let Some(d) = &e.diff {
                         for line in d.lines() {
@@ -119,13 +155,16 @@ pub async fn report(
                                 Some('-') if !line.starts_with("---") => style::red(line),
                                 _ => style::dim(line),
                             };
-                            crate::outln!("      {l}");
+                            say(&bar, format!("      {l}"));
                         }
                     }
                 }
             }
             _ => {}
         }
+    }
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
     }
     recap
 }
