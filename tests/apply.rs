@@ -307,3 +307,56 @@ fn a_config_error_touches_nothing() {
             .contains("missing")
     );
 }
+
+#[test]
+fn become_runs_tasks_through_sudo_for_a_non_root_login() {
+    let hosts = Hosts::up(1);
+    support::ensure_tool("sudo", "sudo");
+    // A login user with passwordless sudo, as on a typical fleet node.
+    hosts.sh(
+        1,
+        "id deploy >/dev/null 2>&1 || useradd -m -s /bin/sh -p '*' deploy; mkdir -p /home/deploy/.ssh; cp /root/.ssh/authorized_keys /home/deploy/.ssh/; chown -R deploy: /home/deploy/.ssh; chmod 700 /home/deploy/.ssh; mkdir -p /etc/sudoers.d; echo 'deploy ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/deploy; chmod 440 /etc/sudoers.d/deploy",
+    );
+    let files = concat!(
+        "--- playbooks/site.yaml\n",
+        "- name: become\n  hosts: all\n  tasks:\n",
+        "    - { name: as deploy, copy: { content: \"mine\\n\", dest: /tmp/deploy-file }, register: mine }\n",
+        "    - { name: as root, copy: { content: \"root's\\n\", dest: /etc/fleet-become, mode: \"0640\" }, become: true }\n",
+        "    - { name: who, command: id -un, become: true, register: who, changed_when: false }\n",
+        "    - { name: without become, copy: { content: \"x\\n\", dest: /etc/fleet-denied } }\n",
+    );
+    let inv = format!(
+        "fleet: {{ name: t, hq: h1, hq_url: \"http://127.0.0.1:1\", ssh_config: \"{}\" }}\nvars: {{ app_dir: /opt/app }}\nnodes:\n  h1: {{ host: 127.0.0.1, role: common, vars: {{ ssh_port: {}, ssh_user: deploy }} }}\n",
+        hosts.ssh_config().display(),
+        hosts.port(1)
+    );
+    let repo = build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &parse_case("b", &format!("--- inventory/fleet.yaml\n{inv}{files}")),
+    );
+    let (code, events, _) = apply(repo.path(), &[]);
+    assert_eq!(code, 1, "the last task has no become and must fail");
+    let ev = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["task"] == t)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(ev("as deploy")["status"], "changed");
+    assert_eq!(ev("as root")["status"], "changed");
+    assert_eq!(ev("who")["status"], "ok");
+    assert_eq!(ev("without become")["status"], "failed");
+    assert!(
+        ev("without become")["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot write in /etc"),
+        "{}",
+        ev("without become")
+    );
+    assert_eq!(
+        hosts.sh(1, "stat -c '%U %a' /tmp/deploy-file /etc/fleet-become"),
+        "deploy 644\nroot 640\n"
+    );
+}
