@@ -241,12 +241,23 @@ impl Run<'_> {
                 return;
             }
         };
-        for (origin, task) in &expanded.tasks {
-            if !self
-                .run_task(*origin, task, &base, play.become_, "task")
-                .await
-            {
-                return;
+        let mut i = 0;
+        while i < expanded.tasks.len() {
+            // Runs of simple tasks go to the host as one exec (see `batch`); the rest, and
+            // everything in check mode, one task per exec.
+            match self.batch(&expanded.tasks[i..], &base, play.become_).await {
+                Batched::Done(n) => i += n,
+                Batched::Stop => return,
+                Batched::No => {
+                    let (origin, task) = expanded.tasks[i];
+                    if !self
+                        .run_task(origin, task, &base, play.become_, "task")
+                        .await
+                    {
+                        return;
+                    }
+                    i += 1;
+                }
             }
         }
         // Handlers run once each, in the order they are defined, when notified.
@@ -938,6 +949,226 @@ impl Run<'_> {
             None,
             diff,
         ))
+    }
+}
+
+/// What `batch` did.
+enum Batched {
+    /// Ran this many tasks (all fine).
+    Done(usize),
+    /// A task failed or the host went away: the host leaves the play.
+    Stop,
+    /// The first task cannot be batched.
+    No,
+}
+
+/// One loop item of one task, ready to run.
+struct Unit {
+    name: String,
+    item: Option<J>,
+    built: Option<scripts::Built>,
+}
+
+fn batchable(task: &Task) -> bool {
+    !matches!(
+        task.module.name,
+        "debug" | "fleet_agent" | "wait_for" | "http"
+    ) && task.register.is_none()
+        && task.changed_when.is_none()
+        && task.failed_when.is_none()
+        && task.until.is_none()
+        && task.retries == 0
+        && task.timeout_secs.is_none()
+}
+
+impl Run<'_> {
+    /// Prepares a task's units (when, loop, rendering, script) without running anything;
+    /// `None` when something needs the one-task path (its errors are reported there).
+    fn prepare(&self, origin: Origin<'_>, task: &Task, base: &J) -> Option<Vec<Unit>> {
+        let what = format!("for host `{}` in task `{}`", self.state.name, task.name);
+        let ctx0 = self.ctx_with(base, task, None);
+        let items: Vec<Option<J>> = match &task.loop_ {
+            None => vec![None],
+            Some(l) => match self.render(l, &ctx0, &what).ok()? {
+                J::Array(a) => a.into_iter().map(Some).collect(),
+                J::Null => Vec::new(),
+                _ => return None,
+            },
+        };
+        let facts = self.state.facts.clone().unwrap_or_default();
+        let mut units = Vec::new();
+        for item in items {
+            let ctx = self.ctx_with(base, task, item.as_ref());
+            let name = template::render_inline(&self.env, &task.name, &ctx, &task.loc, &what)
+                .unwrap_or_else(|_| task.name.clone());
+            if let Some(w) = &task.when
+                && !template::eval_expr(&self.env, &w.value, &ctx, &w.loc, &what)
+                    .ok()?
+                    .is_true()
+            {
+                units.push(Unit {
+                    name,
+                    item,
+                    built: None,
+                });
+                continue;
+            }
+            let args = self.render(&task.args, &ctx, &what).ok()?;
+            let content = crate::plan::task_file_content(
+                &self.shared.repo,
+                &self.shared.library,
+                &self.env,
+                origin,
+                task,
+                &args,
+                &ctx,
+                &what,
+            )
+            .ok()?;
+            if content
+                .as_ref()
+                .is_some_and(|c| c.len() > scripts::BATCH_STDIN_MAX)
+            {
+                return None;
+            }
+            let built = scripts::build(
+                task.module.name,
+                &args,
+                content,
+                &facts,
+                false,
+                self.shared.opts.diff,
+            )
+            .ok()?;
+            if built.local_only.is_some() {
+                return None;
+            }
+            units.push(Unit {
+                name,
+                item,
+                built: Some(built),
+            });
+        }
+        Some(units)
+    }
+
+    /// Runs the longest run of batchable tasks at the head of `tasks` in one exec (real runs
+    /// only: check mode keeps one exec per task, where the engine tracks what earlier tasks
+    /// would have created). Results are judged and reported per task exactly as one by one.
+    async fn batch(
+        &mut self,
+        tasks: &[(Origin<'_>, &Task)],
+        base: &J,
+        play_become: bool,
+    ) -> Batched {
+        if self.shared.opts.check || self.shared.opts.diff {
+            return Batched::No;
+        }
+        let mut group: Vec<(&Task, Vec<Unit>)> = Vec::new();
+        let become_ = tasks.first().is_some_and(|(_, t)| t.become_ || play_become);
+        for (origin, task) in tasks {
+            if !batchable(task)
+                || (task.become_ || play_become) != become_
+                || !self.selected_by_tags(task)
+            {
+                break;
+            }
+            match self.prepare(*origin, task, base) {
+                Some(units) => group.push((task, units)),
+                None => break,
+            }
+        }
+        if group.len() < 2 {
+            return Batched::No;
+        }
+        let parts: Vec<scripts::BatchPart<'_>> = group
+            .iter()
+            .flat_map(|(t, units)| {
+                units.iter().filter_map(move |u| {
+                    u.built.as_ref().map(|b| scripts::BatchPart {
+                        script: &b.script,
+                        stdin: b.stdin.as_deref(),
+                        ignore_errors: t.ignore_errors,
+                    })
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let results = if parts.is_empty() {
+            Vec::new()
+        } else {
+            let script = scripts::batch(&parts);
+            let Some(conn) = &self.state.conn else {
+                return Batched::Stop;
+            };
+            match conn.exec(&script, None, become_, None).await {
+                Ok(out) => scripts::split_batch(&out.stdout),
+                Err(e) => {
+                    self.state.dead = true;
+                    self.state.conn = None;
+                    let ev = Event::unreachable(&self.state.name, e.to_string());
+                    self.emit(ev);
+                    return Batched::Stop;
+                }
+            }
+        };
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+            / u64::try_from(parts.len().max(1)).unwrap_or(1);
+        let host = self.state.name.clone();
+        let mut next = results.into_iter();
+        let mut ran = 0;
+        for (task, units) in &group {
+            for u in units {
+                let status_msg =
+                    match &u.built {
+                        None => Some((Status::Skipped, None)),
+                        Some(_) => next.next().map(|(rc, stdout, stderr)| {
+                            match scripts::parse_output(rc, &stdout, &stderr) {
+                                Ok(r)
+                                    if matches!(task.module.name, "command" | "shell")
+                                        && r.rc != 0 =>
+                                {
+                                    (
+                                        Status::Failed,
+                                        Some(format!(
+                                            "exit {}: {}",
+                                            r.rc,
+                                            last_line(&r.stderr, &r.stdout)
+                                        )),
+                                    )
+                                }
+                                Ok(r) if r.changed => (Status::Changed, None),
+                                Ok(_) => (Status::Ok, None),
+                                Err(m) => (Status::Failed, Some(m)),
+                            }
+                        }),
+                    };
+                // A task after a failure in the batch did not run: the host stops here.
+                let Some((status, msg)) = status_msg else {
+                    return Batched::Stop;
+                };
+                let mut e = Event::task("task", &host, &u.name, task.module.name, status);
+                e.item = u.item.clone();
+                e.msg = msg;
+                if u.built.is_some() {
+                    e.ms = Some(ms);
+                }
+                if status == Status::Changed {
+                    for n in &task.notify {
+                        self.notified.insert(n.value.clone());
+                    }
+                    if matches!(task.module.name, "package" | "user") {
+                        self.state.facts_stale = true;
+                    }
+                }
+                self.emit(e);
+                if status == Status::Failed && !task.ignore_errors {
+                    return Batched::Stop;
+                }
+            }
+            ran += 1;
+        }
+        Batched::Done(ran)
     }
 }
 

@@ -44,7 +44,7 @@ const OLD: &str = "__FLEET_OLD__";
 
 fn preamble(check: bool, diff: bool) -> String {
     format!(
-        "CHECK={}; DIFF={}; changed=0\nfail() {{ printf '%s\\n' \"$*\" >&2; exit 97; }}\nfinish() {{ printf '\\n{MARK}changed=%s rc=%s\\n' \"$changed\" \"${{1:-0}}\"; exit 0; }}\n",
+        "CHECK={}; DIFF={}; changed=0\nfail() {{ printf '%s\\n' \"$*\" >&2; exit 97; }}\nfinish() {{ printf '\\n{MARK}changed=%s rc=%s\\n' \"$changed\" \"${{1:-0}}\"; [ \"${{FLEET_BATCH:-0}}\" = 1 ] && [ \"${{1:-0}}\" != 0 ] && exit 98; exit 0; }}\n",
         u8::from(check),
         u8::from(diff)
     )
@@ -86,23 +86,24 @@ pub fn mode_digits(args: &J) -> Option<String> {
 
 /// Sets mode/owner/group of `$P` when they differ; counts as a change.
 fn attrs(args: &J) -> String {
-    let mut out = String::new();
-    if let Some(m) = mode_digits(args) {
-        out.push_str(&format!(
-            "cur=$(stat -c %a \"$P\" 2>/dev/null || stat -f %Lp \"$P\" 2>/dev/null); if [ \"$cur\" != {m} ]; then changed=1; [ \"$CHECK\" = 1 ] || chmod {m} \"$P\" || fail \"chmod {m} $P failed\"; fi\n"
-        ));
+    let mode = mode_digits(args);
+    let owner = s(args, "owner").map(shquote);
+    let group = s(args, "group").map(shquote);
+    if mode.is_none() && owner.is_none() && group.is_none() {
+        return String::new();
     }
-    if let Some(o) = s(args, "owner") {
-        let o = shquote(o);
-        out.push_str(&format!(
-            "cur=$(stat -c %U \"$P\" 2>/dev/null || stat -f %Su \"$P\" 2>/dev/null); if [ \"$cur\" != {o} ]; then changed=1; [ \"$CHECK\" = 1 ] || chown {o} \"$P\" || fail \"chown {o} $P failed\"; fi\n"
-        ));
+    // One stat for all three (GNU, then BSD/macOS syntax).
+    let mut out = String::from(
+        "set -- $(stat -c '%a %U %G' \"$P\" 2>/dev/null || stat -f '%Lp %Su %Sg' \"$P\" 2>/dev/null)\n",
+    );
+    if let Some(m) = mode {
+        out.push_str(&format!("if [ \"$1\" != {m} ]; then changed=1; [ \"$CHECK\" = 1 ] || chmod {m} \"$P\" || fail \"chmod {m} $P failed\"; fi\n"));
     }
-    if let Some(g) = s(args, "group") {
-        let g = shquote(g);
-        out.push_str(&format!(
-            "cur=$(stat -c %G \"$P\" 2>/dev/null || stat -f %Sg \"$P\" 2>/dev/null); if [ \"$cur\" != {g} ]; then changed=1; [ \"$CHECK\" = 1 ] || chgrp {g} \"$P\" || fail \"chgrp {g} $P failed\"; fi\n"
-        ));
+    if let Some(o) = owner {
+        out.push_str(&format!("if [ \"$2\" != {o} ]; then changed=1; [ \"$CHECK\" = 1 ] || chown {o} \"$P\" || fail \"chown {o} $P failed\"; fi\n"));
+    }
+    if let Some(g) = group {
+        out.push_str(&format!("if [ \"$3\" != {g} ]; then changed=1; [ \"$CHECK\" = 1 ] || chgrp {g} \"$P\" || fail \"chgrp {g} $P failed\"; fi\n"));
     }
     out
 }
@@ -200,7 +201,10 @@ pub fn build(
         }
         "copy" | "template" => {
             let dest = s(args, "dest").ok_or("`dest` is required")?;
-            sc.push_str(&format!("P={}\nD=$(dirname \"$P\")\n", shquote(dest)));
+            sc.push_str(&format!(
+                "P={}\ncase \"$P\" in */*) D=${{P%/*}}; D=${{D:-/}};; *) D=.;; esac\n",
+                shquote(dest)
+            ));
             // In check mode a missing directory may be one an earlier task would create: say
             // so, and the engine decides from what that run predicted.
             sc.push_str(&format!("if [ ! -d \"$D\" ]; then [ \"$CHECK\" = 1 ] && {{ cat > /dev/null; printf '\\n{MARK}changed=1 rc=0 missing_dir=1\\n'; exit 0; }}; fail \"directory $D does not exist (create it with a file task first)\"; fi\n"));
@@ -521,6 +525,84 @@ pub fn build(
         stdin,
         local_only: None,
     })
+}
+
+/// Markers of a batch: several tasks' scripts in one exec.
+pub const UNIT: &str = "__FLEET_UNIT__ ";
+const UNIT_END: &str = "__FLEET_UNIT_END__ ";
+const ERR: &str = "__FLEET_ERR__";
+
+/// One script of a batch, with its file content.
+#[derive(Debug, Clone)]
+pub struct BatchPart<'a> {
+    /// The task's script.
+    pub script: &'a str,
+    /// Its stdin (small file contents, carried inside the batch as base64).
+    pub stdin: Option<&'a [u8]>,
+    /// Keep going when this one fails.
+    pub ignore_errors: bool,
+}
+
+/// Largest stdin a task may have to travel in a batch (it goes in the command line).
+pub const BATCH_STDIN_MAX: usize = 48 * 1024;
+
+/// Joins several task scripts into one exec: each runs in its own subshell, in order, with
+/// its own stdin and stderr, and the batch stops at the first failure (exit 97 from `fail`,
+/// 98 from a command that failed) unless that task ignores errors.
+pub fn batch(parts: &[BatchPart<'_>]) -> String {
+    use base64::Engine;
+    let mut out = String::from(
+        "FLEET_BATCH=1; export FLEET_BATCH\nE=$(mktemp 2>/dev/null || echo /tmp/.fleet-err.$$)\ntrap 'rm -f \"$E\"' EXIT\n",
+    );
+    for (i, p) in parts.iter().enumerate() {
+        out.push_str(&format!("printf '{UNIT}%s\\n' {i}\n"));
+        let body = format!("({}\n)", p.script);
+        match p.stdin {
+            Some(data) => {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+                out.push_str(&format!(
+                    "printf '%s' '{b64}' | (base64 -d 2>/dev/null || base64 -D) | {body} 2>\"$E\"\n"
+                ));
+            }
+            None => out.push_str(&format!("{body} </dev/null 2>\"$E\"\n")),
+        }
+        out.push_str(&format!("rc=$?\nprintf '\\n{UNIT_END}%s\\n' \"$rc\"\nif [ -s \"$E\" ]; then printf '{ERR}\\n'; base64 < \"$E\"; printf '\\n{ERR}\\n'; fi\n"));
+        if !p.ignore_errors {
+            out.push_str("[ \"$rc\" = 0 ] || exit 0\n");
+        }
+    }
+    out
+}
+
+/// Splits a batch's output into each task's (status, stdout, stderr), for the tasks that ran.
+pub fn split_batch(stdout: &str) -> Vec<(i32, String, String)> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    for seg in stdout.split(UNIT).skip(1) {
+        let Some((_idx, rest)) = seg.split_once('\n') else {
+            continue;
+        };
+        let Some(end) = rest.rfind(&format!("\n{UNIT_END}")) else {
+            continue;
+        };
+        let body = &rest[..end];
+        let tail = &rest[end + 1 + UNIT_END.len()..];
+        let (rc_line, after) = tail.split_once('\n').unwrap_or((tail, ""));
+        let rc: i32 = rc_line.trim().parse().unwrap_or(-1);
+        let stderr = after
+            .split_once(&format!("{ERR}\n"))
+            .and_then(|(_, e)| e.split_once(&format!("\n{ERR}")))
+            .map(|(b64, _)| {
+                let clean: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(clean)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        out.push((rc, body.to_string(), stderr));
+    }
+    out
 }
 
 /// Reads a script's output: the marker, the command's own output, the old file contents.
