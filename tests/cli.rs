@@ -231,3 +231,30 @@ fn modules_doc_is_generated_from_the_registry() {
         "regenerate with `cargo run -q -- docs modules > docs/modules.md`"
     );
 }
+
+#[test]
+fn completions_and_help_cover_every_command() {
+    let out = fleet(&crate_root())
+        .args(["completions", "bash"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in [
+        "validate",
+        "plan",
+        "apply",
+        "provision",
+        "render",
+        "check",
+        "serve",
+        "agent",
+        "token",
+    ] {
+        assert!(text.contains(cmd), "{cmd} missing from completions");
+    }
+    fleet(&crate_root())
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2);
+}

@@ -10,6 +10,7 @@ use crate::error::Result;
 pub mod agent;
 pub mod apply;
 pub mod check;
+pub mod completions;
 pub mod docs;
 pub mod eligible;
 pub mod facts;
@@ -62,6 +63,12 @@ pub enum Command {
     Nodes(nodes::Args),
     /// Offline dry-run of a playbook: every host's tasks, rendered, with file checksums.
     Plan(plan::Args),
+    /// Run a playbook on its hosts over SSH (`--check`: predict, change nothing).
+    Apply(apply::Args),
+    /// Bring one node (new or known) to its role: facts, requirements, role, verify, inventory, render.
+    Provision(provision::Args),
+    /// Gather facts of nodes over SSH (one round trip each) and cache them.
+    Facts(facts::Args),
     /// Generate the routing table, node registry and package manifests (`--check`: drift gate).
     Render(render::Args),
     /// Which worker takes a task type now, and the fallback chain.
@@ -78,14 +85,10 @@ pub enum Command {
     Agent(agent::Args),
     /// Issue or revoke a node's agent token.
     Token(token::Args),
-    /// Run a playbook on its hosts over SSH (`--check`: predict, change nothing).
-    Apply(apply::Args),
-    /// Gather facts of nodes over SSH (one round trip each) and cache them.
-    Facts(facts::Args),
-    /// Bring one node (new or known) to its role: facts, requirements, role, verify, inventory, render.
-    Provision(provision::Args),
     /// Create a new fleet repo.
     Init(init::Args),
+    /// Print shell completions (`fleet completions bash > /etc/bash_completion.d/fleet`).
+    Completions(completions::Args),
     /// Generate reference docs from the code (`fleet docs modules > docs/modules.md`).
     #[command(hide = true)]
     Docs(docs::Args),
@@ -108,6 +111,7 @@ pub fn run() -> Result<u8> {
         Command::Apply(a) => apply::run(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Facts(a) => facts::run(repo_dir.as_deref(), &a),
         Command::Provision(a) => provision::run(repo_dir.as_deref(), &a, cli.verbose > 0),
+        Command::Completions(a) => completions::run(&a),
         Command::Check(a) => check::run(repo_dir.as_deref(), &a),
         Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
         Command::Agent(a) => agent::run(&a),
