@@ -2,9 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::repo::{Repo, find_root};
 
@@ -56,22 +54,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             joins.push(tokio::spawn(async move {
                 let node = &shared.repo.inventory.nodes[&n];
                 let target = crate::engine::host::ssh_target(&shared, node);
-                let r = async {
-                    let conn = crate::connection::ssh::SshConnection::connect(&target)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let out = conn
-                        .exec(
-                            crate::facts::probe::PROBE,
-                            None,
-                            false,
-                            Some(Duration::from_secs(60)),
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok::<_, String>(crate::facts::probe::parse(&out.stdout))
-                }
-                .await;
+                let r = crate::facts::probe::gather_over_ssh(&target).await;
                 (n, r)
             }));
         }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::cli::style;
-use crate::connection::Connection;
 use crate::engine::{RunOptions, Shared, run_playbook};
 use crate::error::{Error, Loc, Result};
 use crate::inventory::vars::ExtraVars;
@@ -174,22 +173,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
 
     // Facts first: a machine that cannot carry the role is refused before anything changes.
-    let facts = rt.block_on(async {
-        let target = crate::engine::host::ssh_target(&shared, &node);
-        let conn = crate::connection::ssh::SshConnection::connect(&target)
-            .await
-            .map_err(|e| e.to_string())?;
-        let out = conn
-            .exec(
-                crate::facts::probe::PROBE,
-                None,
-                false,
-                Some(Duration::from_secs(60)),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(crate::facts::probe::parse(&out.stdout))
-    });
+    let facts = rt.block_on(crate::facts::probe::gather_over_ssh(
+        &crate::engine::host::ssh_target(&shared, &node),
+    ));
     let facts = facts.map_err(|e| Error::Failed(format!("{} is unreachable: {e}", args.node)))?;
     let hw = facts.overlay(&node.hardware);
     let spanned_role = Spanned::new(role.clone(), node.role.loc.clone());

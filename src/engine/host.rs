@@ -180,16 +180,7 @@ impl Run<'_> {
         let Some(conn) = &self.state.conn else {
             return Err("not connected".into());
         };
-        let out = conn
-            .exec(
-                crate::facts::probe::PROBE,
-                None,
-                false,
-                Some(Duration::from_secs(60)),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let facts = crate::facts::probe::parse(&out.stdout);
+        let facts = crate::facts::probe::gather(conn).await?;
         let _ = crate::facts::store_cached(&self.shared.repo.root, &self.state.name, &facts);
         self.state.facts = Some(facts);
         self.state.facts_stale = false;
@@ -201,7 +192,7 @@ impl Run<'_> {
         if self.state.dead {
             return;
         }
-        if let Err(e) = self.connect().await.and(Ok(())) {
+        if let Err(e) = self.connect().await {
             self.state.dead = true;
             let e = Event::unreachable(&self.state.name, e);
             self.emit(e);

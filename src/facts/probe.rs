@@ -27,6 +27,23 @@ if command -v ollama >/dev/null 2>&1; then echo "ollama_version=$(ollama --versi
 echo "user=$(id -un)"
 "#;
 
+/// Runs the probe on an open connection and parses it.
+pub async fn gather<C: crate::connection::Connection>(conn: &C) -> Result<Facts, String> {
+    let out = conn
+        .exec(PROBE, None, false, Some(std::time::Duration::from_secs(60)))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(parse(&out.stdout))
+}
+
+/// Connects to a host and gathers its facts (one connection, one round trip).
+pub async fn gather_over_ssh(target: &crate::connection::ssh::SshTarget) -> Result<Facts, String> {
+    let conn = crate::connection::ssh::SshConnection::connect(target)
+        .await
+        .map_err(|e| e.to_string())?;
+    gather(&conn).await
+}
+
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
