@@ -264,7 +264,16 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         let client = crate::hq::client::http_client(Duration::from_secs(5)).unwrap_or_default();
         if caps.contains("ollama") {
             let url = format!("http://{address}:{}", port_of("ollama_port", 11434));
-            let p = crate::health::probe::ollama(&client, &url, Duration::from_secs(5)).await;
+            // A service just (re)started takes a moment to listen: probe for up to 30 s (no
+            // event tells us when it is ready).
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let p = loop {
+                let p = crate::health::probe::ollama(&client, &url, Duration::from_secs(5)).await;
+                if p.ok || std::time::Instant::now() >= deadline {
+                    break p;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
             if p.ok {
                 eprintln!(
                     "{} ollama answers at {url} ({})",

@@ -156,6 +156,33 @@ impl Connection for SshConnection {
     }
 }
 
+/// The address and port ssh would connect to for `t` (an alias in an ssh config resolves to
+/// its `HostName` and `Port`), from `ssh -G`.
+pub fn resolve(t: &SshTarget) -> (String, Option<u16>) {
+    let mut cmd = std::process::Command::new("ssh");
+    if let Some(c) = &t.config {
+        cmd.arg("-F").arg(c);
+    }
+    if let Some(p) = t.port {
+        cmd.arg("-p").arg(p.to_string());
+    }
+    cmd.arg("-G").arg(&t.host);
+    match cmd.output() {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let get = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+            };
+            (
+                get("hostname ").unwrap_or_else(|| t.host.clone()),
+                get("port ").and_then(|p| p.parse().ok()),
+            )
+        }
+        _ => (t.host.clone(), t.port),
+    }
+}
+
 /// The address ssh would connect to for `t` (an alias in an ssh config resolves to its
 /// `HostName`), for talking to the same machine over HTTP.
 pub fn resolve_hostname(t: &SshTarget) -> String {

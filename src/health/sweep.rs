@@ -116,17 +116,28 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
             .into_iter()
             .chain(n.capabilities.iter().cloned())
             .collect();
-        let ssh = ssh_target(repo, &lookup, n);
+        let mut ssh = ssh_target(repo, &lookup, n);
+        // With an ssh config, `host` may be an alias: probe the address ssh would use.
+        let (address, resolved_port) = match &repo.inventory.fleet.ssh_config {
+            Some(cfg) => crate::connection::ssh::resolve(&crate::connection::ssh::SshTarget {
+                host: n.host.clone(),
+                port: ssh.port,
+                config: Some(cfg.into()),
+                ..Default::default()
+            }),
+            None => (n.host.clone(), ssh.port),
+        };
+        ssh.port = ssh.port.or(resolved_port);
         let ssh_port = ssh.port.unwrap_or(22);
         let ollama_base = node_caps
             .contains("ollama")
-            .then(|| format!("http://{}:{}", n.host, lookup.port(n, "ollama_port", 11434)));
+            .then(|| format!("http://{address}:{}", lookup.port(n, "ollama_port", 11434)));
         let deep = opts.deep && node_caps.contains("docker");
         let (client, permits, timeout, host) = (
             client.clone(),
             permits.clone(),
             opts.timeout,
-            n.host.clone(),
+            address.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let ssh_probe = async {

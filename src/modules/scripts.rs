@@ -510,11 +510,11 @@ pub fn build(
             ));
             sc.push_str("tags=$(curl -fsS --max-time 10 \"$B/api/tags\") || fail \"Ollama at $B does not answer /api/tags\"\n");
             // Names in /api/tags are "name:tag"; a bare name means ":latest".
-            sc.push_str("case \"$M\" in *:*) W=\"$M\";; *) W=\"$M:latest\";; esac\nhave=0; printf '%s' \"$tags\" | tr ',' '\\n' | grep -q \"\\\"name\\\":\\\"$W\\\"\" && have=1\n");
+            sc.push_str("case \"$M\" in *:*) W=\"$M\";; *) W=\"$M:latest\";; esac\nhave=0; printf '%s' \"$tags\" | tr ',' '\\n' | grep -q \"\\\"name\\\": *\\\"$W\\\"\" && have=1\n");
             if state == "absent" {
                 sc.push_str("if [ \"$have\" = 1 ]; then changed=1; [ \"$CHECK\" = 1 ] || curl -fsS --max-time 60 -X DELETE -d \"$BODY\" \"$B/api/delete\" >/dev/null || fail \"deleting $M failed\"; fi\nfinish 0\n");
             } else {
-                sc.push_str("if [ \"$have\" = 0 ]; then changed=1; if [ \"$CHECK\" != 1 ]; then out=$(curl -fsS -N -X POST -d \"$BODY\" \"$B/api/pull\") || fail \"pulling $M from $B failed\"; last=$(printf '%s\\n' \"$out\" | tail -n1); printf '%s\\n' \"$out\" | grep -q '\"status\":\"success\"' || fail \"pulling $M did not finish: $last\"; printf '%s\\n' \"$out\" | grep -o '\"status\":\"[^\"]*\"' | uniq | sed 's/\"status\":\"//; s/\"$//' >&2; fi; fi\nfinish 0\n");
+                sc.push_str("if [ \"$have\" = 0 ]; then changed=1; if [ \"$CHECK\" != 1 ]; then out=$(curl -fsS -N -X POST -d \"$BODY\" \"$B/api/pull\") || fail \"pulling $M from $B failed\"; last=$(printf '%s\\n' \"$out\" | tail -n1); printf '%s\\n' \"$out\" | grep -q '\"status\": *\"success\"' || fail \"pulling $M did not finish: $last\"; printf '%s\\n' \"$out\" | grep -o '\"status\":\"[^\"]*\"' | uniq | sed 's/\"status\":\"//; s/\"$//' >&2; fi; fi\nfinish 0\n");
             }
         }
         "fleet_agent" => return Err("`fleet_agent` runs as several steps in the engine".into()),
