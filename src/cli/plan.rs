@@ -119,7 +119,7 @@ pub fn human(plan: &Plan, diff: bool) -> String {
                     Decision::Skip { when } => {
                         totals.2 += 1;
                         out.push_str(&style::dim(&format!(
-                            "     -  {origin}: {}{item}  (skip: not {when})\n",
+                            "     -  {origin}: {}{item}  (skipped: `{when}` is false)\n",
                             t.name
                         )));
                         continue;
