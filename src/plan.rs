@@ -233,7 +233,10 @@ impl HostPlanner<'_> {
             extra: Some(&self.opts.extra),
         };
         let ctx = match host_context(inv, node, &layers, None) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                crate::inventory::vars::add_repo_facts(&mut c, self.repo);
+                c
+            }
             Err(d) => {
                 diags.push(d);
                 return Err(diags);
@@ -527,9 +530,14 @@ pub fn task_file_content(
             if let Some(c) = args.get("content").and_then(J::as_str) {
                 c.as_bytes().to_vec()
             } else if let Some(src) = args.get("src").and_then(J::as_str) {
+                // The role's files/, the repo's files/, then any file of the repo by its path
+                // (the hq role ships the inventory and roles to HQ that way); never outside it.
+                let in_repo = (!src.starts_with('/') && !src.split('/').any(|c| c == ".."))
+                    .then(|| repo.root.join(src));
                 let candidates = [
                     origin.map(|r| repo.root.join("roles").join(r).join("files").join(src)),
                     Some(repo.root.join("files").join(src)),
+                    in_repo,
                 ];
                 match candidates.iter().flatten().find(|p| p.is_file()) {
                     Some(p) => std::fs::read(p).map_err(|e| {

@@ -224,7 +224,10 @@ impl Run<'_> {
             &layers,
             Some(&facts_json),
         ) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                crate::inventory::vars::add_repo_facts(&mut c, &self.shared.repo);
+                c
+            }
             Err(d) => {
                 let mut e = Event::task("task", &self.state.name, "variables", "-", Status::Failed);
                 e.msg = Some(d.to_string());

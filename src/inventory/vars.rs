@@ -73,6 +73,22 @@ pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
     })
 }
 
+/// What the `fleet` variable says about the repo itself: its inventory files and roles
+/// (relative paths), so a role can ship them (the hq role does, for `fleet serve`).
+pub fn add_repo_facts(ctx: &mut J, repo: &crate::repo::Repo) {
+    let files: Vec<String> = repo
+        .inventory_files
+        .iter()
+        .filter_map(|f| f.strip_prefix(&repo.root).ok())
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .collect();
+    let roles: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
+    if let Some(f) = ctx.get_mut("fleet").and_then(J::as_object_mut) {
+        f.insert("inventory_files".into(), json!(files));
+        f.insert("roles".into(), json!(roles));
+    }
+}
+
 /// The `fleet` variable.
 pub fn fleet_json(inv: &Inventory) -> J {
     let hq = inv.fleet.hq.as_ref().map(|h| h.value.clone());
