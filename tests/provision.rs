@@ -161,7 +161,7 @@ fn a_role_whose_service_does_not_answer_fails_verification() {
     // ...and with nothing listening it fails, saying what does not answer.
     let closed = support::free_port();
     fleet(r.path())
-        .args(["provision", "w1", "-e", &format!("ollama_port={closed}")])
+        .args(["provision", "w1", "--verify-timeout", "2s", "-e", &format!("ollama_port={closed}")])
         .assert()
         .code(1)
         .stderr(predicate::str::contains(format!("w1 was provisioned but does not answer: ollama does not answer at http://127.0.0.1:{closed}")));

@@ -48,6 +48,9 @@ pub struct Args {
     /// Do not re-render the routing table and registry afterwards.
     #[arg(long)]
     pub no_render: bool,
+    /// How long services may take to answer after the run.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub verify_timeout: Duration,
     /// HQ's state file, to issue the node's agent token when it has none (default:
     /// `.fleet/hq.sqlite` in the repo, when it exists, as on the HQ machine).
     #[arg(long, value_name = "PATH")]
@@ -264,9 +267,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         let client = crate::hq::client::http_client(Duration::from_secs(5)).unwrap_or_default();
         if caps.contains("ollama") {
             let url = format!("http://{address}:{}", port_of("ollama_port", 11434));
-            // A service just (re)started takes a moment to listen: probe for up to 30 s (no
-            // event tells us when it is ready).
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            // A service just (re)started takes a moment to listen: probe for a while (no event
+            // tells us when it is ready).
+            let deadline = std::time::Instant::now() + args.verify_timeout;
             let p = loop {
                 let p = crate::health::probe::ollama(&client, &url, Duration::from_secs(5)).await;
                 if p.ok || std::time::Instant::now() >= deadline {

@@ -827,14 +827,21 @@ impl Run<'_> {
                     .join(".fleet/tokens")
                     .join(format!("{node}.token"))
             });
-        let token = std::fs::read_to_string(&token_src).map_err(|_| {
-            Exec::Failed(format!(
-                "no token for `{node}` at {}; issue one with `fleet token issue {node} --out {}` against HQ's store (`fleet provision` does it when HQ's store is local)",
-                token_src.display(),
-                token_src.display()
-            ))
-        })?;
-        self.masker.add(token.trim());
+        let token = match std::fs::read_to_string(&token_src) {
+            Ok(t) => Some(t),
+            // A check run before `fleet provision` issued the token: placing it is a change.
+            Err(_) if check => None,
+            Err(_) => {
+                return Err(Exec::Failed(format!(
+                    "no token for `{node}` at {}; issue one with `fleet token issue {node} --out {}` against HQ's store (`fleet provision` does it when HQ's store is local)",
+                    token_src.display(),
+                    token_src.display()
+                )));
+            }
+        };
+        if let Some(t) = &token {
+            self.masker.add(t.trim());
+        }
         let tdir = token_file
             .rsplit_once('/')
             .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
@@ -851,16 +858,24 @@ impl Run<'_> {
             .map_err(Exec::Failed)?;
             changed_any |= self.script(&mk, become_).await?.changed;
         }
-        let tok = scripts::build(
-            "copy",
-            &json!({ "dest": token_file, "mode": "0600" }),
-            Some(format!("{}\n", token.trim()).into_bytes()),
-            &facts,
-            check,
-            false,
-        )
-        .map_err(Exec::Failed)?;
-        let tok_changed = self.script(&tok, become_).await?.changed;
+        let tok = match &token {
+            Some(t) => Some(
+                scripts::build(
+                    "copy",
+                    &json!({ "dest": token_file, "mode": "0600" }),
+                    Some(format!("{}\n", t.trim()).into_bytes()),
+                    &facts,
+                    check,
+                    false,
+                )
+                .map_err(Exec::Failed)?,
+            ),
+            None => None,
+        };
+        let tok_changed = match &tok {
+            Some(t) => self.script(t, become_).await?.changed,
+            None => true,
+        };
         changed_any |= tok_changed;
         // 3. The unit (systemd) or plist (launchd).
         let (tmpl, dest, service) = if macos {

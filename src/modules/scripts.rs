@@ -508,7 +508,10 @@ pub fn build(
                 shquote(name),
                 shquote(&body)
             ));
-            sc.push_str("tags=$(curl -fsS --max-time 10 \"$B/api/tags\") || fail \"Ollama at $B does not answer /api/tags\"\n");
+            // In check mode Ollama may not run yet (an earlier task would start it): a model
+            // to pull is then a change, one to remove is not.
+            let pred = if state == "absent" { 0 } else { 1 };
+            sc.push_str(&format!("tags=$(curl -fsS --max-time 10 \"$B/api/tags\") || {{ [ \"$CHECK\" = 1 ] && {{ changed={pred}; finish 0; }}; fail \"Ollama at $B does not answer /api/tags\"; }}\n"));
             // Names in /api/tags are "name:tag"; a bare name means ":latest".
             sc.push_str("case \"$M\" in *:*) W=\"$M\";; *) W=\"$M:latest\";; esac\nhave=0; printf '%s' \"$tags\" | tr ',' '\\n' | grep -q \"\\\"name\\\": *\\\"$W\\\"\" && have=1\n");
             if state == "absent" {
