@@ -196,7 +196,7 @@ fn ollama(models: &[&str]) -> String {
 
 #[test]
 fn nodes_come_online_go_offline_and_come_back() {
-    let hq = Hq::new("", &["--offline-after", "1s"]);
+    let hq = Hq::new("", &["--offline-after", "2s"]);
     let (t1, t2, tl) = (
         hq.token_file("n1"),
         hq.token_file("n2"),
@@ -238,7 +238,7 @@ fn nodes_come_online_go_offline_and_come_back() {
 
 #[test]
 fn missing_model_or_ollama_makes_a_node_degraded_and_offline_workers_leave_pools() {
-    let hq = Hq::new("", &["--offline-after", "1s"]);
+    let hq = Hq::new("", &["--offline-after", "2s"]);
     let tl = hq.token_file("llm");
     let (_, routing) =
         http("GET", &format!("{}/api/routing", hq.url), None, None).expect("routing");
