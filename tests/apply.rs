@@ -360,3 +360,46 @@ fn become_runs_tasks_through_sudo_for_a_non_root_login() {
         "deploy 644\nroot 640\n"
     );
 }
+
+#[test]
+fn tags_timeouts_and_retries() {
+    let hosts = Hosts::up(1);
+    let files = concat!(
+        "--- playbooks/site.yaml\n",
+        "- name: control\n  hosts: all\n  tasks:\n",
+        "    - { name: tagged a, file: { path: /opt/a, state: directory }, tags: [a] }\n",
+        "    - { name: tagged b, file: { path: /opt/b, state: directory }, tags: [b] }\n",
+        "    - name: counts to three\n      shell: \"n=$(cat /opt/count 2>/dev/null || echo 0); n=$((n+1)); echo $n > /opt/count; echo $n\"\n      register: r\n      until: r.stdout == \"3\"\n      retries: 5\n      delay: 0\n      tags: [retry]\n",
+        "    - { name: too slow, shell: \"sleep 5\", timeout: 1s, tags: [slow] }\n",
+    );
+    let repo = repo_with(&hosts, 1, "", files);
+    let (code, events, _) = apply(repo.path(), &["--tags", "a"]);
+    assert_eq!(code, 0);
+    let ran: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "task")
+        .map(|e| e["task"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ran, ["tagged a"]);
+    let (code, events, _) = apply(repo.path(), &["--skip-tags", "a,slow"]);
+    assert_eq!(code, 0);
+    let ran: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "task")
+        .map(|e| e["task"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ran, ["tagged b", "counts to three"]);
+    assert_eq!(
+        hosts.sh(1, "cat /opt/count"),
+        "3\n",
+        "retried until the condition held"
+    );
+    let (code, events, _) = apply(repo.path(), &["--tags", "slow"]);
+    assert_eq!(code, 1);
+    let slow = events
+        .iter()
+        .find(|e| e["task"] == "too slow")
+        .expect("event");
+    assert_eq!(slow["status"], "failed");
+    assert_eq!(slow["msg"], "timed out after 1s");
+}
