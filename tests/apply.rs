@@ -403,3 +403,43 @@ fn tags_timeouts_and_retries() {
     assert_eq!(slow["status"], "failed");
     assert_eq!(slow["msg"], "timed out after 1s");
 }
+
+#[test]
+fn reaches_a_host_through_a_proxyjump_in_the_ssh_config() {
+    let hosts = Hosts::up(2);
+    // `jumped` is host2, reached through host1, as a ssh config written for a bastion says.
+    let base = std::fs::read_to_string(hosts.ssh_config()).expect("config");
+    let cfg = hosts.dir.path().join("jump_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Host jumped\n  HostName 127.0.0.1\n  Port {}\n  ProxyJump host1\n\n{base}",
+            hosts.port(2)
+        ),
+    )
+    .expect("write");
+    let inv = format!(
+        "fleet: {{ name: t, hq: j1, hq_url: \"http://127.0.0.1:1\", ssh_config: \"{}\" }}\nvars: {{ app_dir: /opt/app }}\nnodes:\n  j1: {{ host: jumped, role: common }}\n",
+        cfg.display()
+    );
+    let files = "--- playbooks/site.yaml\n- name: jump\n  hosts: all\n  tasks:\n    - { name: where, shell: { cmd: \"hostname > /opt/where\", creates: /opt/where } }\n";
+    let repo = build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &parse_case("j", &format!("--- inventory/fleet.yaml\n{inv}{files}")),
+    );
+    let log = hosts.dir.path().join("hosts/1/ovl/var/upper/log/sshd.log");
+    let logins = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    };
+    let before = logins();
+    let (code, _, err) = apply(repo.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hosts.sh(2, "cat /opt/where"), "host2\n");
+    assert!(
+        logins() > before,
+        "the connection went through host1 (its sshd logged the hop)"
+    );
+}
