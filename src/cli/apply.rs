@@ -13,7 +13,6 @@ use crate::engine::events::{Event, HostRecap, Status};
 use crate::engine::{RunOptions, Shared, run_playbook};
 use crate::error::{Error, Result};
 use crate::inventory::vars::ExtraVars;
-use crate::repo::{Repo, find_root};
 use crate::template::Library;
 
 /// Arguments of `fleet apply`.
@@ -189,14 +188,7 @@ pub fn recap_table(recap: &[(String, HostRecap)]) -> String {
 
 /// Runs `fleet apply`.
 pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let mut repo = Repo::load(&root);
-    for w in repo.diags.take_warnings() {
-        eprintln!("{}", style::diagnostic(&w));
-    }
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
     let extra = ExtraVars::parse(&args.extra).map_err(Error::Usage)?;
     let (pb, diags) = repo.load_playbook(&args.playbook)?;
     if diags.has_errors() {
@@ -234,10 +226,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         library,
         opts,
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let rt = crate::cli::runtime()?;
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let reporter = tokio::spawn(report(rx, args.json, verbose, args.check));

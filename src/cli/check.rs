@@ -10,7 +10,6 @@ use crate::cli::style;
 use crate::error::{Error, Result};
 use crate::health::alert::{self, Outcome};
 use crate::health::sweep::{Options, Report, sweep};
-use crate::repo::{Repo, find_root};
 
 /// Arguments of `fleet check`.
 #[derive(Debug, clap::Args)]
@@ -101,11 +100,8 @@ fn dashboard(report: &Report) -> String {
 
 /// Runs `fleet check`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let repo = Repo::load(&root);
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
+    let root = repo.root.clone();
     let role_names: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
     let nodes: Vec<String> = match (&args.node, &args.limit) {
         (Some(n), _) if !repo.inventory.nodes.contains_key(n) => {
@@ -148,10 +144,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         .db
         .clone()
         .unwrap_or_else(|| crate::cli::serve::default_db(&root));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let rt = crate::cli::runtime()?;
     let redraw = args.watch.is_some() && std::io::stdout().is_terminal() && !args.json;
     loop {
         let report = rt.block_on(sweep(&repo, &nodes, &opts));

@@ -5,7 +5,6 @@ use std::path::Path;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::error::{Error, Result};
-use crate::repo::{Repo, find_root};
 use crate::tiers::{Capacity, evaluate};
 
 /// Arguments of `fleet eligible`.
@@ -20,12 +19,7 @@ pub struct Args {
 
 /// Runs `fleet eligible`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let mut repo = Repo::load(&root);
-    repo.diags.take_warnings();
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
     let inv = &repo.inventory;
     let nodes: Vec<_> = match &args.node {
         Some(n) => match inv.nodes.get(n) {

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::repo::{Repo, find_root};
 
 /// Arguments of `fleet facts`.
 #[derive(Debug, clap::Args)]
@@ -21,11 +20,7 @@ pub struct Args {
 
 /// Runs `fleet facts`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let repo = Repo::load(&root);
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
     let roles: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
     let pattern = if args.nodes.is_empty() {
         "all".to_string()
@@ -43,10 +38,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         repo,
         opts,
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let rt = crate::cli::runtime()?;
     let results = rt.block_on(async {
         let mut joins = Vec::new();
         for n in nodes {

@@ -151,3 +151,25 @@ pub fn init_logging(file: Option<&std::path::Path>) {
         None => builder.with_writer(std::io::stderr).try_init(),
     };
 }
+
+/// Loads the repo a command works on: finds it, prints its warnings, and stops with exit 2
+/// on any error (nothing is touched).
+pub fn load_repo(repo_dir: Option<&std::path::Path>) -> Result<crate::repo::Repo> {
+    let root = crate::repo::find_root(repo_dir)?;
+    let mut repo = crate::repo::Repo::load(&root);
+    for w in repo.diags.take_warnings() {
+        eprintln!("{}", style::diagnostic(&w));
+    }
+    if repo.diags.has_errors() {
+        return Err(crate::error::Error::Config(repo.diags));
+    }
+    Ok(repo)
+}
+
+/// A multi-threaded async runtime for commands that talk to many hosts at once.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::error::Error::Failed(format!("cannot start the async runtime: {e}")))
+}

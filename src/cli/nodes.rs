@@ -5,9 +5,8 @@ use std::path::Path;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::render::priority::default_priority;
-use crate::repo::{Repo, find_root};
 
 /// Arguments of `fleet nodes`.
 #[derive(Debug, clap::Args)]
@@ -30,12 +29,7 @@ fn fmt_gb(v: Option<f64>) -> String {
 
 /// Runs `fleet nodes`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let mut repo = Repo::load(&root);
-    repo.diags.take_warnings();
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
     let inv = &repo.inventory;
     if args.json {
         let nodes: Vec<_> = inv

@@ -6,7 +6,6 @@ use crate::cli::style;
 use crate::error::{Error, Result};
 use crate::inventory::vars::ExtraVars;
 use crate::plan::{Decision, Plan, PlanOptions, plan_playbook};
-use crate::repo::{Repo, find_root};
 use crate::template::Library;
 
 /// Arguments of `fleet plan`.
@@ -30,14 +29,7 @@ pub struct Args {
 
 /// Runs `fleet plan`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let mut repo = Repo::load(&root);
-    for w in repo.diags.take_warnings() {
-        eprintln!("{}", style::diagnostic(&w));
-    }
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
     let extra = ExtraVars::parse(&args.extra).map_err(Error::Usage)?;
     let (pb, mut diags) = repo.load_playbook(&args.playbook)?;
     if diags.has_errors() {

@@ -13,7 +13,7 @@ use crate::cli::style;
 use crate::engine::{RunOptions, Shared, run_playbook};
 use crate::error::{Error, Loc, Result};
 use crate::inventory::vars::ExtraVars;
-use crate::repo::{Repo, find_root};
+use crate::repo::Repo;
 use crate::spec::decode::Spanned;
 use crate::spec::inventory::NodeSpec;
 use crate::spec::playbook::{Play, Playbook};
@@ -77,14 +77,8 @@ fn synthetic_node(name: &str, host: &str, role: &str) -> NodeSpec {
 
 /// Runs `fleet provision`.
 pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let mut repo = Repo::load(&root);
-    for w in repo.diags.take_warnings() {
-        eprintln!("{}", style::diagnostic(&w));
-    }
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let mut repo = crate::cli::load_repo(repo_dir)?;
+    let root = repo.root.clone();
     let known = repo.inventory.nodes.get(&args.node).cloned();
     let role = match (&args.role, &known) {
         (Some(r), Some(k)) if *r != k.role.value => {
@@ -170,10 +164,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         library,
         opts,
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let rt = crate::cli::runtime()?;
 
     // Facts first: a machine that cannot carry the role is refused before anything changes.
     let facts = rt.block_on(crate::facts::probe::gather_over_ssh(

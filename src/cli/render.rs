@@ -10,7 +10,7 @@ use crate::error::{Diagnostics, Error, Result};
 use crate::render::output::{Drift, Output, Written};
 use crate::render::registry::LiveNode;
 use crate::render::{catalog, packages, registry, routing};
-use crate::repo::{Repo, find_root, shown};
+use crate::repo::{Repo, shown};
 use crate::template::Library;
 
 /// What to render.
@@ -148,14 +148,8 @@ fn ensure_newline(mut s: String) -> String {
 
 /// Runs `fleet render`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let mut repo = Repo::load(&root);
-    for w in repo.diags.take_warnings() {
-        eprintln!("{}", style::diagnostic(&w));
-    }
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
+    let root = repo.root.clone();
     let catalog_dir = match (&args.catalog, args.what) {
         (Some(c), _) if !c.is_dir() => {
             return Err(Error::Usage(format!(

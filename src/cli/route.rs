@@ -6,7 +6,6 @@ use std::time::Duration;
 use crate::cli::style;
 use crate::error::{Diagnostic, Error, Result, did_you_mean};
 use crate::render::routing;
-use crate::repo::{Repo, find_root};
 
 /// Arguments of `fleet route`.
 #[derive(Debug, clap::Args)]
@@ -23,12 +22,7 @@ pub struct Args {
 
 /// Runs `fleet route`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let mut repo = Repo::load(&root);
-    repo.diags.take_warnings();
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
     if !repo
         .inventory
         .routing

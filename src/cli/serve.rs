@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::hq::server::{Config, start};
-use crate::repo::{Repo, find_root};
+use crate::repo::Repo;
 
 /// Arguments of `fleet serve`.
 #[derive(Debug, clap::Args)]
@@ -74,16 +74,10 @@ async fn resolve_listen(repo: &Repo, listen: Option<&str>) -> Result<SocketAddr>
 
 /// Runs `fleet serve` until SIGTERM or Ctrl-C.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let repo = Repo::load(&root);
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
+    let root = repo.root.clone();
     crate::cli::init_logging(None);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let listen = resolve_listen(&repo, args.listen.as_deref()).await?;
         let cfg = Config {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::hq::store::Store;
 use crate::hq::tokens;
-use crate::repo::{Repo, find_root};
 
 /// Arguments of `fleet token`.
 #[derive(Debug, clap::Args)]
@@ -54,11 +53,8 @@ pub fn write_secret(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Runs `fleet token`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let root = find_root(repo_dir)?;
-    let repo = Repo::load(&root);
-    if repo.diags.has_errors() {
-        return Err(Error::Config(repo.diags));
-    }
+    let repo = crate::cli::load_repo(repo_dir)?;
+    let root = repo.root.clone();
     let known = |node: &str| -> Result<()> {
         if repo.inventory.nodes.contains_key(node) {
             return Ok(());

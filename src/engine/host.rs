@@ -416,15 +416,7 @@ impl Run<'_> {
             e.diff = diff;
             e.ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
             let failed = status == Status::Failed;
-            if status == Status::Changed {
-                for n in &task.notify {
-                    self.notified.insert(n.value.clone());
-                }
-                if matches!(task.module.name, "package" | "user") {
-                    self.state.facts_stale = true;
-                }
-            }
-            self.emit(e);
+            self.record(task, e);
             results.push(result);
             if failed && !task.ignore_errors {
                 self.register(task, &results);
@@ -433,6 +425,20 @@ impl Run<'_> {
         }
         self.register(task, &results);
         true
+    }
+
+    /// Reports a task's outcome; a change notifies its handlers, and a package or user change
+    /// makes the facts stale.
+    fn record(&mut self, task: &Task, e: Event) {
+        if e.status == Some(Status::Changed) {
+            for n in &task.notify {
+                self.notified.insert(n.value.clone());
+            }
+            if matches!(task.module.name, "package" | "user") {
+                self.state.facts_stale = true;
+            }
+        }
+        self.emit(e);
     }
 
     fn register(&mut self, task: &Task, results: &[J]) {
@@ -1162,15 +1168,7 @@ impl Run<'_> {
                 if u.built.is_some() {
                     e.ms = Some(ms);
                 }
-                if status == Status::Changed {
-                    for n in &task.notify {
-                        self.notified.insert(n.value.clone());
-                    }
-                    if matches!(task.module.name, "package" | "user") {
-                        self.state.facts_stale = true;
-                    }
-                }
-                self.emit(e);
+                self.record(task, e);
                 if status == Status::Failed && !task.ignore_errors {
                     return Batched::Stop;
                 }
