@@ -323,3 +323,89 @@ fn downloads_http_checks_and_waits() {
         "nothing half-written"
     );
 }
+
+#[test]
+fn file_contents_of_every_kind_arrive_byte_for_byte() {
+    // Small text travels inside the batch script, large or binary content on stdin; a batch
+    // bigger than one command-line argument may hold (128 KiB on Linux) still runs.
+    let hosts = Hosts::up(1);
+    let big = |c: char| format!("{}\n", c.to_string().repeat(45 * 1024));
+    let pb = concat!(
+        "- name: contents\n  hosts: all\n  tasks:\n",
+        "    - { name: dir, file: { path: /srv/c, state: directory, mode: \"0750\" } }\n",
+        "    - { name: tricky, copy: { content: \"it's $HOME `id` \\\\n %s \\\"q\\\" é\\n\\n\\n\", dest: /srv/c/tricky, mode: \"0644\" } }\n",
+        "    - { name: no newline, copy: { content: \"last line\", dest: /srv/c/nonl } }\n",
+        "    - { name: empty, copy: { content: \"\", dest: /srv/c/empty, mode: \"0600\" } }\n",
+        "    - { name: big a, copy: { src: files/a.txt, dest: /srv/c/a.txt, mode: \"0755\" } }\n",
+        "    - { name: big b, copy: { src: files/b.txt, dest: /srv/c/b.txt } }\n",
+        "    - { name: big c, copy: { src: files/c.txt, dest: /srv/c/c.txt, owner: nobody, group: nogroup } }\n",
+        "    - { name: binary, copy: { src: files/blob.bin, dest: /srv/c/blob.bin, mode: \"0640\" } }\n",
+        "    - { name: after, file: { path: /srv/c/done, state: touch } }\n",
+    );
+    let r = repo(&hosts, 1, pb, "");
+    let files = r.path().join("files");
+    std::fs::create_dir_all(&files).expect("files dir");
+    let mut blob: Vec<u8> = (0..=255u8).collect();
+    blob.extend_from_slice(b"\0\0tail\xff");
+    std::fs::write(files.join("blob.bin"), &blob).expect("blob");
+    for (name, c) in [("a.txt", 'a'), ("b.txt", 'b'), ("c.txt", 'c')] {
+        std::fs::write(files.join(name), big(c)).expect("big file");
+    }
+    three_ways(r.path(), 9);
+    let local = |bytes: &[u8]| fleet::util::sha256_hex(bytes);
+    let remote = hosts.sh(
+        1,
+        "cd /srv/c && sha256sum tricky nonl empty a.txt b.txt c.txt blob.bin | cut -d' ' -f1; stat -c '%a %U:%G' tricky nonl empty a.txt b.txt c.txt blob.bin; ls -A | grep -c '^.fleet' || true",
+    );
+    let want: Vec<String> = [
+        "it's $HOME `id` \\n %s \"q\" é\n\n\n".as_bytes().to_vec(),
+        b"last line".to_vec(),
+        Vec::new(),
+        big('a').into_bytes(),
+        big('b').into_bytes(),
+        big('c').into_bytes(),
+        blob,
+    ]
+    .iter()
+    .map(|b| local(b))
+    .collect();
+    assert_eq!(
+        remote,
+        format!(
+            "{}\n644 root:root\n644 root:root\n600 root:root\n755 root:root\n644 root:root\n644 nobody:nogroup\n640 root:root\n0\n",
+            want.join("\n")
+        )
+    );
+
+    // A destination that is a directory is an error, not a file moved into it; the error
+    // of a task inside a batch is reported as that task's.
+    let pb2 = concat!(
+        "- name: bad\n  hosts: all\n  tasks:\n",
+        "    - { name: fine, file: { path: /srv/c/d, state: directory } }\n",
+        "    - { name: onto a dir, copy: { content: \"x\", dest: /srv/c/d } }\n",
+        "    - { name: never, file: { path: /srv/c/never, state: touch } }\n",
+    );
+    let r2 = repo(&hosts, 1, pb2, "");
+    let (code, ev) = run(r2.path(), &[]);
+    assert_eq!(code, 1);
+    let failed = ev
+        .iter()
+        .find(|e| e["status"] == "failed")
+        .expect("a failure");
+    assert_eq!(failed["task"], "onto a dir");
+    assert!(
+        failed["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/srv/c/d is a directory"),
+        "{failed}"
+    );
+    assert!(!ev.iter().any(|e| e["task"] == "never"));
+    assert_eq!(
+        hosts.sh(
+            1,
+            "ls -A /srv/c/d | wc -l; test -e /srv/c/never && echo yes || echo no"
+        ),
+        "0\nno\n"
+    );
+}

@@ -5,23 +5,22 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::connection::{ConnError, Connection, ExecOutput, become_wrap};
+use crate::connection::{ConnError, Connection, ExecOutput};
 
 /// Runs commands on this machine.
 #[derive(Debug, Default)]
 pub struct LocalConnection;
 
 impl Connection for LocalConnection {
-    async fn exec(
+    async fn exec_line(
         &self,
-        script: &str,
+        line: &str,
         stdin: Option<&[u8]>,
-        become_: bool,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, ConnError> {
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
-            .arg(become_wrap(script, become_))
+            .arg(line)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

@@ -34,6 +34,14 @@ pub enum ConnError {
 
 /// A way to run commands on a host.
 pub trait Connection: Send + Sync {
+    /// Runs one command line through the host's login shell, with optional stdin.
+    fn exec_line(
+        &self,
+        line: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send;
+
     /// Runs `script` with `sh -c` (as root through `sudo -n` when `become_` and not root already).
     fn exec(
         &self,
@@ -41,7 +49,26 @@ pub trait Connection: Send + Sync {
         stdin: Option<&[u8]>,
         become_: bool,
         timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send;
+    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
+        let line = become_wrap(&format!("sh -c {}", shquote(script)), become_);
+        async move { self.exec_line(&line, stdin, timeout).await }
+    }
+
+    /// Runs a script sent on stdin to `sh -s`: no command-line length limit (a single
+    /// argument is capped at 128 KiB on Linux), and the login shell never parses it. The
+    /// script must not let its commands read stdin, which is the rest of the script.
+    fn exec_piped(
+        &self,
+        script: &str,
+        become_: bool,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
+        let line = become_wrap("sh -s", become_);
+        async move {
+            self.exec_line(&line, Some(script.as_bytes()), timeout)
+                .await
+        }
+    }
 
     /// Writes a file atomically: temp file beside it, mode, rename.
     fn put(
@@ -79,23 +106,22 @@ pub enum AnyConnection {
 }
 
 impl Connection for AnyConnection {
-    async fn exec(
+    async fn exec_line(
         &self,
-        script: &str,
+        line: &str,
         stdin: Option<&[u8]>,
-        become_: bool,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, ConnError> {
         match self {
-            AnyConnection::Ssh(c) => c.exec(script, stdin, become_, timeout).await,
-            AnyConnection::Local(c) => c.exec(script, stdin, become_, timeout).await,
+            AnyConnection::Ssh(c) => c.exec_line(line, stdin, timeout).await,
+            AnyConnection::Local(c) => c.exec_line(line, stdin, timeout).await,
         }
     }
 }
 
-/// Wraps a script for `become`: root runs it as is; others through `sudo -n`.
-pub fn become_wrap(script: &str, become_: bool) -> String {
-    let inner = format!("sh -c {}", shquote(script));
+/// Wraps a command line for `become`: root runs it as is; others through `sudo -n`.
+pub fn become_wrap(inner: &str, become_: bool) -> String {
+    let inner = inner.to_string();
     if become_ {
         format!("if [ \"$(id -u)\" = 0 ]; then {inner}; else sudo -n {inner}; fi")
     } else {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use openssh::{KnownHosts, Session, SessionBuilder};
 use tokio::io::AsyncWriteExt;
 
-use crate::connection::{ConnError, Connection, ExecOutput, become_wrap};
+use crate::connection::{ConnError, Connection, ExecOutput};
 
 /// How to reach one host.
 #[derive(Debug, Clone, Default)]
@@ -110,15 +110,14 @@ fn describe(e: &openssh::Error) -> String {
 }
 
 impl Connection for SshConnection {
-    async fn exec(
+    async fn exec_line(
         &self,
-        script: &str,
+        line: &str,
         stdin: Option<&[u8]>,
-        become_: bool,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, ConnError> {
         let run = async {
-            let mut cmd = self.session.raw_command(become_wrap(script, become_));
+            let mut cmd = self.session.raw_command(line);
             cmd.stdin(if stdin.is_some() {
                 openssh::Stdio::piped()
             } else {

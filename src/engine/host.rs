@@ -1040,22 +1040,18 @@ impl Run<'_> {
                 &what,
             )
             .ok()?;
-            if content
-                .as_ref()
-                .is_some_and(|c| c.len() > scripts::BATCH_STDIN_MAX)
-            {
+            if content.as_ref().is_some_and(|c| !scripts::inlinable(c)) {
                 return None;
             }
-            let built = scripts::build(
+            let built = scripts::build_for_batch(
                 task.module.name,
                 &args,
                 content,
                 &facts,
-                false,
                 self.shared.opts.diff,
             )
             .ok()?;
-            if built.local_only.is_some() {
+            if built.local_only.is_some() || built.stdin.is_some() {
                 return None;
             }
             units.push(Unit {
@@ -1102,7 +1098,6 @@ impl Run<'_> {
                 units.iter().filter_map(move |u| {
                     u.built.as_ref().map(|b| scripts::BatchPart {
                         script: &b.script,
-                        stdin: b.stdin.as_deref(),
                         ignore_errors: t.ignore_errors,
                     })
                 })
@@ -1116,8 +1111,8 @@ impl Run<'_> {
             let Some(conn) = &self.state.conn else {
                 return Batched::Stop;
             };
-            match conn.exec(&script, None, become_, None).await {
-                Ok(out) => scripts::split_batch(&out.stdout),
+            match conn.exec_piped(&script, become_, None).await {
+                Ok(out) => scripts::split_batch(&out.stdout, &out.stderr),
                 Err(e) => {
                     self.state.dead = true;
                     self.state.conn = None;

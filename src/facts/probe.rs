@@ -5,26 +5,28 @@ use crate::facts::{Disk, Facts};
 
 /// The probe script. Every command may be missing; the parser takes what is there.
 pub const PROBE: &str = r#"
-echo "kernel=$(uname -s)"
-echo "arch=$(uname -m)"
-echo "hostname=$(hostname 2>/dev/null || uname -n)"
+set -- $(uname -snm)
+echo "kernel=$1"; echo "hostname=$2"; echo "arch=$3"; K=$1
 if [ -r /etc/os-release ]; then (. /etc/os-release; echo "os_version=$ID $VERSION_ID"); fi
 if command -v sw_vers >/dev/null 2>&1; then echo "os_version=macOS $(sw_vers -productVersion)"; fi
 if [ -r /proc/cpuinfo ]; then
-  echo "cores=$(grep -c '^processor' /proc/cpuinfo)"
-  echo "cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
-  echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+  df -Pk 2>/dev/null | awk '
+    FILENAME == "/proc/cpuinfo" && /^processor/ { cores++ }
+    FILENAME == "/proc/cpuinfo" && /^model name/ && model == "" { sub(/^[^:]*:/, ""); model = $0 }
+    FILENAME == "/proc/meminfo" && /^MemTotal:/ { mem = $2 }
+    FILENAME == "-" && FNR > 1 && ($6 == "/" || $6 == "/System/Volumes/Data") { print "disk=" $6 " " $2 " " $4 }
+    END { print "cores=" cores; print "cpu_model=" model; print "mem_kb=" mem }' /proc/cpuinfo /proc/meminfo -
 else
   echo "cores=$(sysctl -n hw.logicalcpu 2>/dev/null)"
   echo "cpu_model=$(sysctl -n machdep.cpu.brand_string 2>/dev/null)"
   echo "mem_bytes=$(sysctl -n hw.memsize 2>/dev/null)"
+  df -Pk 2>/dev/null | awk 'NR > 1 && ($6 == "/" || $6 == "/System/Volumes/Data") {print "disk=" $6 " " $2 " " $4}'
 fi
-df -Pk 2>/dev/null | awk 'NR > 1 && ($6 == "/" || $6 == "/System/Volumes/Data") {print "disk=" $6 " " $2 " " $4}'
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'; fi
-if [ "$(uname -s)" = Darwin ]; then echo "init=launchd"; elif [ -d /run/systemd/system ]; then echo "init=systemd"; else echo "init=other"; fi
+if [ "$K" = Darwin ]; then echo "init=launchd"; elif [ -d /run/systemd/system ]; then echo "init=systemd"; else echo "init=other"; fi
 for m in apt-get dnf pacman brew; do if command -v $m >/dev/null 2>&1; then echo "pkg=$m"; break; fi; done
 if command -v ollama >/dev/null 2>&1; then echo "ollama_version=$(ollama --version 2>/dev/null | awk '{print $NF}' | tail -n1)"; fi
-echo "user=$(id -un)"
+echo "user=${USER:-$(id -un)}"
 "#;
 
 /// Runs the probe on an open connection and parses it.

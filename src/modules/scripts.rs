@@ -108,7 +108,64 @@ fn attrs(args: &J) -> String {
     out
 }
 
-/// Builds the script of one task. `content` is the rendered file for copy/template.
+/// Sets mode/owner/group of a path this task has just created (`$P`): no need to look first.
+fn fresh_attrs(args: &J, path: &str) -> String {
+    let mut out = String::new();
+    if let Some(m) = mode_digits(args) {
+        out.push_str(&format!("chmod {m} {path} || fail \"chmod {m} failed\"\n"));
+    }
+    out.push_str(&chown_line(args, path));
+    out
+}
+
+/// `chown owner[:group] PATH` (or `chgrp`) for the ones the task names, as one command.
+fn chown_line(args: &J, path: &str) -> String {
+    match (s(args, "owner"), s(args, "group")) {
+        (Some(o), Some(g)) => format!(
+            "chown {} {path} || fail \"chown failed\"\n",
+            shquote(&format!("{o}:{g}"))
+        ),
+        (Some(o), None) => format!("chown {} {path} || fail \"chown failed\"\n", shquote(o)),
+        (None, Some(g)) => format!("chgrp {} {path} || fail \"chgrp failed\"\n", shquote(g)),
+        (None, None) => String::new(),
+    }
+}
+
+/// The umask under which the shell creates a file with exactly `mode` (`0666 & !umask`), when
+/// the mode has no execute or special bits; otherwise `None` (create private, then chmod).
+fn umask_for(mode: Option<&str>) -> Option<String> {
+    let m = u32::from_str_radix(mode?, 8).ok()?;
+    (m & 0o7111 == 0).then(|| format!("{:03o}", 0o777 & !m))
+}
+
+/// A fresh name for a temp file beside a target: random, so it cannot be predicted, and
+/// created with `set -C` (O_EXCL), so an existing path is never followed or reused.
+fn temp_name() -> String {
+    let mut b = [0u8; 8];
+    // Without randomness the name is still unique per process and task; O_EXCL keeps it safe.
+    if getrandom::fill(&mut b).is_err() {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = (n as u64).to_le_bytes();
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(".fleet.{hex}")
+}
+
+/// `D`, the directory of `$P`, without running `dirname`.
+const DIR_OF_P: &str = "case \"$P\" in */*) D=${P%/*}; D=${D:-/};; *) D=.;; esac\n";
+
+/// Whether `content` can travel inside the script itself (as a shell literal) instead of on
+/// stdin: text without NUL bytes, small enough for a batch.
+pub fn inlinable(content: &[u8]) -> bool {
+    content.len() <= BATCH_STDIN_MAX
+        && !content.contains(&0)
+        && std::str::from_utf8(content).is_ok()
+}
+
+/// Builds the script of one task. `content` is the rendered file for copy/template; it travels
+/// on stdin.
 pub fn build(
     module: &str,
     args: &J,
@@ -116,6 +173,31 @@ pub fn build(
     facts: &Facts,
     check: bool,
     diff: bool,
+) -> Result<Built, String> {
+    build_with(module, args, content, facts, check, diff, false)
+}
+
+/// Builds the script of one task for a batch: file content is part of the script (see
+/// [`inlinable`]), so the script must travel on stdin, never on a command line where other
+/// users of the host could read it.
+pub fn build_for_batch(
+    module: &str,
+    args: &J,
+    content: Option<Vec<u8>>,
+    facts: &Facts,
+    diff: bool,
+) -> Result<Built, String> {
+    build_with(module, args, content, facts, false, diff, true)
+}
+
+fn build_with(
+    module: &str,
+    args: &J,
+    content: Option<Vec<u8>>,
+    facts: &Facts,
+    check: bool,
+    diff: bool,
+    inline: bool,
 ) -> Result<Built, String> {
     let mut sc = preamble(check, diff);
     let mut stdin = None;
@@ -179,51 +261,87 @@ pub fn build(
             let state = s(args, "state").unwrap_or("file");
             sc.push_str(&format!("P={}\n", shquote(path)));
             sc.push_str("if [ -L \"$P\" ]; then cur=link; elif [ -d \"$P\" ]; then cur=directory; elif [ -e \"$P\" ]; then cur=file; else cur=absent; fi\n");
+            // A path this task creates gets its attributes right away, without a look first.
+            let fresh = fresh_attrs(args, "\"$P\"");
             match state {
-                "directory" => sc.push_str("if [ \"$cur\" != directory ]; then [ \"$cur\" = absent ] || fail \"$P exists and is not a directory\"; changed=1; [ \"$CHECK\" = 1 ] || mkdir -p \"$P\" || fail \"cannot create $P\"; fi\n"),
+                "directory" => {
+                    let m = mode_digits(args).map(|m| format!(" -m {m}")).unwrap_or_default();
+                    let own = chown_line(args, "\"$P\"");
+                    sc.push_str(&format!("if [ \"$cur\" != directory ]; then [ \"$cur\" = absent ] || fail \"$P exists and is not a directory\"; changed=1; [ \"$CHECK\" = 1 ] && finish 0; mkdir -p{m} \"$P\" || fail \"cannot create $P\"\n{own}finish 0; fi\n"));
+                }
                 "absent" => sc.push_str("if [ \"$cur\" != absent ]; then changed=1; [ \"$CHECK\" = 1 ] || rm -rf \"$P\" || fail \"cannot remove $P\"; fi\nfinish 0\n"),
-                "touch" => sc.push_str("if [ \"$cur\" = absent ]; then changed=1; [ \"$CHECK\" = 1 ] || : > \"$P\" || fail \"cannot create $P\"; fi\n"),
+                "touch" => sc.push_str(&format!("if [ \"$cur\" = absent ]; then changed=1; [ \"$CHECK\" = 1 ] && finish 0; : > \"$P\" || fail \"cannot create $P\"\n{fresh}finish 0; fi\n")),
                 "file" => sc.push_str(&format!("if [ \"$cur\" = absent ] && [ \"$CHECK\" = 1 ]; then printf '\\n{MARK}changed=1 rc=0 missing_path=1\\n'; exit 0; fi\n[ \"$cur\" = file ] || fail \"$P does not exist or is not a regular file (use state: touch to create it)\"\n")),
                 "link" => {
                     let src = s(args, "src").ok_or("`state: link` needs `src`")?;
+                    // A new link is made in place (symlink(2) is atomic and refuses an
+                    // existing path); one that replaces something goes through a temp name.
                     sc.push_str(&format!(
-                        "S={}\nif [ \"$cur\" != link ] || [ \"$(readlink \"$P\")\" != \"$S\" ]; then [ \"$cur\" = directory ] && fail \"$P is a directory\"; changed=1; if [ \"$CHECK\" != 1 ]; then t=\"$P.fleet.$$\"; ln -s \"$S\" \"$t\" && mv -f \"$t\" \"$P\" || fail \"cannot link $P\"; fi; fi\nfinish 0\n",
-                        shquote(src)
+                        "S={}\nif [ \"$cur\" = absent ]; then changed=1; [ \"$CHECK\" = 1 ] || ln -s \"$S\" \"$P\" || fail \"cannot link $P\"; finish 0; fi\nif [ \"$cur\" != link ] || [ \"$(readlink \"$P\")\" != \"$S\" ]; then [ \"$cur\" = directory ] && fail \"$P is a directory\"; changed=1; if [ \"$CHECK\" != 1 ]; then {DIR_OF_P_INLINE}t=\"$D/{tmp}\"; ln -s \"$S\" \"$t\" && mv -f \"$t\" \"$P\" || fail \"cannot link $P\"; fi; fi\nfinish 0\n",
+                        shquote(src),
+                        tmp = temp_name(),
+                        DIR_OF_P_INLINE = DIR_OF_P.trim_end().to_string() + "; ",
                     ));
                 }
                 other => return Err(format!("unknown state `{other}`")),
             }
-            // In check mode a path about to be created has no attributes to compare yet;
-            // creating it with the requested ones is part of that change.
-            sc.push_str("if [ \"$CHECK\" = 1 ] && [ \"$cur\" = absent ]; then finish 0; fi\n");
             sc.push_str(&attrs(args));
             sc.push_str("finish 0\n");
         }
         "copy" | "template" => {
             let dest = s(args, "dest").ok_or("`dest` is required")?;
-            sc.push_str(&format!(
-                "P={}\ncase \"$P\" in */*) D=${{P%/*}}; D=${{D:-/}};; *) D=.;; esac\n",
-                shquote(dest)
-            ));
+            let content = content.unwrap_or_default();
+            let inline = inline && inlinable(&content);
+            sc.push_str(&format!("P={}\n{DIR_OF_P}", shquote(dest)));
             // In check mode a missing directory may be one an earlier task would create: say
             // so, and the engine decides from what that run predicted.
-            sc.push_str(&format!("if [ ! -d \"$D\" ]; then [ \"$CHECK\" = 1 ] && {{ cat > /dev/null; printf '\\n{MARK}changed=1 rc=0 missing_dir=1\\n'; exit 0; }}; fail \"directory $D does not exist (create it with a file task first)\"; fi\n"));
-            sc.push_str(
-                "t=$(mktemp \"$D/.fleet.XXXXXX\") || fail \"cannot write in $D\"\ntrap 'rm -f \"$t\"' EXIT\ncat > \"$t\"\nexisted=0; [ -e \"$P\" ] && existed=1\nif [ \"$existed\" = 1 ] && cmp -s \"$t\" \"$P\"; then same=1; else same=0; fi\n",
-            );
-            sc.push_str(&format!("if [ \"$same\" = 0 ] && [ \"$existed\" = 1 ] && [ \"$DIFF\" = 1 ]; then printf '{OLD}\\n'; base64 < \"$P\"; printf '\\n{OLD}\\n'; fi\n"));
-            // New content: attributes go on the temp file, then one rename.
-            let mode = mode_digits(args).unwrap_or_default();
-            let own = s(args, "owner").map(shquote).unwrap_or_default();
-            let grp = s(args, "group").map(shquote).unwrap_or_default();
+            let drain = if inline { "" } else { "cat > /dev/null; " };
+            sc.push_str(&format!("if [ ! -d \"$D\" ]; then [ \"$CHECK\" = 1 ] && {{ {drain}printf '\\n{MARK}changed=1 rc=0 missing_dir=1\\n'; exit 0; }}; fail \"directory $D does not exist (create it with a file task first)\"; fi\n"));
             sc.push_str(&format!(
-                "if [ \"$same\" = 0 ]; then changed=1; if [ \"$CHECK\" != 1 ]; then m={mode}; [ -n \"$m\" ] || m=$(stat -c %a \"$P\" 2>/dev/null || stat -f %Lp \"$P\" 2>/dev/null || echo 644); chmod \"$m\" \"$t\" || fail \"chmod failed\"; [ -z {own} ] || chown {own} \"$t\" || fail \"chown failed\"; [ -z {grp} ] || chgrp {grp} \"$t\" || fail \"chgrp failed\"; mv -f \"$t\" \"$P\" || fail \"cannot replace $P\"; fi; finish 0; fi\nrm -f \"$t\"; trap - EXIT\n",
-                own = if own.is_empty() { "''".into() } else { own.clone() },
-                grp = if grp.is_empty() { "''".into() } else { grp.clone() },
+                "[ -d \"$P\" ] && fail \"$P is a directory\"\nt=\"$D/{}\"\nexisted=0; [ -e \"$P\" ] && existed=1\n",
+                temp_name()
+            ));
+            let mode = mode_digits(args);
+            let umask = umask_for(mode.as_deref());
+            if inline {
+                // The content is a literal of the script: compare first, write only on change.
+                let text = std::str::from_utf8(&content).unwrap_or_default();
+                sc.push_str(&format!(
+                    "src() {{ printf '%s' {}; }}\nsame=0; [ \"$existed\" = 1 ] && src | cmp -s - \"$P\" && same=1\n",
+                    if text.is_empty() { "''".to_string() } else { shquote(text) }
+                ));
+            } else {
+                sc.push_str("(umask 077; set -C; cat > \"$t\") || fail \"cannot write in $D\"\ntrap 'rm -f \"$t\"' EXIT\nsame=0; [ \"$existed\" = 1 ] && cmp -s \"$t\" \"$P\" && same=1\n");
+            }
+            sc.push_str(&format!("if [ \"$same\" = 0 ] && [ \"$existed\" = 1 ] && [ \"$DIFF\" = 1 ]; then printf '{OLD}\\n'; base64 < \"$P\"; printf '\\n{OLD}\\n'; fi\n"));
+            // New content: written beside the target with its attributes, then one rename.
+            let mut write = String::new();
+            if inline {
+                let um = umask.clone().unwrap_or_else(|| "077".into());
+                write.push_str(&format!(
+                    "(umask {um}; set -C; src > \"$t\") || fail \"cannot write in $D\"; trap 'rm -f \"$t\"' EXIT\n"
+                ));
+            }
+            match (&mode, &umask) {
+                (Some(_), Some(_)) if inline => {}
+                (Some(m), _) => write.push_str(&format!("chmod {m} \"$t\" || fail \"chmod failed\"\n")),
+                (None, _) => write.push_str("if [ \"$existed\" = 1 ]; then set -- $(stat -c %a \"$P\" 2>/dev/null || stat -f %Lp \"$P\" 2>/dev/null); m=${1:-644}; else m=644; fi; chmod \"$m\" \"$t\" || fail \"chmod failed\"\n"),
+            }
+            write.push_str(&chown_line(args, "\"$t\""));
+            write.push_str("mv -f \"$t\" \"$P\" || fail \"cannot replace $P\"; trap - EXIT\n");
+            let cleanup = if inline {
+                ""
+            } else {
+                "rm -f \"$t\"; trap - EXIT\n"
+            };
+            sc.push_str(&format!(
+                "if [ \"$same\" = 0 ]; then changed=1\nif [ \"$CHECK\" != 1 ]; then\n{write}else\n:; {cleanup}fi\nfinish 0\nfi\n{cleanup}"
             ));
             sc.push_str(&attrs(args));
             sc.push_str("finish 0\n");
-            stdin = Some(content.unwrap_or_default());
+            if !inline {
+                stdin = Some(content);
+            }
         }
         "lineinfile" => {
             let path = s(args, "path").ok_or("`path` is required")?;
@@ -234,36 +352,42 @@ pub fn build(
                 return Err("`state: present` needs `line`".into());
             }
             sc.push_str(&format!(
-                "P={}\nexport FLEET_LINE={} FLEET_RE={} FLEET_STATE={}\n",
+                "P={}\n{DIR_OF_P}t=\"$D/{}\"\nexport FLEET_LINE={} FLEET_RE={} FLEET_STATE={}\n",
                 shquote(path),
+                temp_name(),
                 shquote(line),
                 shquote(re),
                 shquote(state)
             ));
             if b(args, "create") {
-                sc.push_str("if [ ! -e \"$P\" ]; then [ \"$FLEET_STATE\" = absent ] && finish 0; changed=1; [ \"$CHECK\" = 1 ] && finish 0; [ -d \"$(dirname \"$P\")\" ] || fail \"directory of $P does not exist\"; printf '%s\\n' \"$FLEET_LINE\" > \"$P\" || fail \"cannot create $P\"; ");
-                sc.push_str(&format!(
-                    "{}finish 0; fi\n",
-                    mode_digits(args)
-                        .map(|m| format!("chmod {m} \"$P\"; "))
-                        .unwrap_or_default()
-                ));
+                let mode = mode_digits(args);
+                let um = umask_for(mode.as_deref()).unwrap_or_else(|| "022".into());
+                let chmod = match (&mode, umask_for(mode.as_deref())) {
+                    (Some(m), None) => format!("chmod {m} \"$t\" || fail \"chmod failed\"; "),
+                    _ => String::new(),
+                };
+                sc.push_str(&format!("if [ ! -e \"$P\" ]; then [ \"$FLEET_STATE\" = absent ] && finish 0; changed=1; [ \"$CHECK\" = 1 ] && finish 0; [ -d \"$D\" ] || fail \"directory of $P does not exist\"; (umask {um}; set -C; printf '%s\\n' \"$FLEET_LINE\" > \"$t\") || fail \"cannot create $P\"; {chmod}mv -f \"$t\" \"$P\" || fail \"cannot create $P\"; finish 0; fi\n"));
             } else {
                 sc.push_str(
                     "[ -f \"$P\" ] || fail \"$P does not exist (set create: true to create it)\"\n",
                 );
             }
             // awk reads the pattern and line from the environment, so no quoting reaches it.
+            // It exits 3 when the file already is as wanted; with FLEET_OUT set it writes the
+            // new contents there.
             sc.push_str(concat!(
-                "t=$(mktemp \"$(dirname \"$P\")/.fleet.XXXXXX\") || fail \"cannot write next to $P\"\ntrap 'rm -f \"$t\"' EXIT\n",
-                "awk 'BEGIN { line = ENVIRON[\"FLEET_LINE\"]; re = ENVIRON[\"FLEET_RE\"]; st = ENVIRON[\"FLEET_STATE\"]; last = 0; found = 0 }\n",
+                "edit() { awk 'BEGIN { line = ENVIRON[\"FLEET_LINE\"]; re = ENVIRON[\"FLEET_RE\"]; st = ENVIRON[\"FLEET_STATE\"]; out = ENVIRON[\"FLEET_OUT\"]; last = 0; found = 0; exact = 0 }\n",
                 "  { l[NR] = $0; if ($0 == line) exact = 1; if ((re != \"\" && $0 ~ re) || (re == \"\" && $0 == line)) { last = NR; found++; m[NR] = 1 } }\n",
-                "  END { for (i = 1; i <= NR; i++) { if (st == \"absent\") { if (!(i in m)) print l[i] } else if (i == last && re != \"\") print line; else print l[i] }\n",
-                "        if (st != \"absent\" && found == 0 && !exact) print line }' \"$P\" > \"$t\" || fail \"awk failed on $P\"\n",
-                "if cmp -s \"$t\" \"$P\"; then rm -f \"$t\"; trap - EXIT; finish 0; fi\nchanged=1\n",
+                "  END { if (st == \"absent\") ch = (found > 0); else if (re != \"\" && last > 0) ch = (l[last] != line); else ch = (found == 0 && !exact)\n",
+                "        if (!ch) exit 3\n        if (out == \"\") exit 0\n",
+                "        for (i = 1; i <= NR; i++) { if (st == \"absent\") { if (!(i in m)) print l[i] > out } else if (i == last && re != \"\") print line > out; else print l[i] > out }\n",
+                "        if (st != \"absent\" && found == 0 && !exact) print line > out\n        close(out) }' \"$P\"; }\n",
+                "export FLEET_OUT=; edit; r=$?\n[ \"$r\" = 3 ] && finish 0\n[ \"$r\" = 0 ] || fail \"awk failed on $P\"\nchanged=1\n",
                 "if [ \"$DIFF\" = 1 ]; then printf '__FLEET_OLD__\\n'; base64 < \"$P\"; printf '\\n__FLEET_OLD__\\n'; fi\n",
                 "[ \"$CHECK\" = 1 ] && finish 0\n",
-                "m=$(stat -c %a \"$P\" 2>/dev/null || stat -f %Lp \"$P\"); chmod \"$m\" \"$t\"; o=$(stat -c %u:%g \"$P\" 2>/dev/null || stat -f %u:%g \"$P\"); chown \"$o\" \"$t\" 2>/dev/null\n",
+                "(umask 077; set -C; : > \"$t\") || fail \"cannot write next to $P\"; trap 'rm -f \"$t\"' EXIT\n",
+                "FLEET_OUT=$t; edit || fail \"awk failed on $P\"\n",
+                "set -- $(stat -c '%a %u:%g' \"$P\" 2>/dev/null || stat -f '%Lp %u:%g' \"$P\"); chmod \"$1\" \"$t\"; chown \"$2\" \"$t\" 2>/dev/null\n",
                 "mv -f \"$t\" \"$P\" || fail \"cannot replace $P\"; trap - EXIT\nfinish 0\n"
             ));
         }
@@ -533,43 +657,31 @@ pub fn build(
 /// Markers of a batch: several tasks' scripts in one exec.
 pub const UNIT: &str = "__FLEET_UNIT__ ";
 const UNIT_END: &str = "__FLEET_UNIT_END__ ";
-const ERR: &str = "__FLEET_ERR__";
 
-/// One script of a batch, with its file content.
+/// One script of a batch.
 #[derive(Debug, Clone)]
 pub struct BatchPart<'a> {
-    /// The task's script.
+    /// The task's script (from [`build_for_batch`]: file contents are inside it).
     pub script: &'a str,
-    /// Its stdin (small file contents, carried inside the batch as base64).
-    pub stdin: Option<&'a [u8]>,
     /// Keep going when this one fails.
     pub ignore_errors: bool,
 }
 
-/// Largest stdin a task may have to travel in a batch (it goes in the command line).
+/// Largest file content a task may carry inside a batch.
 pub const BATCH_STDIN_MAX: usize = 48 * 1024;
 
-/// Joins several task scripts into one exec: each runs in its own subshell, in order, with
-/// its own stdin and stderr, and the batch stops at the first failure (exit 97 from `fail`,
-/// 98 from a command that failed) unless that task ignores errors.
+/// Joins several task scripts into one script, sent on stdin to `sh -s`: each runs in its own
+/// subshell, in order, with stdin from /dev/null (stdin is the rest of the batch), and the
+/// batch stops at the first failure (exit 97 from `fail`, 98 from a command that failed)
+/// unless that task ignores errors. Markers on both stdout and stderr delimit each task's
+/// output, so no temp file is needed to keep their stderr apart.
 pub fn batch(parts: &[BatchPart<'_>]) -> String {
-    use base64::Engine;
-    let mut out = String::from(
-        "FLEET_BATCH=1; export FLEET_BATCH\nE=$(mktemp 2>/dev/null || echo /tmp/.fleet-err.$$)\ntrap 'rm -f \"$E\"' EXIT\n",
-    );
+    let mut out = String::from("FLEET_BATCH=1; export FLEET_BATCH\n");
     for (i, p) in parts.iter().enumerate() {
-        out.push_str(&format!("printf '{UNIT}%s\\n' {i}\n"));
-        let body = format!("({}\n)", p.script);
-        match p.stdin {
-            Some(data) => {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(data);
-                out.push_str(&format!(
-                    "printf '%s' '{b64}' | (base64 -d 2>/dev/null || base64 -D) | {body} 2>\"$E\"\n"
-                ));
-            }
-            None => out.push_str(&format!("{body} </dev/null 2>\"$E\"\n")),
-        }
-        out.push_str(&format!("rc=$?\nprintf '\\n{UNIT_END}%s\\n' \"$rc\"\nif [ -s \"$E\" ]; then printf '{ERR}\\n'; base64 < \"$E\"; printf '\\n{ERR}\\n'; fi\n"));
+        out.push_str(&format!(
+            "printf '{UNIT}%s\\n' {i}; printf '{UNIT}%s\\n' {i} >&2\n({}\n) </dev/null\nrc=$?\nprintf '\\n{UNIT_END}%s\\n' \"$rc\"; printf '\\n{UNIT_END}\\n' >&2\n",
+            p.script
+        ));
         if !p.ignore_errors {
             out.push_str("[ \"$rc\" = 0 ] || exit 0\n");
         }
@@ -577,33 +689,48 @@ pub fn batch(parts: &[BatchPart<'_>]) -> String {
     out
 }
 
+/// The text of each unit of a batch's output stream, by unit index.
+fn units(stream: &str) -> Vec<(usize, &str)> {
+    stream
+        .split(UNIT)
+        .skip(1)
+        .filter_map(|seg| {
+            let (idx, rest) = seg.split_once('\n')?;
+            Some((idx.trim().parse().ok()?, rest))
+        })
+        .collect()
+}
+
 /// Splits a batch's output into each task's (status, stdout, stderr), for the tasks that ran.
-pub fn split_batch(stdout: &str) -> Vec<(i32, String, String)> {
-    use base64::Engine;
+pub fn split_batch(stdout: &str, stderr: &str) -> Vec<(i32, String, String)> {
+    let errs: std::collections::HashMap<usize, String> = units(stderr)
+        .into_iter()
+        .map(|(i, rest)| {
+            let body = rest
+                .rfind(&format!("\n{}", UNIT_END.trim_end()))
+                .map_or(rest, |end| &rest[..end]);
+            (i, body.to_string())
+        })
+        .collect();
     let mut out = Vec::new();
-    for seg in stdout.split(UNIT).skip(1) {
-        let Some((_idx, rest)) = seg.split_once('\n') else {
-            continue;
-        };
+    for (i, rest) in units(stdout) {
         let Some(end) = rest.rfind(&format!("\n{UNIT_END}")) else {
             continue;
         };
         let body = &rest[..end];
         let tail = &rest[end + 1 + UNIT_END.len()..];
-        let (rc_line, after) = tail.split_once('\n').unwrap_or((tail, ""));
-        let rc: i32 = rc_line.trim().parse().unwrap_or(-1);
-        let stderr = after
-            .split_once(&format!("{ERR}\n"))
-            .and_then(|(_, e)| e.split_once(&format!("\n{ERR}")))
-            .map(|(b64, _)| {
-                let clean: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
-                base64::engine::general_purpose::STANDARD
-                    .decode(clean)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default();
-        out.push((rc, body.to_string(), stderr));
+        let rc: i32 = tail
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .unwrap_or(-1);
+        out.push((
+            rc,
+            body.to_string(),
+            errs.get(&i).cloned().unwrap_or_default(),
+        ));
     }
     out
 }
@@ -656,4 +783,47 @@ pub fn parse_output(status: i32, stdout: &str, stderr: &str) -> Result<Reported,
         missing_path: field("missing_path") == "1",
         before,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn umask_gives_the_mode_only_without_execute_or_special_bits() {
+        assert_eq!(umask_for(Some("640")).as_deref(), Some("137"));
+        assert_eq!(umask_for(Some("600")).as_deref(), Some("177"));
+        assert_eq!(umask_for(Some("644")).as_deref(), Some("133"));
+        assert_eq!(umask_for(Some("755")), None);
+        assert_eq!(umask_for(Some("4644")), None);
+        assert_eq!(umask_for(None), None);
+    }
+
+    #[test]
+    fn only_small_text_travels_inside_a_script() {
+        assert!(inlinable(b"a = 'b'\n"));
+        assert!(inlinable(b""));
+        assert!(!inlinable(b"a\0b"));
+        assert!(!inlinable(&[0xff, 0xfe]));
+        assert!(!inlinable(&vec![b'x'; BATCH_STDIN_MAX + 1]));
+    }
+
+    #[test]
+    fn a_batch_output_splits_into_each_units_streams() {
+        let out = "noise\n__FLEET_UNIT__ 0\nhello\n__FLEET__ changed=1 rc=0\n\n__FLEET_UNIT_END__ 0\n__FLEET_UNIT__ 1\n\n__FLEET_UNIT_END__ 97\n";
+        let err = "__FLEET_UNIT__ 0\n\n__FLEET_UNIT_END__\n__FLEET_UNIT__ 1\nboom\n\n__FLEET_UNIT_END__\n";
+        let units = split_batch(out, err);
+        assert_eq!(units.len(), 2);
+        assert_eq!(units[0].0, 0);
+        assert!(units[0].1.contains("hello") && units[0].2.is_empty());
+        assert_eq!((units[1].0, units[1].2.as_str()), (97, "boom\n"));
+        // A unit that never reported its end (the host died) is not in the result.
+        assert_eq!(split_batch("__FLEET_UNIT__ 0\npartial", "").len(), 0);
+    }
+
+    #[test]
+    fn temp_names_differ() {
+        assert_ne!(temp_name(), temp_name());
+        assert!(temp_name().starts_with(".fleet."));
+    }
 }
