@@ -409,3 +409,50 @@ fn file_contents_of_every_kind_arrive_byte_for_byte() {
         "0\nno\n"
     );
 }
+
+#[test]
+fn attributes_looked_up_once_per_batch_never_go_stale() {
+    // A batch looks up the modes and owners of all its paths with one `stat`; once a task
+    // has changed something, later tasks look again.
+    let hosts = Hosts::up(1);
+    hosts.sh(
+        1,
+        "mkdir -p /srv/s && printf x > /srv/s/a && chmod 644 /srv/s/a",
+    );
+    let pb = concat!(
+        "- name: modes\n  hosts: all\n  tasks:\n",
+        "    - { name: t1, file: { path: /srv/s/a, mode: \"0600\" } }\n",
+        "    - { name: t2, file: { path: /srv/s/a, mode: \"0600\", owner: root } }\n",
+        "    - { name: t3, file: { path: /srv/s/a, mode: \"0640\" } }\n",
+        "    - { name: t4, file: { path: /srv/s, state: directory, mode: \"0700\" } }\n",
+    );
+    let r = repo(&hosts, 1, pb, "");
+    let statuses = |ev: &[serde_json::Value]| {
+        ev.iter()
+            .filter(|e| e["event"] == "task")
+            .map(|e| {
+                format!(
+                    "{}={}",
+                    e["task"].as_str().unwrap_or(""),
+                    e["status"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (code, ev) = run(r.path(), &[]);
+    assert_eq!(code, 0, "{ev:?}");
+    assert_eq!(statuses(&ev), "t1=changed t2=ok t3=changed t4=changed");
+    assert_eq!(hosts.sh(1, "stat -c %a /srv/s/a /srv/s"), "640\n700\n");
+    // Nothing changed yet in this batch when t4 looks: the up-front answer is used, and right.
+    let (code, ev) = run(r.path(), &[]);
+    assert_eq!(code, 0);
+    assert_eq!(statuses(&ev), "t1=changed t2=ok t3=changed t4=ok");
+    hosts.sh(1, "chmod 755 /srv/s");
+    let (_, ev) = run(r.path(), &["--tags", "never-matches"]);
+    assert_eq!(statuses(&ev), "");
+    let pb2 = "- name: m\n  hosts: all\n  tasks:\n    - { name: t4, file: { path: /srv/s, state: directory, mode: \"0700\" } }\n    - { name: t5, file: { path: /srv/s/a, mode: \"0640\" } }\n";
+    let r2 = repo(&hosts, 1, pb2, "");
+    let (_, ev) = run(r2.path(), &[]);
+    assert_eq!(statuses(&ev), "t4=changed t5=ok");
+}

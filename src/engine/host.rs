@@ -1098,6 +1098,7 @@ impl Run<'_> {
                 units.iter().filter_map(move |u| {
                     u.built.as_ref().map(|b| scripts::BatchPart {
                         script: &b.script,
+                        stat_path: b.stat_path.as_deref(),
                         ignore_errors: t.ignore_errors,
                     })
                 })
@@ -1107,7 +1108,13 @@ impl Run<'_> {
         let results = if parts.is_empty() {
             Vec::new()
         } else {
-            let script = scripts::batch(&parts);
+            let bsd = self
+                .state
+                .facts
+                .as_ref()
+                .and_then(|f| f.os.as_deref())
+                .is_some_and(|os| os != "linux");
+            let script = scripts::batch(&parts, bsd);
             let Some(conn) = &self.state.conn else {
                 return Batched::Stop;
             };

@@ -17,6 +17,8 @@ pub struct Built {
     pub stdin: Option<Vec<u8>>,
     /// Never runs anything on the host (`debug`).
     pub local_only: Option<String>,
+    /// The path whose mode and owner the script compares (a batch looks them up up front).
+    pub stat_path: Option<String>,
 }
 
 /// What a task's script reported.
@@ -40,11 +42,24 @@ pub struct Reported {
 }
 
 const MARK: &str = "__FLEET__ ";
+
+/// Exit status of a batched task that changed something (the batch then stops trusting what
+/// it looked up before; see [`batch`]); reported as 0.
+const CHANGED_RC: i32 = 96;
+
+/// `fleet_stat PATH` sets `st` to "MODE USER GROUP". In a batch where nothing has changed
+/// yet, the answer comes from the one `stat` the batch ran for all its paths up front
+/// (`FLEET_STATS`), so an idempotent run costs one `stat` per host instead of one per task.
+const STAT_FN: &str = concat!(
+    "fleet_stat() { st=; if [ \"${FLEET_CLEAN:-0}\" = 1 ]; then r=${FLEET_STATS%\" $1\n\"*}; ",
+    "if [ \"$r\" != \"$FLEET_STATS\" ]; then r=${r##*\"\n\"}; set -- $r; [ $# = 3 ] && { st=$r; return 0; }; fi; fi; ",
+    "st=$(stat -c '%a %U %G' \"$1\" 2>/dev/null || stat -f '%Lp %Su %Sg' \"$1\" 2>/dev/null); }\n"
+);
 const OLD: &str = "__FLEET_OLD__";
 
 fn preamble(check: bool, diff: bool) -> String {
     format!(
-        "CHECK={}; DIFF={}; changed=0\nfail() {{ printf '%s\\n' \"$*\" >&2; exit 97; }}\nfinish() {{ printf '\\n{MARK}changed=%s rc=%s\\n' \"$changed\" \"${{1:-0}}\"; [ \"${{FLEET_BATCH:-0}}\" = 1 ] && [ \"${{1:-0}}\" != 0 ] && exit 98; exit 0; }}\n",
+        "CHECK={}; DIFF={}; changed=0\nfail() {{ printf '%s\\n' \"$*\" >&2; exit 97; }}\nfinish() {{ printf '\\n{MARK}changed=%s rc=%s\\n' \"$changed\" \"${{1:-0}}\"; if [ \"${{FLEET_BATCH:-0}}\" = 1 ]; then [ \"${{1:-0}}\" != 0 ] && exit 98; [ \"$changed\" = 1 ] && exit {CHANGED_RC}; fi; exit 0; }}\n{STAT_FN}",
         u8::from(check),
         u8::from(diff)
     )
@@ -92,10 +107,8 @@ fn attrs(args: &J) -> String {
     if mode.is_none() && owner.is_none() && group.is_none() {
         return String::new();
     }
-    // One stat for all three (GNU, then BSD/macOS syntax).
-    let mut out = String::from(
-        "set -- $(stat -c '%a %U %G' \"$P\" 2>/dev/null || stat -f '%Lp %Su %Sg' \"$P\" 2>/dev/null)\n",
-    );
+    // One stat for all three (GNU, then BSD/macOS syntax), or the batch's.
+    let mut out = String::from("fleet_stat \"$P\"; set -- $st\n");
     if let Some(m) = mode {
         out.push_str(&format!("if [ \"$1\" != {m} ]; then changed=1; [ \"$CHECK\" = 1 ] || chmod {m} \"$P\" || fail \"chmod {m} $P failed\"; fi\n"));
     }
@@ -647,10 +660,18 @@ fn build_with(
         "fleet_agent" => return Err("`fleet_agent` runs as several steps in the engine".into()),
         other => return Err(format!("module `{other}` has no implementation")),
     }
+    let stat_path = match module {
+        "file" => s(args, "path"),
+        "copy" | "template" | "get_url" => s(args, "dest"),
+        _ => None,
+    }
+    .filter(|_| !attrs(args).is_empty())
+    .map(str::to_string);
     Ok(Built {
         script: sc,
         stdin,
         local_only: None,
+        stat_path,
     })
 }
 
@@ -663,6 +684,8 @@ const UNIT_END: &str = "__FLEET_UNIT_END__ ";
 pub struct BatchPart<'a> {
     /// The task's script (from [`build_for_batch`]: file contents are inside it).
     pub script: &'a str,
+    /// The path whose attributes it compares, if any.
+    pub stat_path: Option<&'a str>,
     /// Keep going when this one fails.
     pub ignore_errors: bool,
 }
@@ -670,16 +693,34 @@ pub struct BatchPart<'a> {
 /// Largest file content a task may carry inside a batch.
 pub const BATCH_STDIN_MAX: usize = 48 * 1024;
 
-/// Joins several task scripts into one script, sent on stdin to `sh -s`: each runs in its own
+/// Joins several task scripts into one script (`bsd_stat`: the host's `stat` speaks BSD), sent on stdin to `sh -s`: each runs in its own
 /// subshell, in order, with stdin from /dev/null (stdin is the rest of the batch), and the
 /// batch stops at the first failure (exit 97 from `fail`, 98 from a command that failed)
 /// unless that task ignores errors. Markers on both stdout and stderr delimit each task's
 /// output, so no temp file is needed to keep their stderr apart.
-pub fn batch(parts: &[BatchPart<'_>]) -> String {
+pub fn batch(parts: &[BatchPart<'_>], bsd_stat: bool) -> String {
     let mut out = String::from("FLEET_BATCH=1; export FLEET_BATCH\n");
+    // One stat for every path the tasks will compare; trusted until a task changes something.
+    let paths: Vec<String> = parts
+        .iter()
+        .filter_map(|p| p.stat_path)
+        .filter(|p| !p.contains('\n'))
+        .map(shquote)
+        .collect();
+    if !paths.is_empty() {
+        let list = paths.join(" ");
+        let format = if bsd_stat {
+            "-f '%Lp %Su %Sg %N'"
+        } else {
+            "-c '%a %U %G %n'"
+        };
+        out.push_str(&format!(
+            "FLEET_STATS=\"\n$(stat {format} -- {list} 2>/dev/null)\n\"; FLEET_CLEAN=1\n"
+        ));
+    }
     for (i, p) in parts.iter().enumerate() {
         out.push_str(&format!(
-            "printf '{UNIT}%s\\n' {i}; printf '{UNIT}%s\\n' {i} >&2\n({}\n) </dev/null\nrc=$?\nprintf '\\n{UNIT_END}%s\\n' \"$rc\"; printf '\\n{UNIT_END}\\n' >&2\n",
+            "printf '{UNIT}%s\\n' {i}; printf '{UNIT}%s\\n' {i} >&2\n({}\n) </dev/null\nrc=$?; [ \"$rc\" = 0 ] || FLEET_CLEAN=0; [ \"$rc\" = {CHANGED_RC} ] && rc=0\nprintf '\\n{UNIT_END}%s\\n' \"$rc\"; printf '\\n{UNIT_END}\\n' >&2\n",
             p.script
         ));
         if !p.ignore_errors {
