@@ -762,7 +762,19 @@ impl Run<'_> {
             .to_string();
         let macos = facts.os.as_deref() == Some("macos");
         // 1. The binary: this controller's own when the platforms match, else `source`.
-        let source = match args.get("source").and_then(J::as_str) {
+        // The agent runs as this account (the unit's User=, the plist's UserName): it must be
+        // able to read its token and write its log.
+        let user = args
+            .get("user")
+            .and_then(J::as_str)
+            .or_else(|| ctx.get("fleet_user").and_then(J::as_str))
+            .unwrap_or("root")
+            .to_string();
+        let source = match args
+            .get("source")
+            .and_then(J::as_str)
+            .filter(|s| !s.is_empty())
+        {
             Some(s) => std::path::PathBuf::from(s),
             None => {
                 let same = facts.os.as_deref() == Some(std::env::consts::OS)
@@ -852,23 +864,20 @@ impl Run<'_> {
             .rsplit_once('/')
             .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
             .to_string();
-        for (dir, mode) in [(tdir.as_str(), "0755"), ("/var/log/fleet", "0755")] {
-            let mk = scripts::build(
-                "file",
-                &json!({ "path": dir, "state": "directory", "mode": mode }),
-                None,
-                &facts,
-                check,
-                false,
-            )
-            .map_err(Exec::Failed)?;
+        for (dir, owner) in [(tdir.as_str(), None), ("/var/log/fleet", Some(&user))] {
+            let mut spec = json!({ "path": dir, "state": "directory", "mode": "0755" });
+            if let Some(o) = owner {
+                spec["owner"] = J::String(o.clone());
+            }
+            let mk =
+                scripts::build("file", &spec, None, &facts, check, false).map_err(Exec::Failed)?;
             changed_any |= self.script(&mk, become_).await?.changed;
         }
         let tok = match &token {
             Some(t) => Some(
                 scripts::build(
                     "copy",
-                    &json!({ "dest": token_file, "mode": "0600" }),
+                    &json!({ "dest": token_file, "mode": "0600", "owner": user }),
                     Some(format!("{}\n", t.trim()).into_bytes()),
                     &facts,
                     check,

@@ -24,8 +24,14 @@ else
 fi
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'; fi
 if [ "$K" = Darwin ]; then echo "init=launchd"; elif [ -d /run/systemd/system ]; then echo "init=systemd"; else echo "init=other"; fi
-for m in apt-get dnf pacman brew; do if command -v $m >/dev/null 2>&1; then echo "pkg=$m"; break; fi; done
-if command -v ollama >/dev/null 2>&1; then echo "ollama_version=$(ollama --version 2>/dev/null | awk '{print $NF}' | tail -n1)"; fi
+if [ "$K" = Darwin ]; then
+  for b in brew /opt/homebrew/bin/brew /usr/local/bin/brew; do if command -v $b >/dev/null 2>&1; then echo "pkg=brew"; break; fi; done
+else
+  for m in apt-get dnf pacman brew; do if command -v $m >/dev/null 2>&1; then echo "pkg=$m"; break; fi; done
+fi
+for o in ollama /opt/homebrew/bin/ollama /usr/local/bin/ollama; do
+  if command -v $o >/dev/null 2>&1; then echo "ollama_version=$($o --version 2>/dev/null | awk '{print $NF}' | tail -n1)"; break; fi
+done
 echo "user=${USER:-$(id -un)}"
 "#;
 

@@ -468,19 +468,27 @@ fn build_with(
                     "pacman -Qu \"$1\" >/dev/null 2>&1",
                 ),
                 "brew" if cask => (
-                    "brew list --cask \"$1\" >/dev/null 2>&1",
-                    "brew install --cask",
-                    "brew uninstall --cask",
-                    "[ -n \"$(brew outdated --cask \"$1\" 2>/dev/null)\" ]",
+                    "\"$BREW\" list --cask \"$1\" >/dev/null 2>&1",
+                    "\"$BREW\" install --cask",
+                    "\"$BREW\" uninstall --cask",
+                    "[ -n \"$(\"$BREW\" outdated --cask \"$1\" 2>/dev/null)\" ]",
                 ),
                 "brew" => (
-                    "brew list --formula \"$1\" >/dev/null 2>&1",
-                    "brew install",
-                    "brew uninstall",
-                    "[ -n \"$(brew outdated --formula \"$1\" 2>/dev/null)\" ]",
+                    "\"$BREW\" list --formula \"$1\" >/dev/null 2>&1",
+                    "\"$BREW\" install",
+                    "\"$BREW\" uninstall",
+                    "[ -n \"$(\"$BREW\" outdated --formula \"$1\" 2>/dev/null)\" ]",
                 ),
                 other => return Err(format!("unknown package manager `{other}`")),
             };
+            if manager == "brew" {
+                // A non-login ssh session on a Mac has no Homebrew on its PATH.
+                sc.push_str(concat!(
+                    "BREW=$(command -v brew 2>/dev/null) || for b in /opt/homebrew/bin/brew /usr/local/bin/brew; do [ -x \"$b\" ] && { BREW=$b; break; }; done\n",
+                    "[ -n \"$BREW\" ] || fail \"Homebrew not found (not on PATH, nor in /opt/homebrew/bin or /usr/local/bin)\"\n",
+                    "[ \"$(id -u)\" != 0 ] || fail \"Homebrew does not run as root: run this task without become, as the Mac's admin user\"\n",
+                ));
+            }
             if b(args, "update_cache") && manager == "apt" {
                 sc.push_str("[ \"$CHECK\" = 1 ] || apt-get update -q >/dev/null 2>&1 || fail \"apt-get update failed\"\n");
             }

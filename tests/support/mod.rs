@@ -329,6 +329,11 @@ pub struct Hosts {
 impl Hosts {
     /// Starts `n` hosts.
     pub fn up(n: u16) -> Hosts {
+        Hosts::up_with(n, &[])
+    }
+
+    /// Starts `n` hosts with extra private top-level directories (e.g. macOS' `Library`).
+    pub fn up_with(n: u16, private_dirs: &[&str]) -> Hosts {
         let dir = tempfile::Builder::new()
             .prefix("fh")
             .tempdir_in("/tmp")
@@ -346,6 +351,11 @@ impl Hosts {
             .args(["up", &n.to_string(), "--dir"])
             .arg(dir.path())
             .args(["--port-base", &base.to_string()])
+            .args(if private_dirs.is_empty() {
+                Vec::new()
+            } else {
+                vec!["--private-dirs".to_string(), private_dirs.join(" ")]
+            })
             .output()
             .expect("fleet-hosts runs");
         assert!(
@@ -403,6 +413,33 @@ impl Drop for Hosts {
 }
 
 impl Hosts {
+    /// Copies `src` (relative to the crate) to `dest` on host `k`, executable.
+    pub fn install(&self, k: u16, src: &str, dest: &str) {
+        let text = std::fs::read(crate_root().join(src)).expect("stand-in");
+        let q = fleet::command::shquote(dest);
+        let mut child = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(self.ssh_config())
+            .arg(format!("host{k}"))
+            .arg(format!(
+                "mkdir -p \"$(dirname {q})\" && cat > {q} && chmod 755 {q}"
+            ))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("ssh");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&text)
+            .expect("write");
+        assert!(
+            child.wait().expect("wait").success(),
+            "installing {src} as {dest}"
+        );
+    }
+
     /// Puts the systemctl, apt-get and dpkg-query stand-ins on every host (in its private
     /// /usr/local/bin, ahead of /usr/bin) and makes facts see systemd.
     pub fn install_standins(&self, n: u16) {

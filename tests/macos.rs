@@ -1,0 +1,303 @@
+//! fleet's macOS code paths — facts, Homebrew, launchd plists and `launchctl`, the agent as a
+//! launchd daemon — end to end on a real sshd host that answers like a Mac, since macOS
+//! cannot run here. Stand-ins (tests/standins/macos): `uname` and `sw_vers` say Darwin/macOS
+//! 15; Homebrew lives at /opt/homebrew/bin/brew, off a non-login session's PATH, and refuses
+//! root as the real one does; `launchctl` loads plists from the host's private /Library and
+//! runs their programs with their environment and as their `UserName`, as launchd would. The
+//! login is the Mac's admin user with passwordless sudo, as on a real fleet Mac.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use support::{
+    Hosts, build_repo, crate_root, fleet, free_port, http, parse_case, spawn_fleet, wait_for,
+};
+
+fn a_mac() -> Hosts {
+    support::ensure_tool("sudo", "sudo");
+    let hosts = Hosts::up_with(1, &["Library", "Users"]);
+    hosts.sh(
+        1,
+        "useradd -m -s /bin/sh -p '*' symphony && mkdir -p /home/symphony/.ssh && cp /root/.ssh/authorized_keys /home/symphony/.ssh/ && chown -R symphony: /home/symphony/.ssh && chmod 700 /home/symphony/.ssh && mkdir -p /etc/sudoers.d && echo 'symphony ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/symphony && chmod 440 /etc/sudoers.d/symphony",
+    );
+    for (src, dest) in [
+        ("tests/standins/macos/uname", "/usr/local/bin/uname"),
+        ("tests/standins/macos/sw_vers", "/usr/local/bin/sw_vers"),
+        ("tests/standins/macos/launchctl", "/usr/local/bin/launchctl"),
+        ("tests/standins/macos/brew", "/opt/homebrew/bin/brew"),
+        ("tests/standins/ollama", "/opt/homebrew/.standin/ollama"),
+    ] {
+        hosts.install(1, src, dest);
+    }
+    // What every Mac has.
+    hosts.sh(
+        1,
+        "chown -R symphony: /opt/homebrew && mkdir -p /Library/LaunchDaemons",
+    );
+    hosts
+}
+
+fn apply(repo: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
+    let out = fleet(repo)
+        .args(["apply", "playbooks/mac.yaml", "--json"])
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn changed(events: &[serde_json::Value]) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter(|e| e["status"] == "changed")
+        .map(|e| format!("{} | {}", e["task"].as_str().unwrap_or(""), e["item"]))
+        .collect()
+}
+
+#[test]
+fn the_mac_roles_install_with_homebrew_and_run_under_launchd() {
+    let hosts = a_mac();
+    let hq_port = free_port();
+    let ollama_port = free_port();
+    let inv = format!(
+        "fleet: {{ name: t, hq: hq1, hq_url: \"http://127.0.0.1:{hq_port}\", ssh_config: \"{cfg}\" }}\nvars: {{ ssh_user: symphony, fleet_user: symphony, ollama_bind: 127.0.0.1, agent_interval: 300ms, agent_source: \"{bin}\" }}\nnodes:\n  hq1: {{ host: 127.0.0.1, role: common, vars: {{ connection: local }} }}\n  m1:\n    host: 127.0.0.1\n    role: llm_worker\n    hardware: {{ cpu: apple_silicon, os: macos, arch: aarch64, ram_gb: 24 }}\n    models: [llama3.2:3b]\n    vars: {{ ssh_port: {ssh}, ollama_port: {ollama_port} }}\n",
+        cfg = hosts.ssh_config().display(),
+        bin = env!("CARGO_BIN_EXE_fleet"),
+        ssh = hosts.port(1),
+    );
+    let r = build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &parse_case(
+            "mac",
+            &format!(
+                "--- inventory/fleet.yaml\n{inv}--- playbooks/mac.yaml\n- name: a Mac worker\n  hosts: m1\n  roles: [ollama, browser, agent]\n"
+            ),
+        ),
+    );
+    for role in ["ollama", "browser", "agent"] {
+        let to = r.path().join("roles").join(role);
+        std::fs::create_dir_all(&to).expect("role dir");
+        std::fs::copy(
+            crate_root().join("roles").join(role).join("role.yaml"),
+            to.join("role.yaml"),
+        )
+        .expect("role");
+    }
+    // HQ, and the node's token in its store.
+    let db = r.path().join(".fleet/hq.sqlite");
+    let db_arg = db.display().to_string();
+    let token = r.path().join(".fleet/tokens/m1.token");
+    let issued = fleet(r.path())
+        .args(["token", "issue", "m1", "--db", &db_arg, "--out"])
+        .arg(&token)
+        .output()
+        .expect("runs");
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let _serve = spawn_fleet(
+        r.path(),
+        &[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{hq_port}"),
+            "--db",
+            &db_arg,
+        ],
+        &r.path().join("serve.log"),
+    );
+    wait_for(20, "serve", || {
+        http(
+            "GET",
+            &format!("http://127.0.0.1:{hq_port}/healthz"),
+            None,
+            None,
+        )
+        .ok()
+        .filter(|(c, _)| *c == 200)
+    });
+
+    // The facts of a Mac.
+    let facts = fleet(r.path())
+        .args(["facts", "m1", "--json"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&facts.stdout);
+    assert!(
+        facts.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&facts.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).expect("facts JSON");
+    for (key, want) in [
+        ("os", "macos"),
+        ("arch", "aarch64"),
+        ("os_version", "macOS 15.1"),
+        ("init", "launchd"),
+        ("package_manager", "brew"),
+    ] {
+        assert_eq!(v["m1"][key], want, "{key} in {text}");
+    }
+
+    // --check predicts exactly the real run; the second run changes nothing.
+    let (code, check, err) = apply(r.path(), &["--check"]);
+    assert_eq!(code, 0, "{err}\n{check:?}");
+    let (code, real, err) = apply(r.path(), &[]);
+    assert_eq!(code, 0, "{err}\n{real:?}");
+    assert_eq!(
+        changed(&check),
+        changed(&real),
+        "--check predicted other changes"
+    );
+    let expect: BTreeSet<String> = [
+        "install Ollama (Homebrew) | null",
+        "Ollama launchd daemon | null",
+        "start Ollama | null",
+        "restart ollama | null",
+        "pull the node's models | \"llama3.2:3b\"",
+        "install Google Chrome (Homebrew cask) | null",
+        "browser profile directory | null",
+        "fleet configuration directory | null",
+        "fleet state directory | null",
+        "install, register and start the agent | null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(changed(&real), expect);
+    let (code, again, err) = apply(r.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        changed(&again).is_empty(),
+        "second run changed {:?}",
+        changed(&again)
+    );
+
+    // What is on the "Mac": Homebrew ran as the admin, plists in /Library, both daemons loaded
+    // and running as the fleet user, the model pulled through Ollama's API.
+    let brew = hosts.sh(1, "cat /opt/homebrew/.standin/brew.log");
+    assert!(
+        brew.contains("brew install ollama") && brew.contains("brew install --cask google-chrome"),
+        "{brew}"
+    );
+    let plists = std::fs::read_dir(
+        hosts
+            .dir
+            .path()
+            .join("hosts/1/private/Library/LaunchDaemons"),
+    )
+    .expect("/Library/LaunchDaemons on the host")
+    .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+    .collect::<BTreeSet<_>>();
+    assert_eq!(
+        plists,
+        ["com.fleet.agent.plist", "com.fleet.ollama.plist"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    let ps = hosts.sh(1, "launchctl print system/com.fleet.ollama; launchctl print system/com.fleet.agent; ps -o user= -o args= -u symphony");
+    assert!(ps.matches("state = running").count() == 2, "{ps}");
+    assert!(
+        ps.contains("/opt/homebrew/bin/ollama serve") && ps.contains("fleet agent --hq"),
+        "{ps}"
+    );
+    assert_eq!(
+        hosts.sh(1, "stat -c '%a %U' /etc/fleet/agent.token /var/log/fleet"),
+        "600 symphony\n755 symphony\n"
+    );
+    let (_, tags) = http(
+        "GET",
+        &format!("http://127.0.0.1:{ollama_port}/api/tags"),
+        None,
+        None,
+    )
+    .expect("Ollama answers");
+    assert!(tags.contains("llama3.2:3b"), "{tags}");
+    // The agent, started by launchd as the fleet user, reads its token and reports to HQ.
+    wait_for(30, "m1 to report", || {
+        let (_, body) = http(
+            "GET",
+            &format!("http://127.0.0.1:{hq_port}/api/nodes/m1"),
+            None,
+            None,
+        )
+        .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["status"] == "online").then_some(())
+    });
+
+    // A changed plist restarts the daemon through launchctl (the handler), once.
+    let kickstarts = || {
+        hosts.sh(
+            1,
+            "grep -c 'kickstart -k system/com.fleet.ollama' /var/log/standin-launchctl.log || true",
+        )
+    };
+    let before = kickstarts();
+    let (code, ev, err) = apply(r.path(), &["-e", "ollama_keep_alive=30m"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "handler" && e["status"] == "changed"),
+        "{ev:?}"
+    );
+    let n: u32 = before.trim().parse().unwrap_or(0);
+    assert_eq!(kickstarts(), format!("{}\n", n + 1));
+    assert!(
+        hosts
+            .sh(1, "cat /Library/LaunchDaemons/com.fleet.ollama.plist")
+            .contains("<string>30m</string>")
+    );
+}
+
+#[test]
+fn homebrew_refuses_root_with_a_clear_message() {
+    let hosts = a_mac();
+    let inv = format!(
+        "fleet: {{ name: t, hq: m1, hq_url: \"http://127.0.0.1:1\", ssh_config: \"{}\" }}\nvars: {{ ssh_user: symphony }}\nnodes:\n  m1: {{ host: 127.0.0.1, role: common, vars: {{ ssh_port: {} }} }}\n",
+        hosts.ssh_config().display(),
+        hosts.port(1)
+    );
+    let r = build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &parse_case(
+            "brew",
+            &format!(
+                "--- inventory/fleet.yaml\n{inv}--- playbooks/mac.yaml\n- name: brew\n  hosts: all\n  tasks:\n    - {{ name: jq, package: {{ name: jq, manager: brew }} }}\n    - {{ name: jq as root, package: {{ name: wget, manager: brew }}, become: true }}\n"
+            ),
+        ),
+    );
+    let (code, ev, _) = apply(r.path(), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        ev.iter()
+            .find(|e| e["task"] == "jq")
+            .map(|e| e["status"].clone()),
+        Some("changed".into())
+    );
+    let failed = ev
+        .iter()
+        .find(|e| e["task"] == "jq as root")
+        .expect("event");
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Homebrew does not run as root"),
+        "{failed}"
+    );
+    assert_eq!(hosts.sh(1, "ls /opt/homebrew/Cellar"), "jq\n");
+}
