@@ -155,9 +155,8 @@ impl Connection for SshConnection {
     }
 }
 
-/// The address and port ssh would connect to for `t` (an alias in an ssh config resolves to
-/// its `HostName` and `Port`), from `ssh -G`.
-pub fn resolve(t: &SshTarget) -> (String, Option<u16>) {
+/// `ssh -G` for `t`: what ssh would use for it, after its config files.
+fn resolve_command(t: &SshTarget) -> std::process::Command {
     let mut cmd = std::process::Command::new("ssh");
     if let Some(c) = &t.config {
         cmd.arg("-F").arg(c);
@@ -166,7 +165,14 @@ pub fn resolve(t: &SshTarget) -> (String, Option<u16>) {
         cmd.arg("-p").arg(p.to_string());
     }
     cmd.arg("-G").arg(&t.host);
-    match cmd.output() {
+    cmd
+}
+
+fn parse_resolved(
+    t: &SshTarget,
+    out: std::io::Result<std::process::Output>,
+) -> (String, Option<u16>) {
+    match out {
         Ok(o) if o.status.success() => {
             let text = String::from_utf8_lossy(&o.stdout);
             let get = |k: &str| {
@@ -182,19 +188,22 @@ pub fn resolve(t: &SshTarget) -> (String, Option<u16>) {
     }
 }
 
+/// The address and port ssh would connect to for `t` (an alias in an ssh config resolves to
+/// its `HostName` and `Port`), from `ssh -G`.
+pub fn resolve(t: &SshTarget) -> (String, Option<u16>) {
+    parse_resolved(t, resolve_command(t).output())
+}
+
+/// [`resolve`] without blocking the runtime, so many nodes resolve at once.
+pub async fn resolve_async(t: &SshTarget) -> (String, Option<u16>) {
+    let out = tokio::process::Command::from(resolve_command(t))
+        .output()
+        .await;
+    parse_resolved(t, out)
+}
+
 /// The address ssh would connect to for `t` (an alias in an ssh config resolves to its
 /// `HostName`), for talking to the same machine over HTTP.
 pub fn resolve_hostname(t: &SshTarget) -> String {
-    let mut cmd = std::process::Command::new("ssh");
-    if let Some(c) = &t.config {
-        cmd.arg("-F").arg(c);
-    }
-    cmd.arg("-G").arg(&t.host);
-    match cmd.output() {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("hostname ").map(str::to_string))
-            .unwrap_or_else(|| t.host.clone()),
-        _ => t.host.clone(),
-    }
+    resolve(t).0
 }

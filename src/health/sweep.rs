@@ -90,6 +90,8 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
     // The client's own limit is looser so each probe's timeout (and its message) decides.
     let client = crate::hq::client::http_client(opts.timeout * 2).unwrap_or_default();
     let permits = Arc::new(Semaphore::new(opts.max_in_flight.max(1)));
+    // `ssh -G` is a process each: a few at a time.
+    let resolvers = Arc::new(Semaphore::new(16));
 
     let hq_url = repo
         .inventory
@@ -117,29 +119,41 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
             .chain(n.capabilities.iter().cloned())
             .collect();
         let mut ssh = ssh_target(repo, &lookup, n);
-        // With an ssh config, `host` may be an alias: probe the address ssh would use.
-        let (address, resolved_port) = match &repo.inventory.fleet.ssh_config {
-            Some(cfg) => crate::connection::ssh::resolve(&crate::connection::ssh::SshTarget {
-                host: n.host.clone(),
-                port: ssh.port,
-                config: Some(cfg.into()),
-                ..Default::default()
-            }),
-            None => (n.host.clone(), ssh.port),
-        };
-        ssh.port = ssh.port.or(resolved_port);
-        let ssh_port = ssh.port.unwrap_or(22);
-        let ollama_base = node_caps
+        // With an ssh config, `host` may be an alias: probe the address ssh would use (asked
+        // of `ssh -G` inside the node's task, so a thousand nodes resolve concurrently).
+        let resolve =
+            repo.inventory
+                .fleet
+                .ssh_config
+                .as_ref()
+                .map(|cfg| crate::connection::ssh::SshTarget {
+                    host: n.host.clone(),
+                    port: ssh.port,
+                    config: Some(cfg.into()),
+                    ..Default::default()
+                });
+        let ollama_port = node_caps
             .contains("ollama")
-            .then(|| format!("http://{address}:{}", lookup.port(n, "ollama_port", 11434)));
+            .then(|| lookup.port(n, "ollama_port", 11434));
         let deep = opts.deep && node_caps.contains("docker");
-        let (client, permits, timeout, host) = (
+        let (client, permits, resolvers, timeout, host) = (
             client.clone(),
             permits.clone(),
+            resolvers.clone(),
             opts.timeout,
-            address.clone(),
+            n.host.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let (host, resolved_port) = match &resolve {
+                Some(t) => {
+                    let _r = resolvers.acquire().await.ok();
+                    crate::connection::ssh::resolve_async(t).await
+                }
+                None => (host, ssh.port),
+            };
+            ssh.port = ssh.port.or(resolved_port);
+            let ssh_port = ssh.port.unwrap_or(22);
+            let ollama_base = ollama_port.map(|p| format!("http://{host}:{p}"));
             let ssh_probe = async {
                 let _p = permits.acquire().await.ok();
                 probe::tcp(&host, ssh_port, timeout).await
