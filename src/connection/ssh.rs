@@ -33,9 +33,15 @@ pub struct SshConnection {
     session: Session,
 }
 
-/// A short directory for control sockets: macOS limits socket paths to 104 bytes.
+/// A short directory for control sockets, one per user (by uid: `$USER` may be unset, as
+/// under cron or in containers): macOS limits socket paths to 104 bytes.
 pub fn control_dir() -> PathBuf {
-    let uid = std::env::var("USER").unwrap_or_default();
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(pick_control_dir).clone()
+}
+
+fn pick_control_dir() -> PathBuf {
+    let uid = rustix::process::geteuid().as_raw();
     let dir = std::env::temp_dir();
     let base = if dir.as_os_str().len() > 20 {
         PathBuf::from("/tmp")
@@ -43,13 +49,19 @@ pub fn control_dir() -> PathBuf {
         dir
     };
     let d = base.join(format!("fleet-{uid}"));
-    let _ = std::fs::create_dir_all(&d);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::create_dir(&d);
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Someone else's directory (or a symlink) under a shared /tmp must not hold our sockets.
+    let ours = std::fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+    if ours {
         let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
+        return d;
     }
-    d
+    tempfile::Builder::new()
+        .prefix("fleet-")
+        .tempdir_in(&base)
+        .map(tempfile::TempDir::keep)
+        .unwrap_or(d)
 }
 
 impl SshConnection {
@@ -206,4 +218,20 @@ pub async fn resolve_async(t: &SshTarget) -> (String, Option<u16>) {
 /// `HostName`), for talking to the same machine over HTTP.
 pub fn resolve_hostname(t: &SshTarget) -> String {
     resolve(t).0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn control_sockets_live_in_a_private_directory_of_ours() {
+        let d = super::control_dir();
+        let m = std::fs::symlink_metadata(&d).expect("exists");
+        assert!(m.is_dir());
+        assert_eq!(m.uid(), rustix::process::geteuid().as_raw());
+        assert_eq!(m.permissions().mode() & 0o777, 0o700);
+        // Room for openssh's own names within macOS' 104-byte socket paths.
+        assert!(d.as_os_str().len() <= 30, "{}", d.display());
+    }
 }
