@@ -36,20 +36,7 @@ fn repo_with(hosts: &Hosts, n: u16, extra_nodes: &str, files: &str) -> tempfile:
 
 /// Runs apply with --json; returns exit code and events.
 fn apply(repo: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
-    let out = fleet(repo)
-        .args(["apply", "playbooks/site.yaml", "--json"])
-        .args(args)
-        .output()
-        .expect("runs");
-    let events = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        events,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::apply_json(repo, "playbooks/site.yaml", args)
 }
 
 fn changed(events: &[serde_json::Value]) -> BTreeSet<String> {

@@ -40,19 +40,7 @@ fn a_mac() -> Hosts {
 }
 
 fn apply(repo: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
-    let out = fleet(repo)
-        .args(["apply", "playbooks/mac.yaml", "--json"])
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::apply_json(repo, "playbooks/mac.yaml", args)
 }
 
 fn changed(events: &[serde_json::Value]) -> BTreeSet<String> {

@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use support::{Hosts, build_repo, crate_root, fleet, http_routes, parse_case};
+use support::{Hosts, build_repo, crate_root, http_routes, parse_case};
 
 fn repo(hosts: &Hosts, n: u16, playbook: &str, extra_files: &str) -> tempfile::TempDir {
     let mut inv = format!(
@@ -30,18 +30,8 @@ fn repo(hosts: &Hosts, n: u16, playbook: &str, extra_files: &str) -> tempfile::T
 }
 
 fn run(repo: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
-    let out = fleet(repo)
-        .args(["apply", "playbooks/site.yaml", "--json"])
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
-    )
+    let (code, events, _) = support::apply_json(repo, "playbooks/site.yaml", args);
+    (code, events)
 }
 
 fn set(events: &[serde_json::Value], status: &str) -> BTreeSet<String> {

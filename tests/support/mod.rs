@@ -467,3 +467,24 @@ impl Hosts {
         }
     }
 }
+
+/// `fleet apply PLAYBOOK --json ARGS…` in `repo`: exit code, JSON events, stderr.
+pub fn apply_json(
+    repo: &Path,
+    playbook: &str,
+    args: &[&str],
+) -> (i32, Vec<serde_json::Value>, String) {
+    let out = fleet(repo)
+        .args(["apply", playbook, "--json"])
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
