@@ -133,7 +133,10 @@ pub fn plan_playbook(
     pb: &Playbook,
     opts: &PlanOptions,
 ) -> (Plan, Diagnostics) {
-    let env = library.environment();
+    let env = crate::inventory::vars::with_nodes(
+        library.environment(),
+        crate::inventory::vars::nodes_value(&repo.inventory),
+    );
     let mut diags = Diagnostics::default();
     let role_names: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
     let limit = match opts
@@ -232,7 +235,7 @@ impl HostPlanner<'_> {
             play: Some(&self.play.vars),
             extra: Some(&self.opts.extra),
         };
-        let ctx = match host_context(inv, node, &layers, None) {
+        let ctx = match host_context(inv, node, &layers, None, self.env) {
             Ok(mut c) => {
                 crate::inventory::vars::add_repo_facts(&mut c, self.repo);
                 c

@@ -36,7 +36,10 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
     check_routing(repo, &mut diags);
 
     let library = Library::new(&repo.templates);
-    let env = library.environment();
+    let env = crate::inventory::vars::with_nodes(
+        library.environment(),
+        crate::inventory::vars::nodes_value(&repo.inventory),
+    );
     let mut templates = 0;
     for name in library.names() {
         templates += 1;

@@ -37,6 +37,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         library: crate::template::Library::new(&repo.templates),
         repo,
         opts,
+        nodes: Default::default(),
     });
     let rt = crate::cli::runtime()?;
     let results = rt.block_on(async {

@@ -163,6 +163,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         repo,
         library,
         opts,
+        nodes: Default::default(),
     });
     let rt = crate::cli::runtime()?;
 

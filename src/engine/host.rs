@@ -115,7 +115,7 @@ pub async fn run_play(
     state: HostState,
     tx: mpsc::UnboundedSender<Event>,
 ) -> (HostState, HostRecap) {
-    let env = shared.library.environment();
+    let env = shared.environment();
     let mut masker = Masker::default();
     if let Some(c) = &shared.repo.inventory.routing.cloud_fallback
         && let Ok(v) = std::env::var(&c.api_key_env)
@@ -223,6 +223,7 @@ impl Run<'_> {
             node,
             &layers,
             Some(&facts_json),
+            &self.env,
         ) {
             Ok(mut c) => {
                 crate::inventory::vars::add_repo_facts(&mut c, &self.shared.repo);

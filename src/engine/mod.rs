@@ -66,6 +66,20 @@ pub struct Shared {
     pub library: Library,
     /// Options.
     pub opts: RunOptions,
+    /// The `nodes` template global, made once for every host (see `environment`).
+    pub nodes: std::sync::OnceLock<minijinja::Value>,
+}
+
+impl Shared {
+    /// A template environment for rendering hosts' tasks: the library's templates and the
+    /// `nodes` global.
+    pub fn environment(&self) -> minijinja::Environment<'static> {
+        let nodes = self
+            .nodes
+            .get_or_init(|| crate::inventory::vars::nodes_value(&self.repo.inventory))
+            .clone();
+        crate::inventory::vars::with_nodes(self.library.environment(), nodes)
+    }
 }
 
 /// Runs a playbook; events go to `tx`; returns the recap per host.

@@ -115,13 +115,35 @@ pub struct Layers<'a> {
     pub extra: Option<&'a ExtraVars>,
 }
 
-/// The full template context for a host: its layered variables (resolved), plus `node`,
-/// `fleet` and `nodes` (every node, for HQ templates).
+/// `nodes`: every node of the fleet (same shape as `node`), as one template value converted
+/// entry by entry on use. Made once and set as a global of the environments that render
+/// hosts' templates ([`with_nodes`]), so no host's context carries the whole fleet.
+pub fn nodes_value(inv: &Inventory) -> minijinja::Value {
+    template::lazy_map(
+        inv.nodes
+            .values()
+            .map(|n| (n.name.clone(), node_json(inv, n, None)))
+            .collect(),
+    )
+}
+
+/// `env` with the `nodes` global.
+pub fn with_nodes(
+    mut env: minijinja::Environment<'static>,
+    nodes: minijinja::Value,
+) -> minijinja::Environment<'static> {
+    env.add_global("nodes", nodes);
+    env
+}
+
+/// The template context for a host: its layered variables (resolved with `env`, which holds
+/// the `nodes` global), plus `node` and `fleet`.
 pub fn host_context(
     inv: &Inventory,
     node: &NodeSpec,
     layers: &Layers<'_>,
     facts: Option<&J>,
+    env: &minijinja::Environment<'_>,
 ) -> Result<J, Diagnostic> {
     // name -> (value, where it was defined); later layers replace earlier ones.
     let mut raw: Vec<(String, J, Option<Loc>)> = Vec::new();
@@ -162,12 +184,6 @@ pub fn host_context(
     }
     ctx.insert("node".into(), node_json(inv, node, facts));
     ctx.insert("fleet".into(), fleet_json(inv));
-    let nodes: Map<String, J> = inv
-        .nodes
-        .values()
-        .map(|n| (n.name.clone(), node_json(inv, n, None)))
-        .collect();
-    ctx.insert("nodes".into(), J::Object(nodes));
     if let Some(f) = facts {
         ctx.insert("facts".into(), f.clone());
     }
@@ -175,7 +191,6 @@ pub fn host_context(
 
     // Resolve variables that refer to other variables; a few passes settle any chain that is
     // not a cycle, and what still holds `{{` afterwards is reported as a cycle.
-    let env = template::base_environment();
     for _pass in 0..8 {
         let mut changed = false;
         for (name, _, loc) in &raw {
@@ -191,7 +206,7 @@ pub fn host_context(
                 .clone()
                 .unwrap_or_else(|| Loc::file_start(&"<-e>".into()));
             let v = template::render_value(
-                &env,
+                env,
                 &text,
                 &ctx,
                 &here,
@@ -255,7 +270,8 @@ mod tests {
             play: None,
             extra: Some(&extra),
         };
-        let ctx = host_context(&inv, node, &layers, None).expect("ctx");
+        let ctx =
+            host_context(&inv, node, &layers, None, &template::base_environment()).expect("ctx");
         assert_eq!(ctx["port"], json!(3));
         assert_eq!(ctx["who"], json!("node"));
         assert_eq!(ctx["only_default"], json!(7));
@@ -267,7 +283,37 @@ mod tests {
     fn cycles_are_reported() {
         let inv =
             inventory("vars: { a: \"{{ b }}\", b: \"{{ a }}\" }\nnodes:\n  n: { role: hq }\n");
-        let err = host_context(&inv, &inv.nodes["n"], &Layers::default(), None).expect_err("cycle");
+        let err = host_context(
+            &inv,
+            &inv.nodes["n"],
+            &Layers::default(),
+            None,
+            &template::base_environment(),
+        )
+        .expect_err("cycle");
         assert!(err.message.contains("refers to itself"), "{}", err.message);
+    }
+
+    #[test]
+    fn every_node_is_a_global_read_on_demand() {
+        let inv = inventory(
+            "vars: { hq_addr: \"{{ nodes.b.host }}\" }\nnodes:\n  a: { host: a.lan, role: hq }\n  b: { host: 10.0.0.2, role: hq, hardware: { ram_gb: 64 } }\n",
+        );
+        let env = with_nodes(template::base_environment(), nodes_value(&inv));
+        let ctx = host_context(&inv, &inv.nodes["a"], &Layers::default(), None, &env).expect("ctx");
+        // Variables and templates see every node; a host's context does not carry them.
+        assert_eq!(ctx["hq_addr"], json!("10.0.0.2"));
+        assert!(ctx.get("nodes").is_none());
+        let loc = Loc::file_start(&"t".into());
+        let v = template::render_value(&env, "{{ nodes.b.hardware.ram_gb }}", &ctx, &loc, "in t")
+            .expect("renders");
+        assert_eq!(v, json!(64.0));
+        let names = template::render_value(&env, "{{ nodes | list }}", &ctx, &loc, "in t")
+            .expect("renders");
+        assert_eq!(names, json!(["a", "b"]));
+        // A node that does not exist is named in the error.
+        let err = template::render_value(&env, "{{ nodes.c.host }}", &ctx, &loc, "in t")
+            .expect_err("undefined");
+        assert!(err.to_string().contains("nodes.c.host"), "{err}");
     }
 }

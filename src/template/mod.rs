@@ -233,6 +233,29 @@ impl minijinja::value::Object for LazyObject {
     }
 }
 
+/// A JSON map whose entries become template values only when a template reads them.
+#[derive(Debug)]
+struct LazyMap(serde_json::Map<String, serde_json::Value>);
+
+impl minijinja::value::Object for LazyMap {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.get(key.as_str()?).map(|v| Value::from(Serde(v)))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(
+            self.0.keys().map(|k| Value::from(k.as_str())).collect(),
+        )
+    }
+}
+
+/// A map as a template value that converts an entry only when it is read: `nodes` (every
+/// node of the fleet) is one value shared by every host's renders, so a render costs the
+/// nodes it reads, not the size of the fleet.
+pub fn lazy_map(map: serde_json::Map<String, serde_json::Value>) -> Value {
+    Value::from_object(LazyMap(map))
+}
+
 /// Context for a data file template: `<name>` (the data, converted on use) and `<name>_json`
 /// (the data as pretty JSON, for templates that print it whole).
 pub fn data_context<T: serde::Serialize>(name: &str, data: &T) -> Value {
@@ -269,10 +292,27 @@ pub fn missing_variables(
     let Ok(names) = names else { return Vec::new() };
     let mut missing: Vec<String> = names
         .into_iter()
-        .filter(|path| !json_has_path(ctx, path))
+        .filter(|path| !json_has_path(ctx, path) && !global_has_path(env, path))
         .collect();
     missing.sort();
     missing
+}
+
+fn global_has_path(env: &Environment<'_>, path: &str) -> bool {
+    let mut parts = path.split('.');
+    let Some(root) = parts.next() else {
+        return false;
+    };
+    let Some((_, mut cur)) = env.globals().find(|(k, _)| *k == root) else {
+        return false;
+    };
+    for part in parts {
+        match cur.get_attr(part) {
+            Ok(v) if !v.is_undefined() => cur = v,
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn json_has_path(ctx: &serde_json::Value, path: &str) -> bool {
