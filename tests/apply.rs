@@ -240,6 +240,37 @@ fn failures_handlers_registers_and_conditions() {
 }
 
 #[test]
+fn secrets_never_show_in_the_hosts_process_list() {
+    // A task's script travels on stdin, so a secret it exports is not in any command line on
+    // the host while the task runs. The task records every process's command line then.
+    let hosts = Hosts::up(1);
+    let files = concat!(
+        "--- playbooks/site.yaml\n",
+        "- name: secrets\n  hosts: all\n  tasks:\n",
+        "    - name: look while a secret is in the environment\n      shell:\n        cmd: \"test -n \\\"$TOKEN\\\" && cat /proc/[0-9]*/cmdline | tr '\\\\000' ' ' > /srv/ps.txt\"\n        env: { TOKEN: \"{{ env('FLEET_TEST_SECRET') }}\" }\n      register: looked\n",
+        "    - name: in a batch too\n      shell:\n        cmd: \"cat /proc/[0-9]*/cmdline | tr '\\\\000' ' ' > /srv/ps2.txt\"\n        env: { TOKEN: \"{{ env('FLEET_TEST_SECRET') }}\" }\n",
+        "    - { name: end of the batch, file: { path: /srv/done, state: touch } }\n",
+    );
+    let repo = repo_with(&hosts, 1, "", files);
+    let secret = "sk-fleet-test-ps-0123456789";
+    let out = fleet(repo.path())
+        .env("FLEET_TEST_SECRET", secret)
+        .args(["apply", "playbooks/site.yaml"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["/srv/ps.txt", "/srv/ps2.txt"] {
+        let ps = hosts.sh(1, &format!("cat {f}"));
+        assert!(ps.contains("sh -s"), "{f}: the script came on stdin: {ps}");
+        assert!(!ps.contains(secret), "{f}: {ps}");
+    }
+}
+
+#[test]
 fn secrets_never_reach_the_output() {
     let hosts = Hosts::up(1);
     let files = concat!(

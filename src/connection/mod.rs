@@ -42,7 +42,10 @@ pub trait Connection: Send + Sync {
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send;
 
-    /// Runs `script` with `sh -c` (as root through `sudo -n` when `become_` and not root already).
+    /// Runs `script` with `sh` (as root through `sudo -n` when `become_` and not root already).
+    /// Without input of its own the script travels on stdin (see [`Connection::exec_piped`]),
+    /// so what it holds (exported variables, URLs, headers) never shows in the host's process
+    /// list; its commands read `/dev/null`. With input, it is `sh -c SCRIPT`.
     fn exec(
         &self,
         script: &str,
@@ -50,8 +53,19 @@ pub trait Connection: Send + Sync {
         become_: bool,
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
-        let line = become_wrap(&format!("sh -c {}", shquote(script)), become_);
-        async move { self.exec_line(&line, stdin, timeout).await }
+        let (line, input) = match stdin {
+            Some(data) => (
+                become_wrap(&format!("sh -c {}", shquote(script)), become_),
+                std::borrow::Cow::Borrowed(data),
+            ),
+            // The shell reads the whole group before running it, and nothing in it can read
+            // the rest of its own script.
+            None => (
+                become_wrap("sh -s", become_),
+                std::borrow::Cow::Owned(format!("{{\n{script}\n}} </dev/null\n").into_bytes()),
+            ),
+        };
+        async move { self.exec_line(&line, Some(&input), timeout).await }
     }
 
     /// Runs a script sent on stdin to `sh -s`: no command-line length limit (a single
