@@ -65,6 +65,19 @@ impl Report {
     }
 }
 
+/// What the node's role provides, plus the node's own capabilities.
+fn node_capabilities(
+    caps: &std::collections::HashMap<String, BTreeSet<String>>,
+    n: &NodeSpec,
+) -> BTreeSet<String> {
+    caps.get(&n.role.value)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .chain(n.capabilities.iter().cloned())
+        .collect()
+}
+
 fn ssh_target(repo: &Repo, lookup: &VarLookup<'_>, n: &NodeSpec) -> SshTarget {
     let s = |k: &str| {
         lookup.get(n, k).and_then(|v| {
@@ -111,13 +124,7 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
         let Some(n) = repo.inventory.nodes.get(name) else {
             continue;
         };
-        let node_caps: BTreeSet<String> = caps
-            .get(&n.role.value)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .chain(n.capabilities.iter().cloned())
-            .collect();
+        let node_caps = node_capabilities(&caps, n);
         let mut ssh = ssh_target(repo, &lookup, n);
         // With an ssh config, `host` may be an alias: probe the address ssh would use (asked
         // of `ssh -G` inside the node's task, so a thousand nodes resolve concurrently).
@@ -203,13 +210,7 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
         .zip(tasks)
     {
         let n = &repo.inventory.nodes[name];
-        let node_caps: BTreeSet<String> = caps
-            .get(&n.role.value)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .chain(n.capabilities.iter().cloned())
-            .collect();
+        let node_caps = node_capabilities(&caps, n);
         let (ssh, ollama, docker) = match task.await {
             Ok(r) => r,
             Err(e) => (

@@ -445,25 +445,13 @@ impl Hosts {
     pub fn install_standins(&self, n: u16) {
         for k in 1..=n {
             for tool in ["systemctl", "apt-get", "dpkg-query"] {
-                let text = std::fs::read_to_string(crate_root().join("tests/standins").join(tool))
-                    .expect("stand-in");
-                let mut child = std::process::Command::new("ssh")
-                    .arg("-F")
-                    .arg(self.ssh_config())
-                    .arg(format!("host{k}"))
-                    .arg(format!("mkdir -p /usr/local/bin /run/systemd/system && cat > /usr/local/bin/{tool} && chmod 755 /usr/local/bin/{tool}"))
-                    .stdin(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("ssh");
-                use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(text.as_bytes())
-                    .expect("write");
-                assert!(child.wait().expect("wait").success());
+                self.install(
+                    k,
+                    &format!("tests/standins/{tool}"),
+                    &format!("/usr/local/bin/{tool}"),
+                );
             }
+            self.sh(k, "mkdir -p /run/systemd/system");
         }
     }
 }
