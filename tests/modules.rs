@@ -446,3 +446,34 @@ fn attributes_looked_up_once_per_batch_never_go_stale() {
     let (_, ev) = run(r2.path(), &[]);
     assert_eq!(statuses(&ev), "t4=changed t5=ok");
 }
+
+#[test]
+fn a_task_that_stops_before_reading_its_input_fails_as_itself() {
+    // 4 MB of content is more than ssh and the pipes buffer: when the script fails before
+    // reading it, the task fails with the script's reason, and the host is not taken for
+    // unreachable.
+    let hosts = Hosts::up(1);
+    let pb = concat!(
+        "- name: input\n  hosts: all\n  tasks:\n",
+        "    - { name: big into nowhere, copy: { src: files/big.bin, dest: /srv/no/such/dir/big.bin } }\n",
+    );
+    let r = repo(&hosts, 1, pb, "");
+    let files = r.path().join("files");
+    std::fs::create_dir_all(&files).expect("files dir");
+    std::fs::write(files.join("big.bin"), vec![7u8; 4 << 20]).expect("big file");
+    let (code, ev, err) = support::apply_json(r.path(), "playbooks/site.yaml", &[]);
+    assert_eq!(code, 1, "{err}");
+    let task = ev
+        .iter()
+        .find(|e| e["task"] == "big into nowhere")
+        .expect("the task's own event");
+    assert_eq!(task["status"], "failed", "{task}");
+    assert!(
+        task["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("directory /srv/no/such/dir does not exist"),
+        "{task}"
+    );
+    assert!(!ev.iter().any(|e| e["status"] == "unreachable"), "{ev:?}");
+}

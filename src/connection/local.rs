@@ -32,11 +32,14 @@ impl Connection for LocalConnection {
         let mut child = cmd
             .spawn()
             .map_err(|e| ConnError::Unreachable(format!("cannot run sh: {e}")))?;
-        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            let _ = pipe.write_all(data).await;
-            drop(pipe);
-        }
-        let fut = child.wait_with_output();
+        // Input is written while the output is read (see the ssh transport).
+        let pipe = child.stdin.take();
+        let feed = async move {
+            if let (Some(data), Some(mut pipe)) = (stdin, pipe) {
+                let _ = pipe.write_all(data).await;
+            }
+        };
+        let fut = async move { tokio::join!(feed, child.wait_with_output()).1 };
         let out = match timeout {
             Some(t) => tokio::time::timeout(t, fut)
                 .await

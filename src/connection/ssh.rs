@@ -141,17 +141,20 @@ impl Connection for SshConnection {
                 .spawn()
                 .await
                 .map_err(|e| ConnError::Unreachable(describe(&e)))?;
-            if let (Some(data), Some(mut pipe)) = (stdin, child.stdin().take()) {
-                pipe.write_all(data)
-                    .await
-                    .map_err(|e| ConnError::Unreachable(format!("sending input: {e}")))?;
-                pipe.shutdown().await.ok();
-                drop(pipe);
-            }
-            let out = child
-                .wait_with_output()
-                .await
-                .map_err(|e| ConnError::Unreachable(describe(&e)))?;
+            // Input is written while the output is read, so neither side can fill its buffer
+            // and wait on the other. A script may finish (or fail) before it has read all its
+            // input: that is its result, not a lost connection, so a refused write is not an
+            // error here; a dead connection shows in the output's end.
+            let pipe = child.stdin().take();
+            let feed = async move {
+                if let (Some(data), Some(mut pipe)) = (stdin, pipe)
+                    && pipe.write_all(data).await.is_ok()
+                {
+                    pipe.shutdown().await.ok();
+                }
+            };
+            let (_, out) = tokio::join!(feed, child.wait_with_output());
+            let out = out.map_err(|e| ConnError::Unreachable(describe(&e)))?;
             Ok(ExecOutput {
                 status: out.status.code().unwrap_or(-1),
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
