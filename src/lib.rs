@@ -4,20 +4,23 @@
 
 pub mod agent;
 pub mod cli;
-pub mod command;
 pub mod connection;
 pub mod engine;
 pub mod error;
 pub mod facts;
 pub mod health;
 pub mod hq;
+pub mod instance;
 pub mod inventory;
 pub mod modules;
+pub mod panic;
 pub mod plan;
 pub mod play;
 pub mod render;
 pub mod repo;
 pub mod resources;
+pub mod script;
+pub mod secret;
 pub mod spec;
 pub mod template;
 pub mod tiers;

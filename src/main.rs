@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    fleet::panic::install();
     match fleet::cli::run() {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -3,29 +3,12 @@
 
 use sysinfo::{Disks, System};
 
-use crate::facts::{Disk, Facts};
+use crate::facts::{Disk, Facts, parse_nvidia_smi};
 use crate::spec::inventory::Gpu;
 
 const GB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
-}
-
-/// Parses `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits` (MiB).
-pub fn parse_nvidia_smi(out: &str) -> Vec<Gpu> {
-    out.lines()
-        .filter_map(|l| {
-            let (name, mib) = l.rsplit_once(',')?;
-            let mib: f64 = mib.trim().parse().ok()?;
-            Some(Gpu {
-                vendor: "nvidia".into(),
-                name: Some(name.trim().to_string()),
-                vram_gb: round1(mib / 1024.0),
-            })
-        })
-        .collect()
-}
+use crate::facts::round1;
 
 /// NVIDIA GPUs, when `nvidia-smi` is installed and answers.
 pub fn nvidia_gpus() -> Vec<Gpu> {

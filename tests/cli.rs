@@ -227,7 +227,7 @@ fn modules_doc_is_generated_from_the_registry() {
         std::fs::read_to_string(crate_root().join("docs/modules.md")).expect("docs/modules.md");
     assert_eq!(
         doc,
-        fleet::modules::registry::markdown(),
+        fleet::modules::markdown(),
         "regenerate with `cargo run -q -- docs modules > docs/modules.md`"
     );
 }

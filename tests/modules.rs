@@ -135,9 +135,9 @@ fn templates_services_and_handlers_with_a_systemctl_stand_in() {
     );
     let log = hosts.sh(1, "cat /var/log/standin-systemctl.log");
     assert!(
-        log.contains("systemctl start demo")
-            && log.contains("systemctl enable demo")
-            && log.contains("systemctl restart demo"),
+        log.contains("systemctl start -- demo")
+            && log.contains("systemctl enable -- demo")
+            && log.contains("systemctl restart -- demo"),
         "{log}"
     );
     // A change to the template restarts the service; --diff shows it.

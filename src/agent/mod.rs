@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::hq::store::{now_ms, rfc3339};
 use crate::hq::wire::{Heartbeat, Resources, ServiceState};
+use crate::util::{now_ms, rfc3339};
 
 /// Settings of the agent.
 #[derive(Debug, Clone)]

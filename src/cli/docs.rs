@@ -12,6 +12,6 @@ pub struct Args {
 
 /// Prints the generated reference.
 pub fn run(_args: &Args) -> Result<u8> {
-    crate::out!("{}", crate::modules::registry::markdown());
+    crate::out!("{}", crate::modules::markdown());
     Ok(0)
 }

@@ -6,7 +6,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 
 use crate::error::Result;
-use crate::render::priority::default_priority;
+use crate::inventory::priority::default_priority;
 
 /// Arguments of `fleet nodes`.
 #[derive(Debug, clap::Args)]

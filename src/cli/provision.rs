@@ -133,6 +133,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         tasks: Vec::new(),
         handlers: Vec::new(),
         become_: false,
+        become_user: None,
     };
     let pb = Playbook {
         file: "<fleet provision>".into(),
@@ -241,7 +242,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         .iter()
         .flat_map(|r| r.capabilities.iter().cloned())
         .collect();
-    let lookup = crate::render::routing::VarLookup::new(&shared.repo);
+    let lookup = crate::repo::lookup::VarLookup::new(&shared.repo);
     let address =
         crate::connection::ssh::resolve_hostname(&crate::engine::host::ssh_target(&shared, &node));
     let port_of = |name: &str, default: u16| -> u16 {

@@ -58,30 +58,32 @@ impl Connection for LocalConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use crate::connection::RunAs;
 
     #[test]
-    fn put_writes_atomically_with_its_mode_and_get_reads_it_back() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("it's a file");
-        let p = path.to_string_lossy().into_owned();
+    fn scripts_run_from_stdin_or_with_content_on_stdin() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         rt.block_on(async {
             let c = LocalConnection;
-            let out = c.put(&p, b"a\0b\nc", 0o640, false).await.expect("put");
-            assert_eq!(out.status, 0, "{}", out.stderr);
-            assert_eq!(std::fs::read(&path).expect("written"), b"a\0b\nc");
-            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-            assert_eq!(mode & 0o777, 0o640);
-            // Only the file itself: no temp file left beside it.
-            assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
-            let got = c.get(&p, false).await.expect("get");
-            assert_eq!(got.stdout, "a\0b\nc");
-            let missing = c.get(&format!("{p}.nope"), false).await.expect("runs");
-            assert_ne!(missing.status, 0);
+            let out = c
+                .exec("printf '%s' \"$(cat)\"", None, RunAs::Login, None)
+                .await
+                .expect("runs");
+            // A script on stdin reads /dev/null, not the rest of itself.
+            assert_eq!((out.status, out.stdout.as_str()), (0, ""));
+            let out = c
+                .exec("printf '%s' \"$(cat)\"", Some(b"a\0b"), RunAs::Login, None)
+                .await
+                .expect("runs");
+            assert_eq!(out.stdout, "ab");
+            let out = c
+                .exec("exit 3", None, RunAs::Login, None)
+                .await
+                .expect("runs");
+            assert_eq!(out.status, 3);
         });
     }
 }

@@ -1,6 +1,8 @@
-//! How fleet reaches a host: a [`Connection`] runs a shell script (with optional stdin) and
-//! returns its output; `put` and `get` are built on it, so a file transfer is one exec
-//! (content on stdin, temp file beside the target, mode, rename). SSH and local transports.
+//! How fleet reaches a host: a [`Connection`] runs one command line with optional stdin and
+//! returns its output. On top of it, [`Connection::exec`] runs a script as the login user or,
+//! through `sudo`, as another: the script travels on stdin of `sh -s` (never on a command
+//! line, where other users of the host could read it), or, when the exec streams content on
+//! stdin, as the argument of `sh -c`. SSH and local transports.
 
 pub mod local;
 pub mod ssh;
@@ -8,7 +10,7 @@ pub mod ssh;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::command::shquote;
+use crate::script::shquote;
 
 /// What a remote command printed and how it ended.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +34,21 @@ pub enum ConnError {
     Timeout(String),
 }
 
+/// The account a script runs as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunAs<'a> {
+    /// The login user.
+    #[default]
+    Login,
+    /// Another account, through `sudo -n` (unless the login user is that account already).
+    Become {
+        /// The account.
+        user: &'a str,
+        /// The login user, when facts know it.
+        login: Option<&'a str>,
+    },
+}
+
 /// A way to run commands on a host.
 pub trait Connection: Send + Sync {
     /// Runs one command line through the host's login shell, with optional stdin.
@@ -42,71 +59,28 @@ pub trait Connection: Send + Sync {
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send;
 
-    /// Runs `script` with `sh` (as root through `sudo -n` when `become_` and not root already).
-    /// Without input of its own the script travels on stdin (see [`Connection::exec_piped`]),
-    /// so what it holds (exported variables, URLs, headers) never shows in the host's process
-    /// list; its commands read `/dev/null`. With input, it is `sh -c SCRIPT`.
+    /// Runs `script` with `sh` as `who`. Without `stdin` the script travels on stdin of
+    /// `sh -s`, inside `{ … }` so the shell reads all of it before it runs any of it (a
+    /// script cut short by a lost connection does nothing); with `stdin` (content the script
+    /// reads) it is `sh -c SCRIPT`.
     fn exec(
         &self,
         script: &str,
         stdin: Option<&[u8]>,
-        become_: bool,
+        who: RunAs<'_>,
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
         let (line, input) = match stdin {
             Some(data) => (
-                become_wrap(&format!("sh -c {}", shquote(script)), become_),
+                run_as(&format!("sh -c {}", shquote(script)), who),
                 std::borrow::Cow::Borrowed(data),
             ),
-            // The shell reads the whole group before running it, and nothing in it can read
-            // the rest of its own script.
             None => (
-                become_wrap("sh -s", become_),
+                run_as("sh -s", who),
                 std::borrow::Cow::Owned(format!("{{\n{script}\n}} </dev/null\n").into_bytes()),
             ),
         };
         async move { self.exec_line(&line, Some(&input), timeout).await }
-    }
-
-    /// Runs a script sent on stdin to `sh -s`: no command-line length limit (a single
-    /// argument is capped at 128 KiB on Linux), and the login shell never parses it. The
-    /// script must not let its commands read stdin, which is the rest of the script.
-    fn exec_piped(
-        &self,
-        script: &str,
-        become_: bool,
-        timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
-        let line = become_wrap("sh -s", become_);
-        async move {
-            self.exec_line(&line, Some(script.as_bytes()), timeout)
-                .await
-        }
-    }
-
-    /// Writes a file atomically: temp file beside it, mode, rename.
-    fn put(
-        &self,
-        path: &str,
-        contents: &[u8],
-        mode: u32,
-        become_: bool,
-    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
-        let p = shquote(path);
-        let script = format!(
-            "set -e; t=$(mktemp \"$(dirname {p})/.fleet.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; chmod {mode:o} \"$t\"; mv -f \"$t\" {p}; trap - EXIT"
-        );
-        async move { self.exec(&script, Some(contents), become_, None).await }
-    }
-
-    /// Reads a file.
-    fn get(
-        &self,
-        path: &str,
-        become_: bool,
-    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
-        let script = format!("cat {}", shquote(path));
-        async move { self.exec(&script, None, become_, None).await }
     }
 }
 
@@ -117,6 +91,15 @@ pub enum AnyConnection {
     Ssh(ssh::SshConnection),
     /// This machine.
     Local(local::LocalConnection),
+}
+
+impl AnyConnection {
+    /// Closes the connection (an SSH master exits now, not after its persist time).
+    pub async fn close(self) {
+        if let AnyConnection::Ssh(c) = self {
+            c.close().await;
+        }
+    }
 }
 
 impl Connection for AnyConnection {
@@ -133,12 +116,49 @@ impl Connection for AnyConnection {
     }
 }
 
-/// Wraps a command line for `become`: root runs it as is; others through `sudo -n`.
-pub fn become_wrap(inner: &str, become_: bool) -> String {
-    let inner = inner.to_string();
-    if become_ {
-        format!("if [ \"$(id -u)\" = 0 ]; then {inner}; else sudo -n {inner}; fi")
-    } else {
-        inner
+/// A command line run as `who`: as is for the login user (or when the login user is the
+/// account already), else through `sudo -n -H -u USER`. The account name is one quoted
+/// word; task decoding accepts account names only.
+pub fn run_as(inner: &str, who: RunAs<'_>) -> String {
+    match who {
+        RunAs::Login => inner.to_string(),
+        RunAs::Become { user, login } if login == Some(user) => inner.to_string(),
+        RunAs::Become {
+            user,
+            login: Some(_),
+        } => {
+            format!("sudo -n -H -u {} -- {inner}", shquote(user))
+        }
+        RunAs::Become { user, login: None } => {
+            let u = shquote(user);
+            format!(
+                "if [ \"$(id -un)\" = {u} ]; then {inner}; else sudo -n -H -u {u} -- {inner}; fi"
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn become_lines() {
+        assert_eq!(run_as("sh -s", RunAs::Login), "sh -s");
+        let root = RunAs::Become {
+            user: "root",
+            login: Some("root"),
+        };
+        assert_eq!(run_as("sh -s", root), "sh -s");
+        let svc = RunAs::Become {
+            user: "svc",
+            login: Some("deploy"),
+        };
+        assert_eq!(run_as("sh -s", svc), "sudo -n -H -u svc -- sh -s");
+        let unknown = RunAs::Become {
+            user: "a'b",
+            login: None,
+        };
+        assert!(run_as("sh -s", unknown).contains("-u 'a'\\''b' -- sh -s"));
     }
 }

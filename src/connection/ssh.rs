@@ -1,11 +1,17 @@
 //! SSH through the system `ssh` and the `openssh` crate: one ControlMaster per host, reused
 //! by every command (native mux), so each task costs one round trip on an open connection.
 //! Honours `~/.ssh/config`, agents, ProxyJump and an extra config file (`-F`).
+//!
+//! A master outlives nothing: fleet closes it when the host's run ends (and on SIGINT or
+//! SIGTERM, see the engine); if fleet is killed outright, the master exits on its own after
+//! [`persist`] of idleness (`ControlPersist`). While fleet runs, a keepalive touches each
+//! master well within that time, so a host that waits for a slow play keeps its connection.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use openssh::{KnownHosts, Session, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use tokio::io::AsyncWriteExt;
 
 use crate::connection::{ConnError, Connection, ExecOutput};
@@ -30,7 +36,27 @@ pub struct SshTarget {
 /// An open, multiplexed connection.
 #[derive(Debug)]
 pub struct SshConnection {
-    session: Session,
+    session: Arc<Session>,
+    keepalive: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SshConnection {
+    fn drop(&mut self) {
+        // The session's own drop asks the master to exit.
+        if let Some(k) = &self.keepalive {
+            k.abort();
+        }
+    }
+}
+
+/// How long an idle master outlives fleet: `FLEET_SSH_PERSIST` (a duration such as `10s`),
+/// default 60 s.
+pub fn persist() -> Duration {
+    std::env::var("FLEET_SSH_PERSIST")
+        .ok()
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .filter(|d| d.as_secs() >= 1)
+        .unwrap_or(Duration::from_secs(60))
 }
 
 /// A short directory for control sockets, one per user (by uid: `$USER` may be unset, as
@@ -68,9 +94,13 @@ impl SshConnection {
     /// Connects (opening the master), retrying a few times on transient failures.
     pub async fn connect(t: &SshTarget) -> Result<SshConnection, ConnError> {
         let mut b = SessionBuilder::default();
+        let persist = persist();
+        let idle = std::num::NonZeroUsize::new(usize::try_from(persist.as_secs()).unwrap_or(60))
+            .unwrap_or(std::num::NonZeroUsize::MIN);
         b.known_hosts_check(KnownHosts::Add)
             .connect_timeout(t.connect_timeout)
             .control_directory(control_dir())
+            .control_persist(ControlPersist::IdleFor(idle))
             .server_alive_interval(Duration::from_secs(15));
         if let Some(c) = &t.config {
             b.config_file(c);
@@ -87,7 +117,14 @@ impl SshConnection {
         let mut last = String::new();
         for attempt in 0..3u32 {
             match b.connect_mux(&t.host).await {
-                Ok(session) => return Ok(SshConnection { session }),
+                Ok(session) => {
+                    let session = Arc::new(session);
+                    let keepalive = tokio::spawn(keep_alive(Arc::downgrade(&session), persist));
+                    return Ok(SshConnection {
+                        session,
+                        keepalive: Some(keepalive),
+                    });
+                }
                 Err(e) => {
                     last = describe(&e);
                     // Authentication and host-key failures will not heal by retrying.
@@ -101,6 +138,31 @@ impl SshConnection {
             }
         }
         Err(ConnError::Unreachable(last))
+    }
+}
+
+/// Touches the master every third of its persist time, while the connection lives.
+async fn keep_alive(session: std::sync::Weak<Session>, persist: Duration) {
+    let every = (persist / 3).max(Duration::from_millis(300));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(s) = session.upgrade() else { return };
+        let _ = s.check().await;
+    }
+}
+
+impl SshConnection {
+    /// Closes the master now.
+    pub async fn close(mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+            let _ = k.await;
+        }
+        let session = Arc::clone(&self.session);
+        drop(self);
+        if let Ok(s) = Arc::try_unwrap(session) {
+            let _ = s.close().await;
+        }
     }
 }
 

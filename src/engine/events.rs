@@ -92,6 +92,27 @@ impl HostRecap {
 }
 
 impl Event {
+    /// Masks every known secret value in what the event shows (task name, item, message,
+    /// diff): the second line of defence behind rendering, which already shows `***` for any
+    /// value that read a secret.
+    pub fn mask_secrets(&mut self) {
+        let m = |s: &mut String| {
+            if let std::borrow::Cow::Owned(v) = crate::secret::mask(s) {
+                *s = v;
+            }
+        };
+        m(&mut self.task);
+        if let Some(x) = self.msg.as_mut() {
+            m(x);
+        }
+        if let Some(x) = self.diff.as_mut() {
+            m(x);
+        }
+        if let Some(i) = self.item.as_mut() {
+            crate::secret::mask_json(i);
+        }
+    }
+
     fn base(event: &'static str, host: &str, task: &str) -> Event {
         Event {
             event,

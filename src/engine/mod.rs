@@ -2,9 +2,17 @@
 //! tasks in order, handlers at the end of the play. Each host's state (connection, facts,
 //! registered results, notified handlers) is owned by that host's task; nothing is shared
 //! across awaits but the event channel.
+//!
+//! A host whose run panics is a failed host (its message and place in the recap); SIGINT or
+//! SIGTERM stops the run: hosts still running are reported as interrupted and every SSH
+//! master is closed before fleet exits.
 
+pub mod batch;
 pub mod events;
+pub mod exec;
 pub mod host;
+pub mod outcome;
+pub mod task;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -82,6 +90,21 @@ impl Shared {
     }
 }
 
+/// Resolves when fleet receives SIGINT or SIGTERM; names it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 /// Runs a playbook; events go to `tx`; returns the recap per host.
 pub async fn run_playbook(
     shared: Arc<Shared>,
@@ -96,7 +119,13 @@ pub async fn run_playbook(
     let mut recap: BTreeMap<String, HostRecap> = BTreeMap::new();
     // Host state that lasts across plays (facts, registered results, the connection).
     let mut states: BTreeMap<String, host::HostState> = BTreeMap::new();
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let mut interrupted: Option<&'static str> = None;
     for (pi, play) in pb.plays.iter().enumerate() {
+        if interrupted.is_some() {
+            break;
+        }
         let targets: Vec<String> =
             crate::inventory::select::select(&shared.repo.inventory, &roles, &play.hosts.value)
                 .unwrap_or_default()
@@ -117,17 +146,51 @@ pub async fn run_playbook(
                 .unwrap_or_else(|| host::HostState::new(&name));
             let (shared, pb, tx, permits) =
                 (shared.clone(), pb.clone(), tx.clone(), permits.clone());
-            joins.push(tokio::spawn(async move {
+            let job = tokio::spawn(crate::panic::CatchUnwind::new(async move {
                 let _permit = permits.acquire_owned().await.ok();
                 host::run_play(shared, pb, pi, state, tx).await
             }));
+            joins.push((name, job));
         }
-        for j in joins {
-            if let Ok((state, r)) = j.await {
-                recap.entry(state.name.clone()).or_default().add(&r);
-                states.insert(state.name.clone(), state);
-            }
+        for (name, mut job) in joins {
+            let joined = if interrupted.is_some() {
+                job.abort();
+                job.await
+            } else {
+                tokio::select! {
+                    j = &mut job => j,
+                    sig = &mut stop => {
+                        interrupted = Some(sig);
+                        job.abort();
+                        job.await
+                    }
+                }
+            };
+            let failure = match joined {
+                Ok(Ok((state, r))) => {
+                    recap.entry(name.clone()).or_default().add(&r);
+                    states.insert(name, state);
+                    continue;
+                }
+                Ok(Err(caught)) => format!("this host's run stopped: {caught}"),
+                Err(e) if e.is_cancelled() => format!(
+                    "interrupted by {}: the host's run was stopped",
+                    interrupted.unwrap_or("a signal")
+                ),
+                Err(e) => format!("this host's run stopped: {e}"),
+            };
+            // The host is out of the run: a failed host in the recap and the exit code.
+            let mut e = Event::task("task", &name, "run", "-", Status::Failed);
+            e.msg = Some(failure);
+            e.mask_secrets();
+            recap.entry(name.clone()).or_default().count(Status::Failed);
+            let _ = tx.send(e);
+            states.insert(name.clone(), host::HostState::dead(&name));
         }
+    }
+    // Every master closes now, not after its persist time.
+    for (_, mut s) in states {
+        s.close().await;
     }
     for (h, r) in &recap {
         let _ = tx.send(Event::recap(h, r));

@@ -54,6 +54,9 @@ pub struct Facts {
     /// Models Ollama has.
     #[serde(default)]
     pub ollama_models: Vec<String>,
+    /// The account fleet logs in as (what `become` switches from).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl Facts {
@@ -158,4 +161,23 @@ pub fn effective_hardware(
         Some(f) => (f.overlay(&node.hardware), "facts"),
         None => (node.hardware.clone(), "declared"),
     }
+}
+/// A number rounded to one decimal (GB figures).
+pub fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Parses `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits` (MiB).
+pub fn parse_nvidia_smi(out: &str) -> Vec<Gpu> {
+    out.lines()
+        .filter_map(|l| {
+            let (name, mib) = l.rsplit_once(',')?;
+            let mib: f64 = mib.trim().parse().ok()?;
+            Some(Gpu {
+                vendor: "nvidia".into(),
+                name: Some(name.trim().to_string()),
+                vram_gb: round1(mib / 1024.0),
+            })
+        })
+        .collect()
 }

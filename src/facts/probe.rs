@@ -38,7 +38,12 @@ echo "user=${USER:-$(id -un)}"
 /// Runs the probe on an open connection and parses it.
 pub async fn gather<C: crate::connection::Connection>(conn: &C) -> Result<Facts, String> {
     let out = conn
-        .exec(PROBE, None, false, Some(std::time::Duration::from_secs(60)))
+        .exec(
+            PROBE,
+            None,
+            crate::connection::RunAs::Login,
+            Some(std::time::Duration::from_secs(60)),
+        )
         .await
         .map_err(|e| e.to_string())?;
     Ok(parse(&out.stdout))
@@ -52,9 +57,7 @@ pub async fn gather_over_ssh(target: &crate::connection::ssh::SshTarget) -> Resu
     gather(&conn).await
 }
 
-fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
-}
+use crate::facts::round1;
 
 /// Parses the probe's output.
 pub fn parse(text: &str) -> Facts {
@@ -105,7 +108,7 @@ pub fn parse(text: &str) -> Facts {
                     });
                 }
             }
-            "gpu" => f.gpus.extend(crate::resources::parse_nvidia_smi(v)),
+            "gpu" => f.gpus.extend(crate::facts::parse_nvidia_smi(v)),
             "init" => f.init = Some(v.to_string()),
             "pkg" => {
                 f.package_manager = Some(if v == "apt-get" {
@@ -115,6 +118,7 @@ pub fn parse(text: &str) -> Facts {
                 })
             }
             "ollama_version" => f.ollama_version = Some(v.to_string()),
+            "user" => f.user = Some(v.to_string()),
             _ => {}
         }
     }

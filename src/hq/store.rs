@@ -3,7 +3,7 @@
 //! The schema is versioned with `PRAGMA user_version` and migrated on open.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -37,18 +37,7 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// RFC 3339 (UTC, milliseconds) for a time in ms.
-pub fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
-}
+pub use crate::util::{now_ms, rfc3339};
 
 /// An open store.
 #[derive(Debug)]

@@ -2,14 +2,14 @@
 //! < node `vars` < play vars < `-e key=value`. Variables may use other variables
 //! (`ollama_url: "http://{{ node.host }}:{{ ollama_port }}"`); they are resolved here.
 
-use serde_json::{Map, Value as J, json};
+use serde_json::{Value as J, json};
 
 use crate::error::{Diagnostic, Loc};
-use crate::render::priority::default_priority;
+use crate::inventory::priority::default_priority;
 use crate::spec::decode::VarMap;
 use crate::spec::inventory::{Inventory, NodeSpec};
 use crate::spec::yaml::resolve_plain;
-use crate::template;
+use crate::template::{self, Context};
 
 /// Variables given on the command line with `-e key=value`.
 #[derive(Debug, Clone, Default)]
@@ -73,22 +73,6 @@ pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
     })
 }
 
-/// What the `fleet` variable says about the repo itself: its inventory files and roles
-/// (relative paths), so a role can ship them (the hq role does, for `fleet serve`).
-pub fn add_repo_facts(ctx: &mut J, repo: &crate::repo::Repo) {
-    let files: Vec<String> = repo
-        .inventory_files
-        .iter()
-        .filter_map(|f| f.strip_prefix(&repo.root).ok())
-        .map(|p| p.to_string_lossy().replace('\\', "/"))
-        .collect();
-    let roles: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
-    if let Some(f) = ctx.get_mut("fleet").and_then(J::as_object_mut) {
-        f.insert("inventory_files".into(), json!(files));
-        f.insert("roles".into(), json!(roles));
-    }
-}
-
 /// The `fleet` variable.
 pub fn fleet_json(inv: &Inventory) -> J {
     let hq = inv.fleet.hq.as_ref().map(|h| h.value.clone());
@@ -136,27 +120,58 @@ pub fn with_nodes(
     env
 }
 
+/// A variable as a layer sets it.
+struct RawVar {
+    name: String,
+    value: J,
+    /// Where it was defined (`None` for `-e`).
+    loc: Option<Loc>,
+    /// Written `{ secret: true, value: … }`.
+    secret: bool,
+}
+
+/// A variable written `{ secret: true, value: … }`: its value, marked secret.
+pub fn secret_var(node: &crate::spec::yaml::Node) -> Option<(&crate::spec::yaml::Node, bool)> {
+    let entries = node.as_map()?;
+    if entries.len() != 2 {
+        return None;
+    }
+    let secret = node.get("secret")?;
+    let value = node.get("value")?;
+    match secret.resolve() {
+        Some(crate::spec::yaml::Resolved::Bool(b)) => Some((value, b)),
+        _ => None,
+    }
+}
+
 /// The template context for a host: its layered variables (resolved with `env`, which holds
-/// the `nodes` global), plus `node` and `fleet`.
+/// the `nodes` global), plus `node` and `fleet`. A variable written `{ secret: true, value: … }`
+/// is secret, and so is every variable whose value read a secret (`env()`, another secret).
 pub fn host_context(
     inv: &Inventory,
     node: &NodeSpec,
     layers: &Layers<'_>,
     facts: Option<&J>,
     env: &minijinja::Environment<'_>,
-) -> Result<J, Diagnostic> {
-    // name -> (value, where it was defined); later layers replace earlier ones.
-    let mut raw: Vec<(String, J, Option<Loc>)> = Vec::new();
-    let mut set = |name: &str, v: J, loc: Option<Loc>| {
-        if let Some(slot) = raw.iter_mut().find(|(n, _, _)| n == name) {
-            *slot = (name.to_string(), v, loc);
+) -> Result<Context, Diagnostic> {
+    // Later layers replace earlier ones.
+    let mut raw: Vec<RawVar> = Vec::new();
+    let mut set = |v: RawVar| {
+        if let Some(slot) = raw.iter_mut().find(|r| r.name == v.name) {
+            *slot = v;
         } else {
-            raw.push((name.to_string(), v, loc));
+            raw.push(v);
         }
     };
-    let add_map = |m: &VarMap, set: &mut dyn FnMut(&str, J, Option<Loc>)| {
+    let add_map = |m: &VarMap, set: &mut dyn FnMut(RawVar)| {
         for (k, v) in m {
-            set(k, v.to_json(), Some(v.loc.clone()));
+            let (value, secret) = secret_var(v).unwrap_or((v, false));
+            set(RawVar {
+                name: k.clone(),
+                value: value.to_json(),
+                loc: Some(value.loc.clone()),
+                secret,
+            });
         }
     };
     for d in &layers.role_defaults {
@@ -174,26 +189,33 @@ pub fn host_context(
     }
     if let Some(e) = layers.extra {
         for (k, v) in &e.0 {
-            set(k, v.clone(), None);
+            set(RawVar {
+                name: k.clone(),
+                value: v.clone(),
+                loc: None,
+                secret: false,
+            });
         }
     }
 
-    let mut ctx = Map::new();
-    for (k, v, _) in &raw {
-        ctx.insert(k.clone(), v.clone());
+    let mut ctx = Context::default();
+    for r in &raw {
+        if r.secret {
+            remember_strings(&r.value);
+        }
+        ctx.insert(&r.name, r.value.clone(), r.secret);
     }
-    ctx.insert("node".into(), node_json(inv, node, facts));
-    ctx.insert("fleet".into(), fleet_json(inv));
+    ctx.insert("node", node_json(inv, node, facts), false);
+    ctx.insert("fleet", fleet_json(inv), false);
     if let Some(f) = facts {
-        ctx.insert("facts".into(), f.clone());
+        ctx.insert("facts", f.clone(), false);
     }
-    let mut ctx = J::Object(ctx);
 
     // Resolve variables that refer to other variables; a few passes settle any chain that is
     // not a cycle, and what still holds `{{` afterwards is reported as a cycle.
     for _pass in 0..8 {
         let mut changed = false;
-        for (name, _, loc) in &raw {
+        for RawVar { name, loc, .. } in &raw {
             let Some(text) = ctx
                 .get(name)
                 .and_then(J::as_str)
@@ -205,25 +227,27 @@ pub fn host_context(
             let here = loc
                 .clone()
                 .unwrap_or_else(|| Loc::file_start(&"<-e>".into()));
-            let v = template::render_value(
+            let r = template::render_value(
                 env,
                 &text,
                 &ctx,
                 &here,
                 &format!("in variable `{name}` for host `{}`", node.name),
             )?;
-            if v.as_str() != Some(text.as_str()) {
+            let secret = r.is_secret() || ctx.is_secret(name);
+            if r.value.as_str() != Some(text.as_str()) {
                 changed = true;
             }
-            if let Some(obj) = ctx.as_object_mut() {
-                obj.insert(name.clone(), v);
+            if secret {
+                remember_strings(&r.value);
             }
+            ctx.insert(name, r.value, secret);
         }
         if !changed {
             break;
         }
     }
-    for (name, _, loc) in &raw {
+    for RawVar { name, loc, .. } in &raw {
         if ctx
             .get(name)
             .and_then(J::as_str)
@@ -237,6 +261,17 @@ pub fn host_context(
         }
     }
     Ok(ctx)
+}
+
+/// Remembers every string inside a secret value, so printers mask it wherever it shows.
+pub fn remember_strings(v: &J) {
+    match v {
+        J::String(s) => crate::secret::remember(s),
+        J::Array(a) => a.iter().for_each(remember_strings),
+        J::Object(m) => m.values().for_each(remember_strings),
+        J::Number(n) => crate::secret::remember(&n.to_string()),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -270,8 +305,9 @@ mod tests {
             play: None,
             extra: Some(&extra),
         };
-        let ctx =
-            host_context(&inv, node, &layers, None, &template::base_environment()).expect("ctx");
+        let ctx = host_context(&inv, node, &layers, None, &template::base_environment())
+            .expect("ctx")
+            .to_json();
         assert_eq!(ctx["port"], json!(3));
         assert_eq!(ctx["who"], json!("node"));
         assert_eq!(ctx["only_default"], json!(7));
@@ -295,6 +331,31 @@ mod tests {
     }
 
     #[test]
+    fn secret_variables_and_what_reads_them_are_secret() {
+        let inv = inventory(
+            "vars:\n  pw: { secret: true, value: hunter22 }\n  url: \"http://u:{{ pw }}@h\"\n  plain: x\n  notsecret: { secret: false, value: y }\n  both: { secret: true, value: 1, other: 2 }\nnodes:\n  n: { role: hq }\n",
+        );
+        let ctx = host_context(
+            &inv,
+            &inv.nodes["n"],
+            &Layers::default(),
+            None,
+            &template::base_environment(),
+        )
+        .expect("ctx");
+        assert!(ctx.is_secret("pw") && ctx.is_secret("url"));
+        assert!(!ctx.is_secret("plain") && !ctx.is_secret("notsecret"));
+        assert_eq!(ctx.get("url"), Some(&json!("http://u:hunter22@h")));
+        assert_eq!(ctx.get("notsecret"), Some(&json!("y")));
+        // Any other mapping is an ordinary value.
+        assert_eq!(
+            ctx.get("both"),
+            Some(&json!({"secret": true, "value": 1, "other": 2}))
+        );
+        assert_eq!(crate::secret::mask("x hunter22 y"), "x *** y");
+    }
+
+    #[test]
     fn every_node_is_a_global_read_on_demand() {
         let inv = inventory(
             "vars: { hq_addr: \"{{ nodes.b.host }}\" }\nnodes:\n  a: { host: a.lan, role: hq }\n  b: { host: 10.0.0.2, role: hq, hardware: { ram_gb: 64 } }\n",
@@ -302,15 +363,15 @@ mod tests {
         let env = with_nodes(template::base_environment(), nodes_value(&inv));
         let ctx = host_context(&inv, &inv.nodes["a"], &Layers::default(), None, &env).expect("ctx");
         // Variables and templates see every node; a host's context does not carry them.
-        assert_eq!(ctx["hq_addr"], json!("10.0.0.2"));
+        assert_eq!(ctx.get("hq_addr"), Some(&json!("10.0.0.2")));
         assert!(ctx.get("nodes").is_none());
         let loc = Loc::file_start(&"t".into());
         let v = template::render_value(&env, "{{ nodes.b.hardware.ram_gb }}", &ctx, &loc, "in t")
             .expect("renders");
-        assert_eq!(v, json!(64.0));
+        assert_eq!(v.value, json!(64.0));
         let names = template::render_value(&env, "{{ nodes | list }}", &ctx, &loc, "in t")
             .expect("renders");
-        assert_eq!(names, json!(["a", "b"]));
+        assert_eq!(names.value, json!(["a", "b"]));
         // A node that does not exist is named in the error.
         let err = template::render_value(&env, "{{ nodes.c.host }}", &ctx, &loc, "in t")
             .expect_err("undefined");

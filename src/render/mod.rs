@@ -1,10 +1,9 @@
 //! Generated files: the routing table, the node registry and package manifests, plus the
-//! pieces they share (priorities, model sizes, output with a drift check).
+//! pieces they share (model sizes, output with a drift check).
 
 pub mod catalog;
 pub mod models;
 pub mod output;
 pub mod packages;
-pub mod priority;
 pub mod registry;
 pub mod routing;

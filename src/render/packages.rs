@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Diagnostic, Loc};
 use crate::render::catalog::{Worker, arch_pkgver, features};
-use crate::template::ctx_value;
+use crate::template::json_value as ctx_value;
 
 /// A package variant: one worker built with one feature.
 #[derive(Debug, Clone, Serialize)]

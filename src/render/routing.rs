@@ -6,12 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
-use serde_json::Value as J;
 
 use crate::error::{Diagnostic, Diagnostics};
+use crate::inventory::priority::default_priority;
 use crate::render::models::required_gb;
-use crate::render::priority::default_priority;
 use crate::repo::Repo;
+use crate::repo::lookup::VarLookup;
 use crate::spec::inventory::{CLOUD_FALLBACK, Hardware, NodeSpec};
 
 /// One worker.
@@ -95,82 +95,6 @@ pub struct RoutingTable {
 
 /// Live node states from HQ: node → `online`/`degraded`/`offline`.
 pub type StatusMap = BTreeMap<String, String>;
-
-/// A variable's value for a node by the inventory's precedence (node > groups > fleet > role
-/// defaults), without rendering templates: routing needs ports for thousands of nodes fast.
-pub struct VarLookup<'a> {
-    repo: &'a Repo,
-    role_defaults: HashMap<&'a str, Vec<&'a crate::spec::decode::VarMap>>,
-    groups_of: HashMap<&'a str, Vec<&'a crate::spec::inventory::Group>>,
-}
-
-impl<'a> VarLookup<'a> {
-    /// Indexes the repo once.
-    pub fn new(repo: &'a Repo) -> Self {
-        let mut role_defaults = HashMap::new();
-        for name in repo.roles.keys() {
-            let spanned =
-                crate::spec::decode::Spanned::new(name.clone(), repo.roles[name].loc.clone());
-            if let Ok(closure) =
-                crate::play::role_order(&repo.roles, std::slice::from_ref(&spanned))
-            {
-                role_defaults.insert(
-                    name.as_str(),
-                    closure.iter().rev().map(|r| &r.defaults).collect(),
-                );
-            }
-        }
-        let mut groups_of: HashMap<&str, Vec<&crate::spec::inventory::Group>> = HashMap::new();
-        for g in repo.inventory.groups.values().rev() {
-            for m in &g.members {
-                groups_of.entry(m.value.as_str()).or_default().push(g);
-            }
-        }
-        VarLookup {
-            repo,
-            role_defaults,
-            groups_of,
-        }
-    }
-
-    /// The value, highest precedence first.
-    pub fn get(&self, node: &NodeSpec, name: &str) -> Option<J> {
-        if let Some(v) = node.vars.get(name) {
-            return Some(v.to_json());
-        }
-        for g in self.groups_of.get(node.name.as_str()).into_iter().flatten() {
-            if let Some(v) = g.vars.get(name) {
-                return Some(v.to_json());
-            }
-        }
-        if let Some(v) = self.repo.inventory.vars.get(name) {
-            return Some(v.to_json());
-        }
-        for d in self
-            .role_defaults
-            .get(node.role.value.as_str())
-            .into_iter()
-            .flatten()
-        {
-            if let Some(v) = d.get(name) {
-                return Some(v.to_json());
-            }
-        }
-        None
-    }
-
-    /// A port variable, or the default.
-    pub fn port(&self, node: &NodeSpec, name: &str, default: u16) -> u16 {
-        match self.get(node, name) {
-            Some(J::Number(n)) => n
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(default),
-            Some(J::String(s)) => s.parse().unwrap_or(default),
-            _ => default,
-        }
-    }
-}
 
 /// Memory available for models: RAM, plus VRAM of a discrete GPU.
 pub fn model_memory_gb(hw: &Hardware) -> Option<f64> {

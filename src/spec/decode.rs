@@ -37,6 +37,37 @@ pub type VarMap = IndexMap<String, Node>;
 pub struct Decoder {
     /// Everything found so far.
     pub diags: Diagnostics,
+    /// The modules a task may name (empty: files without tasks).
+    pub modules: &'static [&'static crate::spec::module::ModuleSpec],
+}
+
+impl Decoder {
+    /// A decoder for files that hold tasks naming these modules.
+    pub fn with_modules(modules: &'static [&'static crate::spec::module::ModuleSpec]) -> Decoder {
+        Decoder {
+            diags: Diagnostics::default(),
+            modules,
+        }
+    }
+
+    /// The module a task key names.
+    pub fn module(&self, name: &str) -> Option<&'static crate::spec::module::ModuleSpec> {
+        self.modules.iter().copied().find(|m| m.name == name)
+    }
+
+    fn module_names(&self) -> impl Iterator<Item = &'static str> + Clone {
+        self.modules.iter().map(|m| m.name)
+    }
+
+    /// Names of the modules, for help lines.
+    pub fn module_list(&self) -> String {
+        self.module_names().collect::<Vec<_>>().join(", ")
+    }
+
+    /// "did you mean" for an unknown task key.
+    pub fn suggest_task_key(&self, key: &str, common: &[&'static str]) -> Option<String> {
+        did_you_mean(key, self.module_names().chain(common.iter().copied()))
+    }
 }
 
 /// The fields of a mapping after the unknown-key check.

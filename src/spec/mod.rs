@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod inventory;
+pub mod module;
 pub mod playbook;
 pub mod role;
 pub mod task;

@@ -24,6 +24,8 @@ pub struct Play {
     pub handlers: Vec<Task>,
     /// Run every task with sudo.
     pub become_: bool,
+    /// The account tasks become (default root); implies `become`.
+    pub become_user: Option<Spanned<String>>,
 }
 
 /// A playbook file.
@@ -36,7 +38,14 @@ pub struct Playbook {
 }
 
 const PLAY: &[&str] = &[
-    "name", "hosts", "vars", "roles", "tasks", "handlers", "become",
+    "name",
+    "hosts",
+    "vars",
+    "roles",
+    "tasks",
+    "handlers",
+    "become",
+    "become_user",
 ];
 
 /// Decodes a playbook file.
@@ -84,6 +93,9 @@ pub fn decode_playbook(d: &mut Decoder, file: std::sync::Arc<str>, root: &Node) 
             .get("become")
             .and_then(|n| d.boolean(n, "play `become`"))
             .unwrap_or(false);
+        let become_user = f
+            .get("become_user")
+            .and_then(|n| crate::spec::task::become_user(d, n, "play"));
         if roles.is_empty() && tasks.is_empty() {
             d.error_help(
                 &p.loc,
@@ -100,6 +112,7 @@ pub fn decode_playbook(d: &mut Decoder, file: std::sync::Arc<str>, root: &Node) 
             tasks,
             handlers,
             become_,
+            become_user,
         });
     }
     Playbook { file, plays }

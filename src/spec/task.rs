@@ -1,8 +1,7 @@
 //! A task as written in a role or playbook: common keys plus exactly one module key.
 
-use crate::error::did_you_mean;
-use crate::modules::registry::{self, ModuleSpec};
 use crate::spec::decode::{Decoder, Spanned, VarMap};
+use crate::spec::module::ModuleSpec;
 use crate::spec::yaml::{Node, Value};
 
 /// Keys every task may carry besides its module.
@@ -45,10 +44,10 @@ pub struct Task {
     pub register: Option<String>,
     /// Handlers to notify when this task changes something.
     pub notify: Vec<Spanned<String>>,
-    /// Run with sudo.
-    pub become_: bool,
-    /// User to become (default root).
-    pub become_user: Option<String>,
+    /// Run with sudo (`None`: as the play says).
+    pub become_: Option<bool>,
+    /// User to become (default: the play's, else root); implies `become`.
+    pub become_user: Option<Spanned<String>>,
     /// Tags for `--tags` / `--skip-tags`.
     pub tags: Vec<String>,
     /// Attempts after the first failure.
@@ -69,6 +68,51 @@ pub struct Task {
     pub vars: VarMap,
     /// Extra names a handler answers to.
     pub listen: Vec<String>,
+}
+
+/// Decodes a `become_user`: a plain account name (no template), which fleet passes to
+/// `sudo -u` as data.
+pub fn become_user(d: &mut Decoder, n: &Node, what: &str) -> Option<Spanned<String>> {
+    let label = format!("{what} `become_user`");
+    let name = d.spanned_string(n, &label)?;
+    if !is_account_name(&name.value) {
+        d.error_help(
+            &n.loc,
+            format!("{label}: `{}` is not an account name", name.value),
+            "give a plain user name such as `ollama` or `deploy` (letters, digits, `_`, `.`, `-`; no template)",
+        );
+        return None;
+    }
+    Some(name)
+}
+
+/// A user or group name as the usual tools take it: starts with a letter or `_`, then
+/// letters, digits, `_`, `.`, `-` (and a final `$` for machine accounts), at most 64 bytes.
+pub fn is_account_name(s: &str) -> bool {
+    let body = s.strip_suffix('$').unwrap_or(s);
+    let mut chars = body.chars();
+    s.len() <= 64
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+impl Task {
+    /// The account the task runs as through sudo, or `None` for the login user: the task's
+    /// `become`/`become_user`, else the play's.
+    pub fn become_as<'a>(
+        &'a self,
+        play_become: bool,
+        play_user: Option<&'a str>,
+    ) -> Option<&'a str> {
+        let user = self.become_user.as_ref().map(|u| u.value.as_str());
+        let on = match self.become_ {
+            Some(b) => b || user.is_some(),
+            None => play_become || play_user.is_some() || user.is_some(),
+        };
+        on.then(|| user.or(play_user).unwrap_or("root"))
+    }
 }
 
 /// Parses a duration such as `30s`, `5m`, `1h` or a bare number of seconds.
@@ -122,7 +166,7 @@ pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
         if COMMON_KEYS.contains(&key) {
             continue;
         }
-        match registry::lookup(key) {
+        match d.module(key) {
             Some(spec) => {
                 if let Some((first, _, _)) = module {
                     d.error_help(
@@ -139,13 +183,9 @@ pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
                 }
             }
             None => {
-                let known = registry::names().chain(COMMON_KEYS.iter().copied());
-                let help = did_you_mean(key, known).unwrap_or_else(|| {
-                    format!(
-                        "modules: {}",
-                        registry::names().collect::<Vec<_>>().join(", ")
-                    )
-                });
+                let help = d
+                    .suggest_task_key(key, COMMON_KEYS)
+                    .unwrap_or_else(|| format!("modules: {}", d.module_list()));
                 d.error_help(&k.loc, format!("unknown module or task key `{key}`"), help);
                 bad = true;
             }
@@ -156,10 +196,7 @@ pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
             d.error_help(
                 &node.loc,
                 "this task names no module",
-                format!(
-                    "add one of: {}",
-                    registry::names().collect::<Vec<_>>().join(", ")
-                ),
+                format!("add one of: {}", d.module_list()),
             );
         }
         return None;
@@ -188,10 +225,17 @@ pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
     let notify = get("notify")
         .map(|n| d.string_list(n, "task `notify`"))
         .unwrap_or_default();
-    let become_ = get("become")
-        .and_then(|n| d.boolean(n, "task `become`"))
-        .unwrap_or(false);
-    let become_user = get("become_user").and_then(|n| d.string(n, "task `become_user`"));
+    let become_ = get("become").and_then(|n| d.boolean(n, "task `become`"));
+    let become_user = get("become_user").and_then(|n| become_user(d, n, "task"));
+    if become_ == Some(false)
+        && let (Some(u), Some(n)) = (&become_user, get("become"))
+    {
+        d.error_help(
+            &n.loc,
+            format!("`become: false` with `become_user: {}`", u.value),
+            "`become_user` runs the task through sudo as that user: drop `become: false`",
+        );
+    }
     let tags = get("tags")
         .map(|n| {
             d.string_list(n, "task `tags`")
@@ -262,9 +306,42 @@ mod tests {
     use crate::spec::yaml::parse;
     use std::sync::Arc;
 
+    use crate::spec::module::{ArgKind, arg};
+
+    const SPECS: &[&ModuleSpec] = &[
+        &ModuleSpec {
+            name: "ollama_model",
+            summary: "",
+            free_form: None,
+            args: &[arg("name", ArgKind::Str, true, "")],
+            exactly_one_of: &[],
+        },
+        &ModuleSpec {
+            name: "command",
+            summary: "",
+            free_form: Some("cmd"),
+            args: &[arg("cmd", ArgKind::Str, true, "")],
+            exactly_one_of: &[],
+        },
+        &ModuleSpec {
+            name: "shell",
+            summary: "",
+            free_form: Some("cmd"),
+            args: &[arg("cmd", ArgKind::Str, true, "")],
+            exactly_one_of: &[],
+        },
+        &ModuleSpec {
+            name: "package",
+            summary: "",
+            free_form: None,
+            args: &[arg("name", ArgKind::StrList, true, "")],
+            exactly_one_of: &[],
+        },
+    ];
+
     fn decode(src: &str) -> (Option<Task>, Vec<String>) {
         let n = parse(&Arc::from("t.yaml"), src).expect("yaml");
-        let mut d = Decoder::default();
+        let mut d = Decoder::with_modules(SPECS);
         let t = decode_task(&mut d, &n);
         (t, d.diags.sorted().iter().map(|x| x.to_string()).collect())
     }
@@ -293,6 +370,23 @@ mod tests {
         );
         let (_, e) = decode("pakage: { name: x }\n");
         assert!(e[0].contains("did you mean `package`?"), "{e:?}");
+    }
+
+    #[test]
+    fn become_user_implies_become_and_takes_account_names_only() {
+        let (t, e) = decode("command: id\nbecome_user: ollama\n");
+        assert!(e.is_empty(), "{e:?}");
+        let t = t.expect("task");
+        assert_eq!(t.become_as(false, None), Some("ollama"));
+        let (t, _) = decode("command: id\nbecome: true\n");
+        assert_eq!(t.expect("task").become_as(false, Some("svc")), Some("svc"));
+        let (t, _) = decode("command: id\nbecome: false\n");
+        assert_eq!(t.expect("task").become_as(true, Some("svc")), None);
+        let (_, e) = decode("command: id\nbecome_user: \"x$(id)\"\n");
+        assert!(e[0].contains("is not an account name"), "{e:?}");
+        let (_, e) = decode("command: id\nbecome: false\nbecome_user: a\n");
+        assert!(e[0].contains("`become: false` with"), "{e:?}");
+        assert!(is_account_name("_svc-1.x$") && !is_account_name("-x") && !is_account_name("a b"));
     }
 
     #[test]

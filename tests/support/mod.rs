@@ -416,7 +416,7 @@ impl Hosts {
     /// Copies `src` (relative to the crate) to `dest` on host `k`, executable.
     pub fn install(&self, k: u16, src: &str, dest: &str) {
         let text = std::fs::read(crate_root().join(src)).expect("stand-in");
-        let q = fleet::command::shquote(dest);
+        let q = fleet::script::shquote(dest);
         let mut child = std::process::Command::new("ssh")
             .arg("-F")
             .arg(self.ssh_config())

@@ -1,6 +1,8 @@
 //! A fleet repo on disk: finds its root, reads the inventory (one file or a directory of
 //! files), the roles and the templates, and keeps every diagnostic found along the way.
 
+pub mod lookup;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,7 +150,7 @@ impl Repo {
     /// report all of them.
     pub fn load(root: &Path) -> Repo {
         let mut diags = Diagnostics::default();
-        let mut d = Decoder::default();
+        let mut d = Decoder::with_modules(crate::modules::SPECS);
         let mut inventory = Inventory::default();
         let inv_dir = root.join("inventory");
         let inventory_files = if inv_dir.is_dir() {
@@ -207,7 +209,7 @@ impl Repo {
         let mut templates = BTreeMap::new();
         read_templates(&root.join("templates"), "", &mut templates, &mut diags);
         for role in roles.values() {
-            let prefix = crate::plan::role_template_name(&role.name, "");
+            let prefix = role_template_name(&role.name, "");
             read_templates(
                 &role.dir.join("templates"),
                 &prefix,
@@ -250,7 +252,7 @@ impl Repo {
             )));
         };
         let mut diags = Diagnostics::default();
-        let mut d = Decoder::default();
+        let mut d = Decoder::with_modules(crate::modules::SPECS);
         let pb = match read_yaml(&full, &mut diags) {
             Some(n) => decode_playbook(&mut d, shown(&full), &n),
             None => Playbook {
@@ -266,4 +268,23 @@ impl Repo {
     pub fn playbook_paths(&self) -> Vec<PathBuf> {
         yaml_files_in(&self.root.join("playbooks"))
     }
+}
+
+/// Library name of a role-local template.
+pub fn role_template_name(role: &str, src: &str) -> String {
+    format!("@{role}/{src}")
+}
+
+/// What the `fleet` variable says about the repo itself: its inventory files and roles
+/// (relative paths), so a role can ship them (the hq role does, for `fleet serve`).
+pub fn add_repo_facts(ctx: &mut crate::template::Context, repo: &Repo) {
+    let files: Vec<String> = repo
+        .inventory_files
+        .iter()
+        .filter_map(|f| f.strip_prefix(&repo.root).ok())
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .collect();
+    let roles: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
+    ctx.set_field("fleet", "inventory_files", serde_json::json!(files));
+    ctx.set_field("fleet", "roles", serde_json::json!(roles));
 }
