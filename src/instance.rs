@@ -172,27 +172,32 @@ impl<'a> Renderer<'a> {
         })
     }
 
+    /// The loop's items; offline, `None` when only a run can know them.
     fn loop_items(
         &self,
         l: &Node,
         ctx: &Context,
         what: &str,
         phase: Phase<'_>,
-    ) -> Result<Vec<Rendered>, Diagnostic> {
+    ) -> Result<Option<Vec<Rendered>>, Diagnostic> {
         let r = match &l.value {
             Value::Scalar { text, .. } => {
                 match template::render_value(self.env, text, ctx, &l.loc, what) {
                     Ok(r) => r,
                     Err(_) if matches!(phase, Phase::Offline { runtime } if needs_runtime(self.env, text, ctx, runtime, false)) =>
                     {
-                        return Ok(vec![Rendered::plain(J::String(format!(
-                            "<each of {text}, at run time>"
-                        )))]);
+                        return Ok(None);
                     }
                     Err(e) => return Err(e),
                 }
             }
-            _ => self.render_node(l, ctx, what, phase)?.0,
+            _ => {
+                let (r, complete) = self.render_node(l, ctx, what, phase)?;
+                if !complete {
+                    return Ok(None);
+                }
+                r
+            }
         };
         let secret = r.shown == MASK;
         match (r.value, r.shown) {
@@ -201,19 +206,21 @@ impl<'a> Renderer<'a> {
                     J::Array(s) if s.len() == values.len() => s,
                     _ => vec![J::String(MASK.into()); values.len()],
                 };
-                Ok(values
-                    .into_iter()
-                    .zip(shown)
-                    .map(|(value, shown)| {
-                        if secret {
-                            Rendered::new(value, true)
-                        } else {
-                            Rendered { value, shown }
-                        }
-                    })
-                    .collect())
+                Ok(Some(
+                    values
+                        .into_iter()
+                        .zip(shown)
+                        .map(|(value, shown)| {
+                            if secret {
+                                Rendered::new(value, true)
+                            } else {
+                                Rendered { value, shown }
+                            }
+                        })
+                        .collect(),
+                ))
             }
-            (J::Null, _) => Ok(Vec::new()),
+            (J::Null, _) => Ok(Some(Vec::new())),
             (_, shown) => Err(Diagnostic::error(
                 l.loc.clone(),
                 format!(
@@ -244,11 +251,36 @@ impl<'a> Renderer<'a> {
         self.add_task_vars(task, &mut ctx0, &what, phase)?;
         let items: Vec<Option<Rendered>> = match &task.loop_ {
             None => vec![None],
-            Some(l) => self
-                .loop_items(l, &ctx0, &what, phase)?
-                .into_iter()
-                .map(Some)
-                .collect(),
+            Some(l) => match self.loop_items(l, &ctx0, &what, phase)? {
+                Some(items) => items.into_iter().map(Some).collect(),
+                // Offline, a loop over what only a run knows: one instance stands for its
+                // items, with its condition and arguments as written.
+                None => {
+                    let text = match &l.value {
+                        Value::Scalar { text, .. } => text.clone(),
+                        _ => "the loop".to_string(),
+                    };
+                    let mut args = task.args.to_json();
+                    if let (Some(key), J::String(_) | J::Null) = (task.module.free_form, &args) {
+                        args = serde_json::json!({ key: args });
+                    }
+                    return Ok(vec![Ok(Instance {
+                        name: task.name.clone(),
+                        item: Some(Rendered::plain(J::String(format!(
+                            "<each of {text}, at run time>"
+                        )))),
+                        decision: match &task.when {
+                            None => Decision::Run,
+                            Some(w) => Decision::AtRunTime {
+                                when: w.value.clone(),
+                            },
+                        },
+                        ctx: ctx0,
+                        args: Some(Rendered::plain(args)),
+                        complete: false,
+                    })]);
+                }
+            },
         };
         Ok(items
             .into_iter()

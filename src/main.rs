@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     match fleet::cli::run() {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{}", fleet::cli::style::error_text(&e));
+            fleet::errln!("{}", fleet::cli::style::error_text(&e));
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
         }
     }

@@ -164,19 +164,19 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 &report,
             )) {
                 Ok(Outcome::Quiet) => {}
-                Ok(Outcome::Sent(ts)) => eprintln!(
+                Ok(Outcome::Sent(ts)) => crate::errln!(
                     "alert sent: {}",
                     ts.iter()
                         .map(|t| format!("{} {}→{}", t.node, t.from, t.to))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                Ok(Outcome::Failed(ts, why)) => eprintln!(
+                Ok(Outcome::Failed(ts, why)) => crate::errln!(
                     "{}: could not post the alert for {} change(s): {why}; the next sweep retries",
                     style::yellow("warning"),
                     ts.len()
                 ),
-                Err(e) => eprintln!("{}: alert state store: {e}", style::yellow("warning")),
+                Err(e) => crate::errln!("{}: alert state store: {e}", style::yellow("warning")),
             }
         }
         let code = if report.all_online() { 0 } else { 1 };

@@ -89,7 +89,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 all.insert(n, serde_json::to_value(&f).unwrap_or_default());
             }
             Err(e) => {
-                eprintln!("{}: {n}: {e}", crate::cli::style::red("unreachable"));
+                crate::errln!("{}: {n}: {e}", crate::cli::style::red("unreachable"));
                 failed.push(n);
             }
         }

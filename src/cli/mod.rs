@@ -136,7 +136,7 @@ pub fn init_logging(file: Option<&std::path::Path>) {
             .create(true)
             .append(true)
             .open(p)
-            .map_err(|e| eprintln!("warning: cannot open the log file {}: {e}", p.display()))
+            .map_err(|e| crate::errln!("warning: cannot open the log file {}: {e}", p.display()))
             .ok()
     });
     let builder = tracing_subscriber::fmt()
@@ -146,10 +146,39 @@ pub fn init_logging(file: Option<&std::path::Path>) {
     let _ = match log_file {
         Some(f) => builder
             .with_ansi(false)
-            .with_writer(std::io::stderr.and(std::sync::Mutex::new(f)))
+            .with_writer(MaskSecrets(std::io::stderr.and(std::sync::Mutex::new(f))))
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        None => builder.with_writer(MaskSecrets(std::io::stderr)).try_init(),
     };
+}
+
+/// A log writer that masks every known secret value in what it writes (one log line per
+/// write).
+struct MaskSecrets<M>(M);
+
+/// See [`MaskSecrets`].
+struct MaskingWriter<W>(W);
+
+impl<W: std::io::Write> std::io::Write for MaskingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(crate::secret::mask(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a>
+    for MaskSecrets<M>
+{
+    type Writer = MaskingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        MaskingWriter(self.0.make_writer())
+    }
 }
 
 /// Loads the repo a command works on: finds it, prints its warnings, and stops with exit 2
@@ -158,7 +187,7 @@ pub fn load_repo(repo_dir: Option<&std::path::Path>) -> Result<crate::repo::Repo
     let root = crate::repo::find_root(repo_dir)?;
     let mut repo = crate::repo::Repo::load(&root);
     for w in repo.diags.take_warnings() {
-        eprintln!("{}", style::diagnostic(&w));
+        crate::errln!("{}", style::diagnostic(&w));
     }
     if repo.diags.has_errors() {
         return Err(crate::error::Error::Config(repo.diags));

@@ -94,10 +94,7 @@ pub fn build(
         let (table, d) = routing::build(repo, &|n| hw(n).0, status.as_ref());
         diags.extend(d);
         let ctx = crate::template::data_context("routing", &table);
-        match env
-            .get_template("routing/openclaw_workers.json.j2")
-            .and_then(|t| t.render(ctx))
-        {
+        match crate::template::render_data(&env, "routing/openclaw_workers.json.j2", ctx) {
             Ok(text) => {
                 out.files.insert(ROUTING_FILE.into(), ensure_newline(text));
             }
@@ -110,10 +107,7 @@ pub fn build(
     if matches!(what, What::Registry | What::All) {
         let reg = registry::build(repo, &hw, live);
         let ctx = crate::template::data_context("registry", &reg);
-        match env
-            .get_template("registry/nodes_registry.json.j2")
-            .and_then(|t| t.render(ctx))
-        {
+        match crate::template::render_data(&env, "registry/nodes_registry.json.j2", ctx) {
             Ok(text) => {
                 out.files.insert(REGISTRY_FILE.into(), ensure_newline(text));
             }
@@ -167,7 +161,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let live = if args.live {
         match live_status(&repo, Duration::from_secs(3)) {
             Ok(l) => {
-                eprintln!(
+                crate::errln!(
                     "{} node status from HQ ({} nodes)",
                     style::dim("live:"),
                     l.len()
@@ -175,7 +169,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 Some(l)
             }
             Err(why) => {
-                eprintln!(
+                crate::errln!(
                     "{}: HQ is not reachable ({why}); rendering without live status",
                     style::yellow("warning")
                 );
@@ -187,13 +181,13 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     };
     let (out, mut diags) = build(&repo, args.what, catalog_dir.as_deref(), live.as_ref());
     for w in diags.take_warnings() {
-        eprintln!("{}", style::diagnostic(&w));
+        crate::errln!("{}", style::diagnostic(&w));
     }
     if diags.has_errors() {
         return Err(Error::Config(diags));
     }
     if args.what == What::All && catalog_dir.is_none() {
-        eprintln!(
+        crate::errln!(
             "{}",
             style::dim("packages: skipped (no catalog/ in the repo and no --catalog)")
         );

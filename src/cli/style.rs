@@ -54,8 +54,12 @@ pub fn dim(s: &str) -> String {
     paint("2", s)
 }
 
-/// A diagnostic with its labels colored.
+/// A diagnostic with its labels colored (every known secret value masked).
 pub fn diagnostic(d: &Diagnostic) -> String {
+    crate::secret::mask(&diagnostic_text(d)).into_owned()
+}
+
+fn diagnostic_text(d: &Diagnostic) -> String {
     let mut out = String::new();
     if let Some(loc) = &d.loc {
         out.push_str(&bold(&loc.to_string()));
@@ -73,8 +77,12 @@ pub fn diagnostic(d: &Diagnostic) -> String {
     out
 }
 
-/// The final error as printed by `main`.
+/// The final error as printed by `main` (every known secret value masked).
 pub fn error_text(e: &Error) -> String {
+    crate::secret::mask(&error_text_plain(e)).into_owned()
+}
+
+fn error_text_plain(e: &Error) -> String {
     match e {
         Error::Config(ds) => {
             let mut out: Vec<String> = ds.sorted().into_iter().map(diagnostic).collect();
@@ -90,34 +98,58 @@ pub fn error_text(e: &Error) -> String {
     }
 }
 
-/// Writes to stdout; a closed pipe (`fleet nodes | head`) ends the process quietly instead
-/// of panicking.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout, with every known secret value masked. A closed pipe (`fleet apply … |
+/// head -1`) is not an error: output stops, the command goes on and its exit code says how
+/// it went.
 pub fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let text = args.to_string();
+    let text = crate::secret::mask(&text);
     let mut out = std::io::stdout().lock();
-    let r = out.write_fmt(args).and_then(|()| {
+    let r = out.write_all(text.as_bytes()).and_then(|()| {
         if newline {
             out.write_all(b"\n")
         } else {
             Ok(())
         }
     });
-    if let Err(e) = r
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        std::process::exit(0);
+    if r.is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
     }
 }
 
-/// `println!` to stdout that tolerates a closed pipe.
+/// Writes a line to stderr, with every known secret value masked; a closed stderr is not
+/// an error.
+pub fn emit_err(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let text = args.to_string();
+    let text = crate::secret::mask(&text);
+    let mut err = std::io::stderr().lock();
+    let _ = err
+        .write_all(text.as_bytes())
+        .and_then(|()| err.write_all(b"\n"));
+}
+
+/// `println!` to stdout that tolerates a closed pipe and masks secrets.
 #[macro_export]
 macro_rules! outln {
     () => { $crate::cli::style::emit(format_args!(""), true) };
     ($($t:tt)*) => { $crate::cli::style::emit(format_args!($($t)*), true) };
 }
 
-/// `print!` to stdout that tolerates a closed pipe.
+/// `print!` to stdout that tolerates a closed pipe and masks secrets.
 #[macro_export]
 macro_rules! out {
     ($($t:tt)*) => { $crate::cli::style::emit(format_args!($($t)*), false) };
+}
+
+/// `eprintln!` that tolerates a closed stderr and masks secrets.
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cli::style::emit_err(format_args!($($t)*)) };
 }

@@ -113,6 +113,18 @@ fn is_local(shared: &Shared, node: &NodeSpec) -> bool {
         == Some("local")
 }
 
+/// Test builds only: `FLEET_FAILPOINT=host-panic:NODE` makes that host's run panic once it is
+/// connected, so the tests can check that a panicking host is a failed host.
+#[cfg(debug_assertions)]
+fn failpoint(node: &str) {
+    if std::env::var("FLEET_FAILPOINT").is_ok_and(|f| f == format!("host-panic:{node}")) {
+        panic!("failpoint host-panic:{node}");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn failpoint(_node: &str) {}
+
 /// One host's run of one play.
 pub(crate) struct Run<'a> {
     pub(crate) shared: &'a Shared,
@@ -232,6 +244,7 @@ impl Run<'_> {
             self.unreachable(e);
             return;
         }
+        failpoint(&self.state.name);
         let expanded = match crate::play::expand(&self.shared.repo.roles, play) {
             Ok(x) => x,
             Err(d) => {

@@ -11,9 +11,9 @@ use tokio::sync::Semaphore;
 use crate::health::probe::{self, Probe, SshTarget};
 use crate::hq::status::{Expectation, human_secs, model_matches, problems};
 use crate::hq::wire::{NodeStatus, NodesResponse};
-use crate::render::routing::role_capabilities;
 use crate::repo::Repo;
 use crate::repo::lookup::VarLookup;
+use crate::repo::lookup::role_capabilities;
 use crate::spec::inventory::NodeSpec;
 
 /// Settings of a sweep.

@@ -242,7 +242,7 @@ fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
         .read()
         .map_err(|_| "repo lock poisoned".to_string())?
         .clone();
-    let caps = crate::render::routing::role_capabilities(&repo);
+    let caps = crate::repo::lookup::role_capabilities(&repo);
     let by_node: BTreeMap<&str, &crate::hq::store::LastSeen> =
         last.iter().map(|l| (l.node.as_str(), l)).collect();
     let now = now_ms();

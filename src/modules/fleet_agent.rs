@@ -78,6 +78,7 @@ pub struct Args {
     source: Option<PathBuf>,
     token_file: String,
     token: Option<Secret<String>>,
+    token_source: PathBuf,
     user: String,
     unit_systemd: String,
     unit_launchd: String,
@@ -128,6 +129,7 @@ const HELPERS: &str = concat!(
 );
 
 const PLACE_ALL: &str = concat!(
+    "[ \"$HT\" = 1 ] || [ \"$CHECK\" = 1 ] || fail \"no token for this node at $TSRC on the controller: issue one with \\`fleet token issue NODE --out $TSRC\\` against HQ's store (fleet provision does it when HQ's store is local)\"\n",
     "bin=0; if [ -f \"$BIN\" ]; then fleet_sum \"$BIN\"; [ \"$sum\" = \"$SUM\" ] || bin=1; else bin=1; fi\n",
     "[ \"$bin\" = 1 ] && changed=1\n",
     "TD=${TF%/*}; fleet_dir \"${TD:-/}\" \"\"\n",
@@ -304,6 +306,7 @@ impl Module for FleetAgent {
             source,
             token_file,
             token,
+            token_source,
             user,
         })
     }
@@ -315,7 +318,8 @@ impl Module for FleetAgent {
             .set("SUM", bin.1.as_str())
             .set("TF", a.token_file.as_str())
             .set("U", a.user.as_str())
-            .set("LOGD", LOG_DIR);
+            .set("LOGD", LOG_DIR)
+            .set("TSRC", a.token_source.to_string_lossy().as_ref());
         match &a.token {
             Some(t) => s.set("HT", "1").set("TOK", t),
             None => s.set("HT", "0"),

@@ -101,8 +101,12 @@ fn url_text(s: &str) -> Result<(), &'static str> {
     if rest.is_empty() || rest.starts_with('/') {
         return Err("an http:// or https:// URL with a host");
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("a URL without spaces or control characters");
+    // RFC 3986 has no place for these; refusing them keeps a URL one word in any file format
+    // it is written into (a unit file, a plist).
+    if s.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "\"'`\\<>{}|^".contains(c))
+    {
+        return Err("a URL without spaces, control characters or \"'`\\<>{}|^");
     }
     Ok(())
 }

@@ -121,10 +121,7 @@ fn render(
     ctx: &serde_json::Value,
     w: &Worker,
 ) -> Result<String, Diagnostic> {
-    let tmpl = env
-        .get_template(template)
-        .map_err(|e| Diagnostic::error(None, format!("template `{template}`: {e}")))?;
-    tmpl.render(ctx_value(ctx)).map_err(|e| {
+    crate::template::render_data(env, template, ctx_value(ctx)).map_err(|e| {
         let line = e.line().map_or(1, |l| u32::try_from(l).unwrap_or(1));
         Diagnostic::error(
             Loc {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::render::routing::role_capabilities;
 use crate::repo::Repo;
 use crate::repo::lookup::VarLookup;
+use crate::repo::lookup::role_capabilities;
 use crate::spec::inventory::{Hardware, NodeSpec};
 
 /// Live data HQ has about a node.

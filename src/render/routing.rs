@@ -3,7 +3,7 @@
 //! (holding the model and the memory for it, or having the capability), ordered by priority,
 //! then the fallback chain with the cloud API always last. Deterministic: same inputs, same bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -11,7 +11,7 @@ use crate::error::{Diagnostic, Diagnostics};
 use crate::inventory::priority::default_priority;
 use crate::render::models::required_gb;
 use crate::repo::Repo;
-use crate::repo::lookup::VarLookup;
+use crate::repo::lookup::{VarLookup, role_capabilities};
 use crate::spec::inventory::{CLOUD_FALLBACK, Hardware, NodeSpec};
 
 /// One worker.
@@ -100,25 +100,6 @@ pub type StatusMap = BTreeMap<String, String>;
 pub fn model_memory_gb(hw: &Hardware) -> Option<f64> {
     let ram = hw.ram_gb?;
     Some(ram + hw.gpu.as_ref().map_or(0.0, |g| g.vram_gb))
-}
-
-/// Capabilities by role name (role closure), computed once.
-pub fn role_capabilities(repo: &Repo) -> HashMap<String, BTreeSet<String>> {
-    repo.roles
-        .keys()
-        .map(|name| {
-            let spanned =
-                crate::spec::decode::Spanned::new(name.clone(), repo.roles[name].loc.clone());
-            let caps = crate::play::role_order(&repo.roles, std::slice::from_ref(&spanned))
-                .map(|c| {
-                    c.iter()
-                        .flat_map(|r| r.capabilities.iter().cloned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            (name.clone(), caps)
-        })
-        .collect()
 }
 
 /// Builds the routing table and its static checks. `hardware` gives each node's effective

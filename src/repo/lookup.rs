@@ -1,7 +1,8 @@
 //! A node's variable as the inventory and its role's defaults set it, without templates:
-//! for the commands that need one setting of many nodes (ports, ssh settings, addresses).
+//! for the commands that need one setting of many nodes (ports, ssh settings, addresses);
+//! and the capabilities each role gives.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value as J;
 
@@ -90,4 +91,23 @@ fn value_of(n: &crate::spec::yaml::Node) -> J {
         Some((v, _)) => v.to_json(),
         None => n.to_json(),
     }
+}
+
+/// Capabilities by role name (role closure), computed once.
+pub fn role_capabilities(repo: &Repo) -> HashMap<String, BTreeSet<String>> {
+    repo.roles
+        .keys()
+        .map(|name| {
+            let spanned =
+                crate::spec::decode::Spanned::new(name.clone(), repo.roles[name].loc.clone());
+            let caps = crate::play::role_order(&repo.roles, std::slice::from_ref(&spanned))
+                .map(|c| {
+                    c.iter()
+                        .flat_map(|r| r.capabilities.iter().cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (name.clone(), caps)
+        })
+        .collect()
 }

@@ -219,6 +219,12 @@ impl Repo {
         }
 
         diags.extend(d.diags);
+        // The API key the routing table names is a secret every printer masks.
+        if let Some(c) = &inventory.routing.cloud_fallback
+            && let Ok(v) = std::env::var(&c.api_key_env)
+        {
+            crate::secret::remember(&v);
+        }
         Repo {
             root: root.to_path_buf(),
             inventory,

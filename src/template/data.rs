@@ -76,6 +76,20 @@ pub fn data_context<T: serde::Serialize>(name: &str, data: &T) -> Value {
     Value::from(ctx)
 }
 
+/// Renders a data template by name; a panic inside the template engine is an error too.
+pub fn render_data(
+    env: &minijinja::Environment<'_>,
+    name: &str,
+    ctx: Value,
+) -> Result<String, minijinja::Error> {
+    crate::panic::catch(|| env.get_template(name).and_then(|t| t.render(ctx))).unwrap_or_else(|c| {
+        Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("the template engine failed ({c})"),
+        ))
+    })
+}
+
 /// A JSON value as a template value (data templates).
 pub fn json_value(v: &serde_json::Value) -> Value {
     Value::from(Serde(v))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 pub use context::Context;
-pub use data::{data_context, json_value, lazy_map};
+pub use data::{data_context, json_value, lazy_map, render_data};
 pub use render::{
     eval_expr, missing_variables, render_error, render_file, render_str, render_value,
 };
@@ -167,6 +167,20 @@ pub fn base_environment() -> Environment<'static> {
     });
     env.add_filter("rbquote", |s: String| rbquote(&s));
     env.add_filter("systemd_quote", |s: String| systemd_quote(&s));
+    // JSON a command printed (a registered `stdout`) as a value; serde_json bounds the depth.
+    env.add_filter(
+        "from_json",
+        |s: String| -> Result<minijinja::Value, minijinja::Error> {
+            serde_json::from_str::<serde_json::Value>(&s)
+                .map(|v| minijinja::Value::from(minijinja::value::Serde(v)))
+                .map_err(|e| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("from_json: not JSON: {e}"),
+                    )
+                })
+        },
+    );
     env
 }
 
