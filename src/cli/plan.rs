@@ -131,7 +131,11 @@ pub fn human(plan: &Plan, diff: bool) -> String {
                         out.push_str(&format!("   {n:>3}. {origin}: {}{item}\n", t.name));
                     }
                 }
-                let become_ = if t.become_ { " (sudo)" } else { "" };
+                let become_ = match (&t.become_user, t.become_) {
+                    (Some(u), _) => format!(" (sudo -u {u})"),
+                    (None, true) => " (sudo)".to_string(),
+                    (None, false) => String::new(),
+                };
                 out.push_str(&format!(
                     "        {}{become_} {}\n",
                     style::green(t.module),
@@ -139,10 +143,15 @@ pub fn human(plan: &Plan, diff: bool) -> String {
                 ));
                 if let Some(f) = &t.file {
                     out.push_str(&format!(
-                        "        → {}  sha256:{}  {} bytes\n",
+                        "        → {}  sha256:{}  {} bytes{}\n",
                         f.dest,
-                        &f.sha256[..16],
-                        f.bytes
+                        f.sha256.get(..16).unwrap_or(&f.sha256),
+                        f.bytes,
+                        if f.secret {
+                            "  (reads a secret: not shown)"
+                        } else {
+                            ""
+                        }
                     ));
                     if diff && let Some(c) = &f.content {
                         for line in c.lines() {

@@ -41,6 +41,16 @@ impl ArgError {
         }
     }
 
+    /// The error with every occurrence of `value` shown as `***` (a secret argument quoted by
+    /// a lower layer).
+    pub fn hiding(mut self, value: &str) -> ArgError {
+        if !value.is_empty() {
+            self.message = self.message.replace(value, crate::secret::MASK);
+            self.help = self.help.map(|h| h.replace(value, crate::secret::MASK));
+        }
+        self
+    }
+
     /// Adds advice.
     pub fn help(mut self, help: impl Into<String>) -> ArgError {
         self.help = Some(help.into());

@@ -60,7 +60,13 @@ impl Module for Copy {
                 secret: a.is_secret("content"),
             },
             (None, Some(src)) => FileContent {
-                bytes: Arc::from(inputs.files.repo_file(&src)?),
+                bytes: Arc::from(inputs.files.repo_file(&src).map_err(|e| {
+                    if a.is_secret("src") {
+                        e.hiding(&src)
+                    } else {
+                        e
+                    }
+                })?),
                 secret: a.is_secret("src"),
             },
             _ => {

@@ -47,7 +47,13 @@ impl Module for Template {
     fn decode(&self, a: &ArgReader<'_>, inputs: &Inputs<'_>) -> Result<Placement, ArgError> {
         let dest = values::path(a, "dest")?;
         let src = a.req_nonempty("src")?;
-        let mut content = inputs.files.template(&src, &[])?;
+        let mut content = inputs.files.template(&src, &[]).map_err(|e| {
+            if a.is_secret("src") {
+                e.hiding(&src)
+            } else {
+                e
+            }
+        })?;
         content.secret |= a.is_secret("src");
         Ok(Placement {
             dest,
