@@ -44,12 +44,13 @@ pub async fn step(
 
 /// Why a unit has no result: the script ended before reporting it.
 pub fn ended_early(status: i32, stderr: &str) -> String {
-    let tail = stderr
+    // The last few lines the host said (sudo, say, explains in more than one).
+    let lines: Vec<&str> = stderr
         .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty() && !l.contains("__FLEET_"))
-        .unwrap_or("")
-        .trim();
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("__FLEET_"))
+        .collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join("; ");
     let how = match status {
         -1 => "was killed".to_string(),
         126 | 127 => format!("could not start (exit {status})"),
