@@ -30,6 +30,9 @@ pub mod template;
 pub mod user;
 pub mod wait_for;
 
+#[cfg(test)]
+mod snapshots;
+
 use std::path::Path;
 use std::sync::Arc;
 
