@@ -1,15 +1,18 @@
-//! How fleet reaches a host: a [`Connection`] runs one command line with optional stdin and
-//! returns its output. On top of it, [`Connection::exec`] runs a script as the login user or,
-//! through `sudo`, as another: the script travels on stdin of `sh -s` (never on a command
-//! line, where other users of the host could read it), or, when the exec streams content on
-//! stdin, as the argument of `sh -c`. SSH and local transports.
+//! How fleet reaches a host. A transport ([`Connection`]: SSH or this machine) starts a
+//! process from a command line with its three pipes. On top of it, [`AnyConnection::exec`]
+//! runs a script as the login user or, through `sudo`, as another account: in a shell kept
+//! open for that account for the whole run ([`shell`]), the script on its stdin (never on a
+//! command line, where other users of the host could read it); or, when the exec streams
+//! content on stdin, as the argument of a one-off `sh -c`.
 
 pub mod local;
+pub mod shell;
 pub mod ssh;
 
 use std::future::Future;
 use std::time::Duration;
 
+use crate::connection::shell::{Shell, ShellError, Spawned, run_to_end};
 use crate::script::shquote;
 
 /// What a remote command printed and how it ended.
@@ -49,69 +52,127 @@ pub enum RunAs<'a> {
     },
 }
 
-/// A way to run commands on a host.
+impl RunAs<'_> {
+    /// The account's name, `None` for the login user.
+    fn account(&self) -> Option<&str> {
+        match *self {
+            RunAs::Login => None,
+            RunAs::Become { user, login } if login == Some(user) => None,
+            RunAs::Become { user, .. } => Some(user),
+        }
+    }
+}
+
+/// A way to start processes on a host.
 pub trait Connection: Send + Sync {
-    /// Runs one command line through the host's login shell, with optional stdin.
+    /// Starts one command line through the host's login shell, its pipes open.
+    fn spawn(&self, line: &str) -> impl Future<Output = Result<Spawned, ConnError>> + Send;
+
+    /// Runs one command line with optional stdin and a time limit.
     fn exec_line(
         &self,
         line: &str,
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send;
-
-    /// Runs `script` with `sh` as `who`. Without `stdin` the script travels on stdin of
-    /// `sh -s`, inside `{ … }` so the shell reads all of it before it runs any of it (a
-    /// script cut short by a lost connection does nothing); with `stdin` (content the script
-    /// reads) it is `sh -c SCRIPT`.
-    fn exec(
-        &self,
-        script: &str,
-        stdin: Option<&[u8]>,
-        who: RunAs<'_>,
-        timeout: Option<Duration>,
     ) -> impl Future<Output = Result<ExecOutput, ConnError>> + Send {
-        let (line, input) = match stdin {
-            Some(data) => (
-                run_as(&format!("sh -c {}", shquote(script)), who),
-                std::borrow::Cow::Borrowed(data),
-            ),
-            None => (
-                run_as("sh -s", who),
-                std::borrow::Cow::Owned(format!("{{\n{script}\n}} </dev/null\n").into_bytes()),
-            ),
-        };
-        async move { self.exec_line(&line, Some(&input), timeout).await }
+        async move {
+            let run = async {
+                let p = self.spawn(line).await?;
+                run_to_end(p, stdin).await
+            };
+            match timeout {
+                Some(t) => tokio::time::timeout(t, run)
+                    .await
+                    .map_err(|_| ConnError::Timeout(humantime::format_duration(t).to_string()))?,
+                None => run.await,
+            }
+        }
     }
 }
 
-/// The transports fleet has, as one type the engine can hold per host.
+/// The transports fleet has.
 #[derive(Debug)]
-pub enum AnyConnection {
+pub enum Transport {
     /// Over SSH (one multiplexed master per host).
     Ssh(ssh::SshConnection),
     /// This machine.
     Local(local::LocalConnection),
 }
 
-impl AnyConnection {
-    /// Closes the connection (an SSH master exits now, not after its persist time).
-    pub async fn close(self) {
-        if let AnyConnection::Ssh(c) = self {
-            c.close().await;
+impl Connection for Transport {
+    async fn spawn(&self, line: &str) -> Result<Spawned, ConnError> {
+        match self {
+            Transport::Ssh(c) => c.spawn(line).await,
+            Transport::Local(c) => c.spawn(line).await,
         }
     }
 }
 
-impl Connection for AnyConnection {
-    async fn exec_line(
+/// A host's connection as the engine holds it: the transport and the shells kept open on it,
+/// one per account.
+#[derive(Debug)]
+pub struct AnyConnection {
+    transport: Transport,
+    shells: tokio::sync::Mutex<Vec<(Option<String>, Shell)>>,
+}
+
+impl AnyConnection {
+    /// A connection over this transport.
+    pub fn new(transport: Transport) -> AnyConnection {
+        AnyConnection {
+            transport,
+            shells: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `script` with `sh` as `who`. Without `stdin` it runs in the shell kept for that
+    /// account (started on first use); with `stdin` (content the script reads) in a one-off
+    /// `sh -c SCRIPT`.
+    pub async fn exec(
         &self,
-        line: &str,
+        script: &str,
         stdin: Option<&[u8]>,
+        who: RunAs<'_>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, ConnError> {
-        match self {
-            AnyConnection::Ssh(c) => c.exec_line(line, stdin, timeout).await,
-            AnyConnection::Local(c) => c.exec_line(line, stdin, timeout).await,
+        if let Some(data) = stdin {
+            let line = run_as(&format!("sh -c {}", shquote(script)), who);
+            return self.transport.exec_line(&line, Some(data), timeout).await;
+        }
+        let account = who.account().map(str::to_string);
+        let mut shells = self.shells.lock().await;
+        let found = shells.iter().position(|(a, _)| *a == account);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let p = self.transport.spawn(&run_as("sh -s", who)).await?;
+                shells.push((account, Shell::new(p)));
+                shells.len() - 1
+            }
+        };
+        match shells[i].1.run(script, timeout).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                // The shell is not usable any more; the next script starts another.
+                let (_, shell) = shells.remove(i);
+                drop(shell);
+                match e {
+                    ShellError::Timeout(t) => Err(ConnError::Timeout(t)),
+                    ShellError::Ended(r) => r,
+                }
+            }
+        }
+    }
+
+    /// Closes the shells, then the connection (an SSH master exits now, not after its
+    /// persist time).
+    pub async fn close(self) {
+        let shells = std::mem::take(&mut *self.shells.lock().await);
+        for (_, s) in shells {
+            s.close().await;
+        }
+        if let Transport::Ssh(c) = self.transport {
+            c.close().await;
         }
     }
 }
@@ -150,11 +211,13 @@ mod tests {
             login: Some("root"),
         };
         assert_eq!(run_as("sh -s", root), "sh -s");
+        assert_eq!(root.account(), None);
         let svc = RunAs::Become {
             user: "svc",
             login: Some("deploy"),
         };
         assert_eq!(run_as("sh -s", svc), "sudo -n -H -u svc -- sh -s");
+        assert_eq!(svc.account(), Some("svc"));
         let unknown = RunAs::Become {
             user: "a'b",
             login: None,

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
-use tokio::io::AsyncWriteExt;
 
-use crate::connection::{ConnError, Connection, ExecOutput};
+use crate::connection::shell::Spawned;
+use crate::connection::{ConnError, Connection};
 
 /// How to reach one host.
 #[derive(Debug, Clone, Default)]
@@ -184,51 +184,34 @@ fn describe(e: &openssh::Error) -> String {
 }
 
 impl Connection for SshConnection {
-    async fn exec_line(
-        &self,
-        line: &str,
-        stdin: Option<&[u8]>,
-        timeout: Option<Duration>,
-    ) -> Result<ExecOutput, ConnError> {
-        let run = async {
-            let mut cmd = self.session.raw_command(line);
-            cmd.stdin(if stdin.is_some() {
-                openssh::Stdio::piped()
-            } else {
-                openssh::Stdio::null()
-            })
+    async fn spawn(&self, line: &str) -> Result<Spawned, ConnError> {
+        let mut cmd = Arc::clone(&self.session).arc_raw_command(line);
+        cmd.stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
-            let mut child = cmd
-                .spawn()
-                .await
-                .map_err(|e| ConnError::Unreachable(describe(&e)))?;
-            // Input is written while the output is read, so neither side can fill its buffer
-            // and wait on the other. A script may finish (or fail) before it has read all its
-            // input: that is its result, not a lost connection, so a refused write is not an
-            // error here; a dead connection shows in the output's end.
-            let pipe = child.stdin().take();
-            let feed = async move {
-                if let (Some(data), Some(mut pipe)) = (stdin, pipe)
-                    && pipe.write_all(data).await.is_ok()
-                {
-                    pipe.shutdown().await.ok();
-                }
-            };
-            let (_, out) = tokio::join!(feed, child.wait_with_output());
-            let out = out.map_err(|e| ConnError::Unreachable(describe(&e)))?;
-            Ok(ExecOutput {
-                status: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            })
+        let mut child = cmd
+            .spawn()
+            .await
+            .map_err(|e| ConnError::Unreachable(describe(&e)))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) = (
+            child.stdin().take(),
+            child.stdout().take(),
+            child.stderr().take(),
+        ) else {
+            return Err(ConnError::Unreachable("the session has no pipes".into()));
         };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, run)
-                .await
-                .map_err(|_| ConnError::Timeout(humantime::format_duration(t).to_string()))?,
-            None => run.await,
-        }
+        Ok(Spawned {
+            stdin: Box::pin(stdin),
+            stdout: Box::pin(stdout),
+            stderr: Box::pin(stderr),
+            wait: Box::pin(async move {
+                child
+                    .wait()
+                    .await
+                    .map(|s| s.code().unwrap_or(-1))
+                    .map_err(|e| ConnError::Unreachable(describe(&e)))
+            }),
+        })
     }
 }
 

@@ -135,7 +135,6 @@ impl Run<'_> {
             let Some(conn) = &self.state.conn else {
                 return Batched::Stop;
             };
-            use crate::connection::Connection;
             match conn.exec(script.text(), None, who, None).await {
                 Ok(out) => (
                     frame::split(&out.stdout, &out.stderr, &nonce),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::connection::{AnyConnection, Connection, RunAs};
+use crate::connection::{AnyConnection, RunAs};
 use crate::engine::outcome::TaskError;
 use crate::facts::Facts;
 use crate::modules::{Action, Reported, Step};

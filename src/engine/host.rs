@@ -13,7 +13,7 @@ use serde_json::Value as J;
 use tokio::sync::mpsc;
 
 use crate::connection::ssh::{SshConnection, SshTarget};
-use crate::connection::{AnyConnection, RunAs};
+use crate::connection::{AnyConnection, RunAs, Transport};
 use crate::engine::Shared;
 use crate::engine::batch::Batched;
 use crate::engine::events::{Event, HostRecap, Status};
@@ -197,13 +197,13 @@ impl Run<'_> {
             return Err(format!("no node `{}`", self.state.name));
         };
         let conn = if is_local(self.shared, node) {
-            AnyConnection::Local(crate::connection::local::LocalConnection)
+            AnyConnection::new(Transport::Local(crate::connection::local::LocalConnection))
         } else {
-            AnyConnection::Ssh(
+            AnyConnection::new(Transport::Ssh(
                 SshConnection::connect(&ssh_target(self.shared, node))
                     .await
                     .map_err(|e| e.to_string())?,
-            )
+            ))
         };
         self.state.conn = Some(conn);
         Ok(())

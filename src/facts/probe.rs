@@ -36,7 +36,7 @@ echo "user=${USER:-$(id -un)}"
 "#;
 
 /// Runs the probe on an open connection and parses it.
-pub async fn gather<C: crate::connection::Connection>(conn: &C) -> Result<Facts, String> {
+pub async fn gather(conn: &crate::connection::AnyConnection) -> Result<Facts, String> {
     let out = conn
         .exec(
             PROBE,
@@ -51,10 +51,15 @@ pub async fn gather<C: crate::connection::Connection>(conn: &C) -> Result<Facts,
 
 /// Connects to a host and gathers its facts (one connection, one round trip).
 pub async fn gather_over_ssh(target: &crate::connection::ssh::SshTarget) -> Result<Facts, String> {
-    let conn = crate::connection::ssh::SshConnection::connect(target)
-        .await
-        .map_err(|e| e.to_string())?;
-    gather(&conn).await
+    let conn = crate::connection::AnyConnection::new(crate::connection::Transport::Ssh(
+        crate::connection::ssh::SshConnection::connect(target)
+            .await
+            .map_err(|e| e.to_string())?,
+    ));
+    let facts = gather(&conn).await;
+    // The master exits now, not after its persist time.
+    conn.close().await;
+    facts
 }
 
 use crate::facts::round1;
