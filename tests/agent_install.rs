@@ -73,7 +73,8 @@ fn provision_installs_a_running_agent_that_reports_to_hq() {
         "{placed}"
     );
     assert!(
-        placed.contains("--node a1 --token-file /etc/fleet/agent.token --interval 200ms"),
+        placed
+            .contains("--node \"a1\" --token-file \"/etc/fleet/agent.token\" --interval \"200ms\""),
         "{placed}"
     );
     // The agent runs on the host and HQ hears it.

@@ -15,6 +15,9 @@ use crate::connection::{ConnError, ExecOutput};
 use crate::script::Script;
 use crate::script::frame::Nonce;
 
+/// Resolves to a process's exit status (-1 when killed), or the connection's error.
+pub type Exit = Pin<Box<dyn Future<Output = Result<i32, ConnError>> + Send>>;
+
 /// A process started on a host, with its three pipes.
 pub struct Spawned {
     /// Its stdin.
@@ -23,8 +26,8 @@ pub struct Spawned {
     pub stdout: Pin<Box<dyn AsyncRead + Send>>,
     /// Its stderr.
     pub stderr: Pin<Box<dyn AsyncRead + Send>>,
-    /// Resolves to its exit status (-1 when killed), or the connection's error.
-    pub wait: Pin<Box<dyn Future<Output = Result<i32, ConnError>> + Send>>,
+    /// Its end.
+    pub wait: Exit,
 }
 
 impl std::fmt::Debug for Spawned {
@@ -79,7 +82,7 @@ pub struct Shell {
     stdin: Pin<Box<dyn AsyncWrite + Send>>,
     stdout: Pin<Box<dyn AsyncRead + Send>>,
     stderr: Pin<Box<dyn AsyncRead + Send>>,
-    wait: Option<Pin<Box<dyn Future<Output = Result<i32, ConnError>> + Send>>>,
+    wait: Option<Exit>,
 }
 
 impl std::fmt::Debug for Shell {

@@ -167,6 +167,7 @@ pub fn base_environment() -> Environment<'static> {
     });
     env.add_filter("rbquote", |s: String| rbquote(&s));
     env.add_filter("systemd_quote", |s: String| systemd_quote(&s));
+    env.add_filter("xml", |s: String| xml_escape(&s));
     // JSON a command printed (a registered `stdout`) as a value; serde_json bounds the depth.
     env.add_filter(
         "from_json",
@@ -185,6 +186,22 @@ pub fn base_environment() -> Environment<'static> {
 }
 
 pub use crate::script::shquote;
+
+/// Escapes text for XML content or an attribute (plists): `&`, `<`, `>`, `"`, `'`.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// Quotes a string as one word of a systemd unit's `ExecStart=`: double quotes with `\`
 /// and `"` escaped, `%` (a specifier) and `$` (a variable) doubled.
@@ -230,6 +247,10 @@ mod tests {
         assert_eq!(shquote("it's $HOME"), "'it'\\''s $HOME'");
         assert_eq!(rbquote("a \"b\" #{x}"), "\"a \\\"b\\\" \\#{x}\"");
         assert_eq!(systemd_quote("a b%c$d\"e"), "\"a b%%c$$d\\\"e\"");
+        assert_eq!(
+            xml_escape("/a?b=1&c=<'\">"),
+            "/a?b=1&amp;c=&lt;&apos;&quot;&gt;"
+        );
     }
 
     #[test]
