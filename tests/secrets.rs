@@ -132,11 +132,7 @@ fn offline_commands_and_their_errors_show_no_secret() {
 #[test]
 fn apply_shows_no_secret_and_the_host_gets_the_values() {
     let hosts = Hosts::up(1);
-    let inv = format!(
-        "{}",
-        inventory(&format!(", vars: {{ ssh_port: {} }}", hosts.port(1)))
-    )
-    .replace(
+    let inv = inventory(&format!(", vars: {{ ssh_port: {} }}", hosts.port(1))).replace(
         "fleet: { name: t,",
         &format!(
             "fleet: {{ ssh_config: \"{}\", name: t,",
