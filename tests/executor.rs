@@ -288,7 +288,7 @@ fn the_host_losing_its_session_mid_transfer_keeps_the_file_and_no_temp() {
     hosts.sh(1, "mkdir -p /srv/big && printf old > /srv/big/file");
     let upper = hosts.dir.path().join("hosts/1/ovl/srv/upper/big");
     let listener = std::fs::read_to_string(hosts.dir.path().join("hosts/1/pid")).expect("pid");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleet"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleet"))
         .args(["apply", "playbooks/site.yaml", "--json"])
         .current_dir(r.path())
         .stdout(std::process::Stdio::piped())
