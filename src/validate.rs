@@ -48,11 +48,12 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
                 .get(name)
                 .map(|s| s.shown.clone())
                 .unwrap_or_else(|| name.into());
-            let d = crate::template::render_error(
+            let d = crate::template::render_error_in(
                 &e,
                 &crate::error::Loc::file_start(&shown),
                 &[],
                 &format!("in `{shown}`"),
+                Some(name),
             );
             diags.push(d);
         }

@@ -211,54 +211,95 @@ pub fn host_context(
         ctx.insert("facts", f.clone(), false);
     }
 
-    // Resolve variables that refer to other variables; a few passes settle any chain that is
-    // not a cycle, and what still holds `{{` afterwards is reported as a cycle.
-    for _pass in 0..8 {
-        let mut changed = false;
-        for RawVar { name, loc, .. } in &raw {
-            let Some(text) = ctx
-                .get(name)
-                .and_then(J::as_str)
-                .filter(|s| s.contains("{{"))
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            let here = loc
-                .clone()
-                .unwrap_or_else(|| Loc::file_start(&"<-e>".into()));
-            let r = template::render_value(
-                env,
-                &text,
-                &ctx,
-                &here,
-                &format!("in variable `{name}` for host `{}`", node.name),
-            )?;
-            let secret = r.is_secret() || ctx.is_secret(name);
-            if r.value.as_str() != Some(text.as_str()) {
-                changed = true;
-            }
-            if secret {
-                remember_strings(&r.value);
-            }
-            ctx.insert(name, r.value, secret);
+    // Variables that are templates are rendered once each, from their own text, after the
+    // variables they use: a rendered value is data, never rendered again (a value that holds
+    // `{{ … }}`, from `env()` or a literal, stays as it is). A cycle is an error.
+    let templated: Vec<&RawVar> = raw
+        .iter()
+        .filter(|r| {
+            r.value
+                .as_str()
+                .is_some_and(|t| t.contains("{{") || t.contains("{%"))
+        })
+        .collect();
+    let names: std::collections::BTreeSet<&str> =
+        templated.iter().map(|r| r.name.as_str()).collect();
+    let uses = |r: &RawVar| -> Vec<String> {
+        let text = r.value.as_str().unwrap_or_default();
+        crate::panic::catch(|| {
+            env.template_from_str(text)
+                .map(|t| t.undeclared_variables(false))
+        })
+        .ok()
+        .and_then(Result::ok)
+        .map(|set| {
+            set.into_iter()
+                .filter(|n| names.contains(n.as_str()))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let mut order: Vec<&RawVar> = Vec::new();
+    // 0 = not seen, 1 = being visited, 2 = done.
+    let mut state: std::collections::HashMap<&str, u8> = std::collections::HashMap::new();
+    for start in &templated {
+        if state.get(start.name.as_str()).copied().unwrap_or(0) == 2 {
+            continue;
         }
-        if !changed {
-            break;
+        // Depth-first with an explicit stack: (variable, its uses not yet visited).
+        let mut stack: Vec<(&RawVar, Vec<String>)> = vec![(start, uses(start))];
+        state.insert(&start.name, 1);
+        while let Some((var, pending)) = stack.last_mut() {
+            let var: &RawVar = var;
+            match pending.pop() {
+                Some(dep) => match state.get(dep.as_str()).copied().unwrap_or(0) {
+                    0 => {
+                        let Some(d) = templated.iter().find(|r| r.name == dep) else {
+                            continue;
+                        };
+                        state.insert(&d.name, 1);
+                        stack.push((d, uses(d)));
+                    }
+                    1 => {
+                        return Err(Diagnostic::error(
+                            var.loc.clone(),
+                            format!(
+                                "variable `{}` refers to itself through other variables",
+                                var.name
+                            ),
+                        )
+                        .with_help(
+                            "break the cycle: one of the variables must have a plain value",
+                        ));
+                    }
+                    _ => {}
+                },
+                None => {
+                    state.insert(&var.name, 2);
+                    order.push(var);
+                    stack.pop();
+                }
+            }
         }
     }
-    for RawVar { name, loc, .. } in &raw {
-        if ctx
-            .get(name)
-            .and_then(J::as_str)
-            .is_some_and(|s| s.contains("{{"))
-        {
-            return Err(Diagnostic::error(
-                loc.clone(),
-                format!("variable `{name}` refers to itself through other variables"),
-            )
-            .with_help("break the cycle: one of the variables must have a plain value"));
+    for r in order {
+        let text = r.value.as_str().unwrap_or_default();
+        let here = r
+            .loc
+            .clone()
+            .unwrap_or_else(|| Loc::file_start(&"<-e>".into()));
+        let rendered = template::render_value(
+            env,
+            text,
+            &ctx,
+            &here,
+            &format!("in variable `{}` for host `{}`", r.name, node.name),
+        )?;
+        let secret = rendered.is_secret() || ctx.is_secret(&r.name);
+        if secret {
+            remember_strings(&rendered.value);
         }
+        ctx.insert(&r.name, rendered.value, secret);
     }
     Ok(ctx)
 }
@@ -353,6 +394,24 @@ mod tests {
             Some(&json!({"secret": true, "value": 1, "other": 2}))
         );
         assert_eq!(crate::secret::mask("x hunter22 y"), "x *** y");
+    }
+
+    #[test]
+    fn a_rendered_value_is_never_rendered_again() {
+        let inv = inventory(
+            "vars:\n  a: \"{{ '{{ 7 * 7 }}' }}\"\n  b: \"x{{ a }}\"\n  c: \"{{ b }}-{{ d }}\"\n  d: plain\nnodes:\n  n: { role: hq }\n",
+        );
+        let ctx = host_context(
+            &inv,
+            &inv.nodes["n"],
+            &Layers::default(),
+            None,
+            &template::base_environment(),
+        )
+        .expect("ctx");
+        assert_eq!(ctx.get("a"), Some(&json!("{{ 7 * 7 }}")));
+        assert_eq!(ctx.get("b"), Some(&json!("x{{ 7 * 7 }}")));
+        assert_eq!(ctx.get("c"), Some(&json!("x{{ 7 * 7 }}-plain")));
     }
 
     #[test]

@@ -104,7 +104,25 @@ fn yaml_files_in(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Every file below `dir`, in name order. A directory is entered once however many links
+/// lead to it (`templates/loop -> ..` does not walk forever), and at most 32 levels deep.
 fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut seen = std::collections::HashSet::new();
+    walk(dir, out, &mut seen, 0);
+}
+
+fn walk(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    depth: u32,
+) {
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return;
+    };
+    if depth > 32 || !seen.insert(real) {
+        return;
+    }
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -112,7 +130,7 @@ fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            walk_files(&p, out);
+            walk(&p, out, seen, depth + 1);
         } else if p.is_file() {
             out.push(p);
         }
@@ -293,4 +311,21 @@ pub fn add_repo_facts(ctx: &mut crate::template::Context, repo: &Repo) {
     let roles: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
     ctx.set_field("fleet", "inventory_files", serde_json::json!(files));
     ctx.set_field("fleet", "roles", serde_json::json!(roles));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_linked_into_itself_is_walked_once() {
+        let d = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(d.path().join("t/sub")).expect("mkdir");
+        std::fs::write(d.path().join("t/sub/x.j2"), "x").expect("write");
+        std::os::unix::fs::symlink(".", d.path().join("t/a")).expect("link");
+        std::os::unix::fs::symlink("..", d.path().join("t/sub/up")).expect("link");
+        let mut out = Vec::new();
+        walk_files(&d.path().join("t"), &mut out);
+        assert_eq!(out, vec![d.path().join("t/sub/x.j2")]);
+    }
 }

@@ -14,12 +14,16 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 pub use context::Context;
 pub use data::{data_context, json_value, lazy_map, render_data};
 pub use render::{
-    eval_expr, missing_variables, render_error, render_file, render_str, render_value,
+    eval_expr, missing_variables, render_error, render_error_in, render_file, render_str,
+    render_value,
 };
 
 /// The most work one render may do: about one unit per instruction and per 64 bytes of data
 /// it makes, so a render stops with an error before it makes about 1 GiB.
 pub const FUEL: u64 = 16 * 1024 * 1024;
+
+/// The largest indent `tojson` takes.
+const MAX_JSON_INDENT: usize = 64;
 
 /// Templates compiled into the binary; a file of the same name under the repo's `templates/`
 /// replaces one.
@@ -168,6 +172,32 @@ pub fn base_environment() -> Environment<'static> {
     env.add_filter("rbquote", |s: String| rbquote(&s));
     env.add_filter("systemd_quote", |s: String| systemd_quote(&s));
     env.add_filter("xml", |s: String| xml_escape(&s));
+    // minijinja's `tojson` charges fuel for its output only once it is made: an indent of
+    // 2**31 spaces would be allocated first. Indents beyond any use are an error.
+    env.add_filter(
+        "tojson",
+        |value: &minijinja::Value,
+         indent: Option<minijinja::Value>,
+         args: minijinja::value::Kwargs|
+         -> Result<minijinja::Value, minijinja::Error> {
+            let width = match &indent {
+                Some(v) => Some(v.clone()),
+                None => args.get::<Option<minijinja::Value>>("indent")?,
+            };
+            if let Some(w) = width
+                && bool::try_from(w.clone()).is_err()
+                && usize::try_from(w.clone()).map_or(true, |n| n > MAX_JSON_INDENT)
+            {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!(
+                        "tojson: the indent must be a number from 0 to {MAX_JSON_INDENT}, found {w}"
+                    ),
+                ));
+            }
+            minijinja::filters::tojson(value, indent, args)
+        },
+    );
     // JSON a command printed (a registered `stdout`) as a value; serde_json bounds the depth.
     env.add_filter(
         "from_json",

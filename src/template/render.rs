@@ -52,13 +52,45 @@ fn global_has_path(env: &Environment<'_>, path: &str) -> bool {
     true
 }
 
-/// Why a template failed, located in the user's file.
+/// Why an inline template (a string of a YAML file, starting at `loc`) failed, located in
+/// the user's file.
 pub fn render_error(
     err: &minijinja::Error,
     loc: &Loc,
     missing: &[String],
     context: &str,
 ) -> Diagnostic {
+    render_error_in(err, loc, missing, context, None)
+}
+
+/// Why a template failed: `own` names the template file that starts at `loc` (`None`: an
+/// inline string). An error inside another template it imports, includes or extends is
+/// located at `loc`, and its message says which template and line.
+pub fn render_error_in(
+    err: &minijinja::Error,
+    loc: &Loc,
+    missing: &[String],
+    context: &str,
+    own: Option<&str>,
+) -> Diagnostic {
+    let foreign = err
+        .name()
+        .filter(|n| !matches!(*n, "<string>" | "<expression>") && Some(*n) != own);
+    if let Some(other) = foreign {
+        let at_line = err.line().map(|l| format!(" line {l}")).unwrap_or_default();
+        let inner = render_error_in(
+            err,
+            &Loc::file_start(&other.into()),
+            missing,
+            context,
+            Some(other),
+        );
+        return Diagnostic {
+            loc: Some(loc.clone()),
+            message: format!("{} (in template `{other}`{at_line})", inner.message),
+            ..inner
+        };
+    }
     // Inline templates: the error line is relative to the string, which starts at `loc`.
     let line = err
         .line()
@@ -230,7 +262,7 @@ pub fn render_file(
             } else {
                 Vec::new()
             };
-            Err(render_error(&e, &loc, &missing, context))
+            Err(render_error_in(&e, &loc, &missing, context, Some(name)))
         }
         Err(c) => Err(panicked(&c, &loc, context)),
     }
@@ -314,11 +346,26 @@ mod tests {
             "{{ range(2**62) | list }}",
             "{% for i in range(100000000) %}{{ i }}{% endfor %}",
             "{{ x | center(2**62) }}",
+            "{{ x | tojson(indent=2**31) }}",
+            "{{ x | tojson(2**53 + 1) }}",
+            "{{ '%9999999999s' | format('a') }}",
+            "{{ x | wordwrap(2**62) }}",
+            "{{ x | replace('a', 'b' * 2**40) }}",
+            "{{ (x ~ x) * 2**40 }}",
+            "{{ x | indent(2**62, true, true) }}",
+            "{{ range(2**20) | join(x * 2**20) }}",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
         ] {
             let r = render_str(&env, t, &c, &loc(), "in t");
             assert!(r.is_err(), "{t} rendered: {r:?}");
         }
         assert!(eval_expr(&env, "x | indent(2**62)", &c, &loc(), "in t").is_err());
+        assert_eq!(
+            render_str(&env, "{{ {'a': 1} | tojson(indent=2) }}", &c, &loc(), "")
+                .expect("ok")
+                .0,
+            "{\n  \"a\": 1\n}"
+        );
     }
 
     #[test]
