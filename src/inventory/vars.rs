@@ -252,28 +252,34 @@ pub fn host_context(
         while let Some((var, pending)) = stack.last_mut() {
             let var: &RawVar = var;
             match pending.pop() {
-                Some(dep) => match state.get(dep.as_str()).copied().unwrap_or(0) {
-                    0 => {
-                        let Some(d) = templated.iter().find(|r| r.name == dep) else {
-                            continue;
-                        };
-                        state.insert(&d.name, 1);
-                        stack.push((d, uses(d)));
-                    }
-                    1 => {
-                        return Err(Diagnostic::error(
-                            var.loc.clone(),
+                Some(dep) => {
+                    match state.get(dep.as_str()).copied().unwrap_or(0) {
+                        0 => {
+                            let Some(d) = templated.iter().find(|r| r.name == dep) else {
+                                continue;
+                            };
+                            state.insert(&d.name, 1);
+                            stack.push((d, uses(d)));
+                        }
+                        1 => {
+                            // The cycle: from `dep` on the stack to here, and back to `dep`.
+                            let from = stack.iter().position(|(v, _)| v.name == dep).unwrap_or(0);
+                            let mut path: Vec<&str> =
+                                stack[from..].iter().map(|(v, _)| v.name.as_str()).collect();
+                            path.push(&dep);
+                            let at = stack[from].0;
+                            return Err(Diagnostic::error(
+                            at.loc.clone(),
                             format!(
-                                "variable `{}` refers to itself through other variables",
-                                var.name
+                                "variable `{dep}` refers to itself through other variables ({})",
+                                path.join(" → ")
                             ),
                         )
-                        .with_help(
-                            "break the cycle: one of the variables must have a plain value",
-                        ));
+                        .with_help("break the cycle: one of the variables must have a plain value"));
+                        }
+                        _ => {}
                     }
-                    _ => {}
-                },
+                }
                 None => {
                     state.insert(&var.name, 2);
                     order.push(var);
