@@ -201,7 +201,7 @@ fn temp_files(upper: &Path) -> Vec<String> {
 #[test]
 fn a_transfer_killed_half_way_never_replaces_the_file_and_leaves_nothing() {
     let hosts = Hosts::up(1);
-    let size = 32 * 1024 * 1024;
+    let size = 24 * 1024 * 1024;
     let mut new = vec![0u8; size];
     let mut x: u64 = 0x9e3779b97f4a7c15;
     for b in new.iter_mut() {
@@ -217,10 +217,10 @@ fn a_transfer_killed_half_way_never_replaces_the_file_and_leaves_nothing() {
     std::fs::write(r.path().join("files/big.bin"), &new).expect("big");
     let upper = hosts.dir.path().join("hosts/1/ovl/srv/upper/big");
     let mut outcomes = Vec::new();
-    for trial in 0..8u64 {
+    for trial in 0..6u64 {
         let old_sum = hosts.sh(
             1,
-            "mkdir -p /srv/big && head -c 33554432 /dev/urandom > /srv/big/file && sha256sum /srv/big/file | cut -d' ' -f1",
+            "mkdir -p /srv/big && head -c 25165824 /dev/urandom > /srv/big/file && sha256sum /srv/big/file | cut -d' ' -f1",
         );
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleet"))
             .args(["apply", "playbooks/site.yaml", "--json"])
@@ -235,7 +235,7 @@ fn a_transfer_killed_half_way_never_replaces_the_file_and_leaves_nothing() {
         while temp_files(&upper).is_empty() && start.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(Duration::from_millis(trial * 7));
+        std::thread::sleep(Duration::from_millis(trial * 9));
         let _ = child.kill();
         let _ = child.wait();
         // The host's side notices, checks the length and sha256, removes the temp file.
