@@ -903,7 +903,7 @@ struct Mutator<'a> {
 
 fn short(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
-    let s: String = s.chars().take(70).collect();
+    let s: String = s.chars().take(160).collect();
     format!("{s:?}")
 }
 
@@ -1408,7 +1408,7 @@ impl Mutator<'_> {
                 b.splice(at..at, junk);
             }
             1 => {
-                let seq: &[u8] = *self.rng.pick(BYTE_SEQS);
+                let seq = *self.rng.pick(BYTE_SEQS);
                 self.log.push(format!("{path}: insert {seq:02x?} at {at}"));
                 b.splice(at..at, seq.iter().copied());
             }
@@ -1645,6 +1645,22 @@ impl Mutator<'_> {
                     short(s.as_bytes())
                 ));
                 replace(&mut lines, t, s.as_bytes());
+            }
+            7 if self.rng.chance(25) => {
+                // A chain of anchors, each aliasing the one before `fanout` times: values
+                // grow as fanout^n and depth as n while the parser's nesting stays at 2.
+                let n = self.rng.between(1, 64);
+                let fanout = self.rng.between(1, 10);
+                let mut b = join_lines(&lines);
+                b.extend_from_slice(b"\nx-fuzz:\n  k0: &k0 [v]\n");
+                for i in 1..=n {
+                    let items = vec![format!("*k{}", i - 1); fanout].join(", ");
+                    b.extend_from_slice(format!("  k{i}: &k{i} [{items}]\n").as_bytes());
+                }
+                self.log.push(format!(
+                    "{path}: append an alias chain of {n}, fanout {fanout}"
+                ));
+                return b;
             }
             7 if values.len() >= 2 => {
                 // Anchors and aliases.
@@ -1889,12 +1905,14 @@ fn check_loc(
         if p.is_dir() {
             return Some(Vec::new());
         }
-        std::fs::read(p).ok().map(|b| {
-            String::from_utf8_lossy(&b)
-                .split('\n')
-                .map(|l| l.chars().count())
-                .collect()
-        })
+        let text = String::from_utf8_lossy(&std::fs::read(p).ok()?).into_owned();
+        // YAML counts `\r\n`, `\r` and `\n` as line breaks; templates only `\n`.
+        let text = if loc.file.ends_with(".yaml") || loc.file.ends_with(".yml") {
+            text.replace("\r\n", "\n").replace('\r', "\n")
+        } else {
+            text
+        };
+        Some(text.split('\n').map(|l| l.chars().count()).collect())
     });
     let Some(lines) = lines else {
         return Err(format!("`{}` is not a file of the repo", loc.file));
@@ -1912,8 +1930,8 @@ fn check_loc(
     let line = loc.line as usize;
     if line > lines.len() {
         return Err(format!(
-            "line {line} of a file of {} lines",
-            lines.len().saturating_sub(1)
+            "line {line} of a file whose last line is {}",
+            lines.len()
         ));
     }
     if loc.col as usize > lines[line - 1] + 2 {
@@ -2203,7 +2221,13 @@ impl Recorder {
             f.signature,
             f.detail
         );
-        if let Some(bin) = &self.fleet_bin {
+        // The real binary on the input, for the record (not on hangs and slow inputs: they
+        // would only spend the run's time again).
+        if let Some(bin) = self
+            .fleet_bin
+            .as_ref()
+            .filter(|_| !matches!(f.kind, Kind::Hang | Kind::Slow))
+        {
             let repo = dir.join("repo");
             text.push_str("--- the fleet binary\n");
             text.push_str(&run_fleet(bin, &repo, &["validate"]));
@@ -2212,6 +2236,35 @@ impl Recorder {
         }
         let _ = std::fs::write(dir.join("finding.txt"), text);
     }
+}
+
+/// Records input `i`, on which the previous process died (a signal, or the watchdog).
+fn record_death(
+    state: &mut State,
+    rec: &mut Recorder,
+    outcomes: &mut impl std::io::Write,
+    out: &Path,
+    i: u64,
+    hang_ms: u64,
+    hang: bool,
+) {
+    let kind = if hang { Kind::Hang } else { Kind::Abort };
+    let input = std::fs::read_to_string(out.join("current.txt")).unwrap_or_default();
+    let f = Finding {
+        kind,
+        signature: format!("input {i}"),
+        detail: if hang {
+            format!("input {i} ran longer than {hang_ms} ms")
+        } else {
+            format!("the process died while running input {i} (a signal: abort, segfault, OOM)")
+        },
+    };
+    *state.counts.by_kind.entry(kind.name()).or_default() += 1;
+    state.counts.inputs += 1;
+    let _ = writeln!(outcomes, "{i} {} - -", kind.name());
+    rec.record(&f, state.seed, i, &input, "");
+    state.next = i + 1;
+    let _ = std::fs::remove_file(out.join("hang"));
 }
 
 /// Millisecond clock of the input being run (0: none), for the watchdog.
@@ -2256,8 +2309,8 @@ fn parse_args() -> Opts {
         base: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
         resume: false,
         budget_ms: 2000,
-        hang_ms: 10_000,
-        mem_mb: 4096,
+        hang_ms: 5_000,
+        mem_mb: 8192,
         no_links: false,
         verbose: false,
     };
@@ -2365,13 +2418,12 @@ fn main() {
             Some((kind, sig.to_string()))
         }));
     }
-    let mut outcomes = std::io::BufWriter::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(out.join("outcomes.log"))
-            .expect("fuzz: open outcomes.log"),
-    );
+    // Unbuffered: one line per input survives the process dying on the next.
+    let mut outcomes = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("outcomes.log"))
+        .expect("fuzz: open outcomes.log");
 
     if o.resume
         && let Some(prev) = State::load(&state_path)
@@ -2379,30 +2431,27 @@ fn main() {
     {
         state = prev;
         if let Some(i) = state.running.take() {
-            // The previous process died while running input `i`.
-            let hang = std::fs::read_to_string(out.join("hang"))
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                == Some(i);
-            let kind = if hang { Kind::Hang } else { Kind::Abort };
-            let input = std::fs::read_to_string(out.join("current.txt")).unwrap_or_default();
-            let f = Finding {
-                kind,
-                signature: format!("input {i}"),
-                detail: if hang {
-                    format!("input {i} ran longer than {} ms", o.hang_ms)
-                } else {
-                    format!(
-                        "the process died while running input {i} (a signal: abort, segfault, OOM)"
-                    )
-                },
+            let marker = |name: &str| {
+                std::fs::read_to_string(out.join(name))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    == Some(i)
             };
-            *state.counts.by_kind.entry(kind.name()).or_default() += 1;
-            state.counts.inputs += 1;
-            let _ = writeln!(outcomes, "{i} {} - -", kind.name());
-            rec.record(&f, state.seed, i, &input, "");
-            state.next = i + 1;
-            let _ = std::fs::remove_file(out.join("hang"));
+            if marker("deadline") {
+                // Stopped at the deadline: not an input tried, not a finding.
+                state.next = i;
+                let _ = std::fs::remove_file(out.join("deadline"));
+            } else {
+                record_death(
+                    &mut state,
+                    &mut rec,
+                    &mut outcomes,
+                    &out,
+                    i,
+                    o.hang_ms,
+                    marker("hang"),
+                );
+            }
         }
     } else {
         let _ = std::fs::remove_dir_all(&current);
@@ -2415,25 +2464,58 @@ fn main() {
     std::env::set_current_dir(&current).expect("fuzz: enter the work directory");
     let mut on_disk = base.clone();
 
+    // The base repo itself should be clean, or every input starts from a broken repo.
+    let mut base_outcome = Outcome::default();
+    let base_ok =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&mut base_outcome)))
+            .is_ok();
+    let base_note = if base_ok && base_outcome.clean {
+        "the base repo is clean".to_string()
+    } else {
+        let first = base_outcome
+            .transcript
+            .lines()
+            .find(|l| l.contains("error"))
+            .unwrap_or("a panic")
+            .to_string();
+        eprintln!("fuzz: warning: the base repo does not pass validate + plan: {first}");
+        format!(
+            "the base repo itself fails ({} errors; first: {first})",
+            base_outcome.errors
+        )
+    };
+
     {
         let hang_ms = o.hang_ms;
+        let until_ms = o.until.map(|u| u * 1000);
         let out = out.clone();
         std::thread::spawn(move || {
             loop {
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(50));
                 let since = RUNNING_SINCE.load(Ordering::SeqCst);
-                if since != 0 && now_ms().saturating_sub(since) > hang_ms {
-                    let index = std::fs::read_to_string(out.join("state"))
-                        .ok()
-                        .and_then(|t| {
-                            t.lines()
-                                .find_map(|l| l.strip_prefix("running=").map(str::to_string))
-                        })
-                        .unwrap_or_default();
-                    let _ = std::fs::write(out.join("hang"), index);
-                    eprintln!("fuzz: an input ran longer than {hang_ms} ms; stopping");
-                    std::process::exit(3);
+                if since == 0 {
+                    continue;
                 }
+                let now = now_ms();
+                let (marker, code) = if now.saturating_sub(since) > hang_ms {
+                    eprintln!("fuzz: an input ran longer than {hang_ms} ms; stopping");
+                    ("hang", 3)
+                } else if until_ms.is_some_and(|u| now > u) {
+                    // Time is up: the input is dropped (not counted), so a run stays in its
+                    // time (and CPU) budget even when its last input is slow.
+                    ("deadline", 4)
+                } else {
+                    continue;
+                };
+                let index = std::fs::read_to_string(out.join("state"))
+                    .ok()
+                    .and_then(|t| {
+                        t.lines()
+                            .find_map(|l| l.strip_prefix("running=").map(str::to_string))
+                    })
+                    .unwrap_or_default();
+                let _ = std::fs::write(out.join(marker), index);
+                std::process::exit(code);
             }
         });
     }
@@ -2520,7 +2602,6 @@ fn main() {
         state.next = index + 1;
         ran += 1;
     }
-    let _ = outcomes.flush();
     state.save(&state_path);
 
     let c = &state.counts;
@@ -2536,7 +2617,7 @@ fn main() {
         k(Kind::Unlocated)
     );
     println!(
-        "fuzz: also {} caught panics, {} slow inputs (> {} ms), {} misplaced locations; {} inputs rejected with located errors, {} clean; slowest {} ms",
+        "fuzz: also {} caught panics, {} slow inputs (> {} ms), {} misplaced locations; {} inputs rejected with located errors, {} clean; slowest {} ms; {base_note}",
         k(Kind::Caught),
         k(Kind::Slow),
         o.budget_ms,
