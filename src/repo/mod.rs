@@ -104,22 +104,33 @@ fn yaml_files_in(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Every file below `dir`, in name order. A directory is entered once however many links
-/// lead to it (`templates/loop -> ..` does not walk forever), and at most 32 levels deep.
-fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file below `dir`, in name order, that is inside `root` once links are followed; the
+/// paths that lead outside it (a link to `/`) are returned apart, unread. A directory is
+/// entered once however many links lead to it (`templates/loop -> ..` does not walk forever),
+/// and at most 32 levels deep.
+fn walk_files(dir: &Path, root: &Path, out: &mut Vec<PathBuf>, outside: &mut Vec<PathBuf>) {
+    let Ok(root) = std::fs::canonicalize(root) else {
+        return;
+    };
     let mut seen = std::collections::HashSet::new();
-    walk(dir, out, &mut seen, 0);
+    walk(dir, &root, out, outside, &mut seen, 0);
 }
 
 fn walk(
     dir: &Path,
+    root: &Path,
     out: &mut Vec<PathBuf>,
+    outside: &mut Vec<PathBuf>,
     seen: &mut std::collections::HashSet<PathBuf>,
     depth: u32,
 ) {
     let Ok(real) = std::fs::canonicalize(dir) else {
         return;
     };
+    if !real.starts_with(root) {
+        outside.push(dir.to_path_buf());
+        return;
+    }
     if depth > 32 || !seen.insert(real) {
         return;
     }
@@ -130,9 +141,12 @@ fn walk(
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            walk(&p, out, seen, depth + 1);
+            walk(&p, root, out, outside, seen, depth + 1);
         } else if p.is_file() {
-            out.push(p);
+            match std::fs::canonicalize(&p) {
+                Ok(r) if r.starts_with(root) => out.push(p),
+                _ => outside.push(p),
+            }
         }
     }
 }
@@ -140,12 +154,23 @@ fn walk(
 /// Reads every file below `dir` as a template named `prefix` + its relative path.
 fn read_templates(
     dir: &Path,
+    root: &Path,
     prefix: &str,
     out: &mut BTreeMap<String, (Arc<str>, String)>,
     diags: &mut Diagnostics,
 ) {
     let mut files = Vec::new();
-    walk_files(dir, &mut files);
+    let mut outside = Vec::new();
+    walk_files(dir, root, &mut files, &mut outside);
+    for p in outside {
+        diags.push(
+            Diagnostic::warning(
+                Loc::file_start(&shown(&p)),
+                "this link leads outside the repo: it is not read as a template",
+            )
+            .with_help("copy the template into the repo, or remove the link"),
+        );
+    }
     for f in files {
         let Ok(rel) = f.strip_prefix(dir) else {
             continue;
@@ -225,11 +250,20 @@ impl Repo {
         }
 
         let mut templates = BTreeMap::new();
-        read_templates(&root.join("templates"), "", &mut templates, &mut diags);
+        read_templates(
+            &root.join("templates"),
+            root,
+            "",
+            &mut templates,
+            &mut diags,
+        );
         for role in roles.values() {
             let prefix = role_template_name(&role.name, "");
+            // A role's templates stay inside the role (which may itself be a link to a
+            // shared checkout).
             read_templates(
                 &role.dir.join("templates"),
+                &role.dir,
                 &prefix,
                 &mut templates,
                 &mut diags,
@@ -324,8 +358,14 @@ mod tests {
         std::fs::write(d.path().join("t/sub/x.j2"), "x").expect("write");
         std::os::unix::fs::symlink(".", d.path().join("t/a")).expect("link");
         std::os::unix::fs::symlink("..", d.path().join("t/sub/up")).expect("link");
-        let mut out = Vec::new();
-        walk_files(&d.path().join("t"), &mut out);
+        std::os::unix::fs::symlink("/", d.path().join("t/root")).expect("link");
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join("t/host.j2")).expect("link");
+        let (mut out, mut outside) = (Vec::new(), Vec::new());
+        walk_files(&d.path().join("t"), d.path(), &mut out, &mut outside);
         assert_eq!(out, vec![d.path().join("t/sub/x.j2")]);
+        assert_eq!(
+            outside,
+            vec![d.path().join("t/host.j2"), d.path().join("t/root")]
+        );
     }
 }

@@ -19,8 +19,9 @@ pub use render::{
 };
 
 /// The most work one render may do: about one unit per instruction and per 64 bytes of data
-/// it makes, so a render stops with an error before it makes about 1 GiB.
-pub const FUEL: u64 = 16 * 1024 * 1024;
+/// it makes, so a render stops with an error before it makes about 256 MiB (a template of
+/// fleet's own renders 10,000 nodes in well under a tenth of that).
+pub const FUEL: u64 = 4 * 1024 * 1024;
 
 /// The largest indent `tojson` takes.
 const MAX_JSON_INDENT: usize = 64;
