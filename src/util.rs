@@ -21,6 +21,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Writes a file atomically: a temporary file beside the target, flushed, then renamed over
 /// it, so readers see the old or the new contents and never half a file.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomic_with(path, contents, true)
+}
+
+/// [`write_atomic`] without waiting for the disk: for caches, where a lost write after a
+/// power cut only means reading the facts again.
+pub fn write_atomic_unsynced(path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomic_with(path, contents, false)
+}
+
+fn write_atomic_with(path: &Path, contents: &[u8], sync: bool) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -31,7 +41,13 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io("create a temporary file in", dir, e))?;
     tmp.write_all(contents)
-        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| {
+            if sync {
+                tmp.as_file().sync_all()
+            } else {
+                Ok(())
+            }
+        })
         .map_err(|e| Error::io("write", tmp.path(), e))?;
     tmp.persist(path)
         .map_err(|e| Error::io("replace", path, e.error))?;

@@ -218,7 +218,14 @@ impl Run<'_> {
             return Err("not connected".into());
         };
         let facts = crate::facts::probe::gather(conn).await?;
-        let _ = crate::facts::store_cached(&self.shared.repo.root, &self.state.name, &facts);
+        // File I/O off the runtime's threads, which the other hosts are using.
+        let (root, name, f) = (
+            self.shared.repo.root.clone(),
+            self.state.name.clone(),
+            facts.clone(),
+        );
+        let _ =
+            tokio::task::spawn_blocking(move || crate::facts::store_cached(&root, &name, &f)).await;
         self.state.facts = Some(facts);
         self.state.facts_stale = false;
         Ok(())

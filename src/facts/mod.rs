@@ -123,7 +123,13 @@ pub fn load_cached(repo_root: &Path, node: &str) -> Option<Facts> {
 /// Stores a node's facts in the cache (atomically).
 pub fn store_cached(repo_root: &Path, node: &str, facts: &Facts) -> crate::error::Result<()> {
     let text = serde_json::to_vec_pretty(facts).unwrap_or_default();
-    crate::util::write_atomic(&cache_dir(repo_root).join(format!("{node}.json")), &text)
+    let path = cache_dir(repo_root).join(format!("{node}.json"));
+    // A cache: replaced atomically (readers see the old or the new file), not flushed to
+    // disk, and not written at all when nothing changed.
+    if std::fs::read(&path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    crate::util::write_atomic_unsynced(&path, &text)
 }
 
 /// The facts cache of a repo, opened once: a repo that never gathered facts costs no file
