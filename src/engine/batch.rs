@@ -120,6 +120,7 @@ impl Run<'_> {
                         script: &step.script,
                         stat_path: step.stat_path.as_deref(),
                         ignore_errors: t.ignore_errors,
+                        own_path: step.own_path,
                     })
                 })
             })

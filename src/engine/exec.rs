@@ -30,6 +30,7 @@ pub async fn step(
         script: &step.script,
         stat_path: step.stat_path.as_deref(),
         ignore_errors: false,
+        own_path: step.own_path,
     };
     let framed = frame::compose(&[unit], mode, host, &nonce, step.stdin.is_some());
     let out = conn

@@ -7,7 +7,11 @@ use crate::facts::{Disk, Facts};
 pub const PROBE: &str = r#"
 set -- $(uname -snm)
 echo "kernel=$1"; echo "hostname=$2"; echo "arch=$3"; K=$1
-if [ -r /etc/os-release ]; then (. /etc/os-release; echo "os_version=$ID $VERSION_ID"); fi
+if [ -r /etc/os-release ]; then
+  id_=; ver_=
+  while IFS='=' read -r k v; do v=${v#[\"\']}; v=${v%[\"\']}; case $k in ID) id_=$v;; VERSION_ID) ver_=$v;; esac; done < /etc/os-release
+  echo "os_version=$id_ $ver_"
+fi
 if command -v sw_vers >/dev/null 2>&1; then echo "os_version=macOS $(sw_vers -productVersion)"; fi
 if [ -r /proc/cpuinfo ]; then
   df -Pk 2>/dev/null | awk '

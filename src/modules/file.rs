@@ -133,11 +133,11 @@ impl Module for File {
                 match a.attrs.umask() {
                     Some(um) => {
                         s.set("UM", um).code(
-                            "(umask \"$UM\"; set -C; : > \"$P\") || fail \"cannot create $P\"\n",
+                            "umask \"$UM\"; set -C; : > \"$P\" || fail \"cannot create $P\"; set +C\n",
                         );
                     }
                     None => {
-                        s.code("(set -C; : > \"$P\") || fail \"cannot create $P\"\n");
+                        s.code("set -C; : > \"$P\" || fail \"cannot create $P\"; set +C\n");
                     }
                 }
                 s.code("A=$P\n");
@@ -169,6 +169,8 @@ impl Module for File {
             script: s,
             stdin: None,
             stat_path: (!a.attrs.is_empty() && a.state != State::Absent).then(|| a.path.clone()),
+            // `absent` removes what is below the path too.
+            own_path: a.state != State::Absent,
         })
     }
 

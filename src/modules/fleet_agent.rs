@@ -364,6 +364,7 @@ impl Module for FleetAgent {
             script: s,
             stdin: Some(Arc::clone(&bin.0)),
             stat_path: None,
+            own_path: false,
         }))
     }
 

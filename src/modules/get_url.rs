@@ -80,7 +80,7 @@ impl Module for GetUrl {
             "if [ ! -d \"$D\" ]; then [ \"$CHECK\" = 1 ] && { missing=1; finish 0; }; fail \"directory $D does not exist (create it with a file task first)\"; fi\n",
             "[ \"$CHECK\" = 1 ] && finish 0\n",
             "t=\"$D/.fleet.$FN.$FU\"; A=$t; fleet_tmp_trap\n",
-            "(umask 077; set -C; : > \"$t\") || fail \"cannot write in $D\"\n",
+            "umask 077; set -C; : > \"$t\" || fail \"cannot write in $D\"; set +C\n",
             "curl -fsSL -g --proto '=http,https' --retry 2 -o \"$t\" \"$U\" || fail \"download of $U failed\"\n",
             "if [ -n \"$WANT\" ]; then fleet_sum \"$t\"; [ \"$sum\" = \"$WANT\" ] || fail \"checksum mismatch for $U: got $sum\"; fi\n",
         ));
@@ -95,6 +95,7 @@ impl Module for GetUrl {
             script: s,
             stdin: None,
             stat_path: (!a.attrs.is_empty()).then(|| a.dest.clone()),
+            own_path: true,
         })
     }
 

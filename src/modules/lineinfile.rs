@@ -121,10 +121,10 @@ impl Module for LineInFile {
             s.code("if [ ! -e \"$P\" ]; then [ \"$FLEET_STATE\" = absent ] && finish 0; changed=1; [ \"$CHECK\" = 1 ] && finish 0; [ -d \"$D\" ] || fail \"directory $D does not exist (create it with a file task first)\"; fleet_tmp_trap\n");
             match a.attrs.umask() {
                 Some(um) => {
-                    s.set("UM", um).code("(umask \"$UM\"; set -C; printf '%s\\n' \"$FLEET_LINE\" > \"$t\") || fail \"cannot create $P\"\n");
+                    s.set("UM", um).code("umask \"$UM\"; set -C; printf '%s\\n' \"$FLEET_LINE\" > \"$t\" || fail \"cannot create $P\"; set +C\n");
                 }
                 None => {
-                    s.code("(umask 022; set -C; printf '%s\\n' \"$FLEET_LINE\" > \"$t\") || fail \"cannot create $P\"\n");
+                    s.code("umask 022; set -C; printf '%s\\n' \"$FLEET_LINE\" > \"$t\" || fail \"cannot create $P\"; set +C\n");
                     if a.attrs.mode.is_some() {
                         s.code("chmod -- \"$M\" \"$t\" || fail \"cannot set the mode of $t\"\n");
                     }
@@ -147,13 +147,17 @@ impl Module for LineInFile {
             "[ \"$DIFF\" = 1 ] && fleet_old \"$P\"\n",
             "[ \"$CHECK\" = 1 ] && finish 0\n",
             "fleet_tmp_trap\n",
-            "(umask 077; set -C; : > \"$t\") || fail \"cannot write next to $P\"\n",
+            "umask 077; set -C; : > \"$t\" || fail \"cannot write next to $P\"; set +C\n",
             "FLEET_OUT=$t; edit || fail \"cannot write next to $P\"\n",
             "fleet_stat \"$P\"; set -- $st; chmod -- \"$1\" \"$t\"; chown -- \"$4:$5\" \"$t\" 2>/dev/null\n",
             "mv -f -- \"$t\" \"$P\" || fail \"cannot replace $P\"; trap - EXIT\n",
             "finish 0\n",
         ));
-        Ok(Step::of(s))
+        Ok(Step {
+            own_path: true,
+            stat_path: Some(a.path.clone()),
+            ..Step::of(s)
+        })
     }
 
     fn effects(&self, a: &Args) -> Effects {

@@ -82,6 +82,7 @@ impl Placement {
             script: s,
             stdin: None,
             stat_path: (!self.attrs.is_empty()).then(|| self.dest.clone()),
+            own_path: true,
         }
     }
 
@@ -96,13 +97,15 @@ impl Placement {
             "[ \"$existed\" = 1 ] && [ \"$DIFF\" = 1 ] && fleet_old \"$P\"\n",
             "if [ \"$CHECK\" != 1 ]; then fleet_tmp_trap\n",
         ));
+        // The unit is a subshell and creates no other file after this one: the umask and
+        // `set -C` need no subshell of their own.
         match self.attrs.umask() {
             Some(um) => {
                 s.set("UM", um)
-                    .code("(umask \"$UM\"; set -C; printf '%s' \"$C\" > \"$t\") || fail \"cannot write in $D\"\n");
+                    .code("umask \"$UM\"; set -C; printf '%s' \"$C\" > \"$t\" || fail \"cannot write in $D\"; set +C\n");
             }
             None => {
-                s.code("(umask 077; set -C; printf '%s' \"$C\" > \"$t\") || fail \"cannot write in $D\"\n");
+                s.code("umask 077; set -C; printf '%s' \"$C\" > \"$t\" || fail \"cannot write in $D\"; set +C\n");
             }
         }
         self.finish_temp(s, self.attrs.umask().is_some());
@@ -134,6 +137,7 @@ impl Placement {
             script: s,
             stdin: Some(Arc::clone(&self.content.bytes)),
             stat_path: None,
+            own_path: true,
         }
     }
 
@@ -146,7 +150,7 @@ impl Placement {
         s.code(DIR_OF_P).code(concat!(
             "existed=0; [ -e \"$P\" ] && existed=1\n",
             "fleet_tmp_trap\n",
-            "(umask 077; set -C; cat > \"$t\") || fail \"cannot write in $D\"\n",
+            "umask 077; set -C; cat > \"$t\" || fail \"cannot write in $D\"; set +C\n",
             "n=$(wc -c < \"$t\"); n=$((n))\n",
             "[ \"$n\" = \"$LEN\" ] || fail \"the new content of $P arrived cut short ($n of $LEN bytes); $P is unchanged\"\n",
             "fleet_sum \"$t\"; [ \"$sum\" = \"$SUM\" ] || fail \"the new content of $P arrived damaged (sha256 $sum, expected $SUM); $P is unchanged\"\n",

@@ -260,11 +260,13 @@ fn the_frame_around_units() {
             script: &sa.script,
             stat_path: sa.stat_path.as_deref(),
             ignore_errors: false,
+            own_path: sa.own_path,
         },
         crate::script::frame::Unit {
             script: &sb.script,
             stat_path: sb.stat_path.as_deref(),
             ignore_errors: true,
+            own_path: sb.own_path,
         },
     ];
     let text = crate::script::frame::compose(

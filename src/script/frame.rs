@@ -92,6 +92,9 @@ pub struct Unit<'a> {
     pub stat_path: Option<&'a str>,
     /// Keep going when this unit fails.
     pub ignore_errors: bool,
+    /// The unit changes nothing but `stat_path` (and creates its missing parents): when it
+    /// changes something, only that path's looked-up mode and owner go stale.
+    pub own_path: bool,
 }
 
 /// The helpers every unit may use, defined once per exec:
@@ -99,19 +102,19 @@ pub struct Unit<'a> {
 /// - `finish [RC]`: the unit's result line (`changed`, the command's `RC`, `missing`: a
 ///   check run found something it needs absent, `more`: a follow-up exec is needed), then
 ///   status 0, or 96 when it changed something, or 98 when `RC` is not 0;
-/// - `fleet_stat PATH`: `st` = "MODE USER GROUP UID GID" (from the exec's one `stat` while nothing
-///   has changed yet);
+/// - `fleet_stat PATH`: `st` = "MODE USER GROUP UID GID" (from the exec's one `stat` while
+///   nothing but other units' own paths has changed yet);
 /// - `fleet_old PATH`: the file's contents, base64, between markers (for `--diff`);
 /// - `fleet_sum PATH`: `sum` = the file's sha256;
 /// - `fleet_tmp_trap`: removes `$t` when the unit ends or the connection drops.
 const PRELUDE: &str = concat!(
     "set -f\n",
-    "changed=0; missing=0; more=0\n",
+    "changed=0; missing=0; more=0; FLEET_DIRTY=\"\n\"\n",
     "fail() { printf '%s\\n' \"$*\" >&2; exit 97; }\n",
     "finish() { printf '\\n__FLEET_%s__ changed=%s rc=%s missing=%s more=%s\\n' \"$FN\" \"$changed\" \"${1:-0}\" \"$missing\" \"$more\"; [ \"${1:-0}\" != 0 ] && exit 98; [ \"$changed\" = 1 ] && exit 96; exit 0; }\n",
-    "fleet_stat() { st=; if [ \"${FLEET_CLEAN:-0}\" = 1 ]; then r=${FLEET_STATS%\" $1\n\"*}; ",
-    "if [ \"$r\" != \"$FLEET_STATS\" ]; then r=${r##*\"\n\"}; set -- $r; [ $# = 5 ] && { st=$r; return 0; }; fi; fi; ",
-    "st=$(stat -c '%a %U %G %u %g' -- \"$1\" 2>/dev/null || stat -f '%Lp %Su %Sg %u %g' -- \"$1\" 2>/dev/null); }\n",
+    "fleet_stat() { st=; p_=$1; if [ \"${FLEET_CLEAN:-0}\" = 1 ]; then case $FLEET_DIRTY in *\"\n$p_\n\"*) ;; *) r=${FLEET_STATS%\" $p_\n\"*}; ",
+    "if [ \"$r\" != \"$FLEET_STATS\" ]; then r=${r##*\"\n\"}; set -- $r; [ $# = 5 ] && { st=$r; return 0; }; fi;; esac; fi; ",
+    "st=$(stat -c '%a %U %G %u %g' -- \"$p_\" 2>/dev/null || stat -f '%Lp %Su %Sg %u %g' -- \"$p_\" 2>/dev/null); }\n",
     "fleet_old() { printf '__FLEET_OLD_%s__\\n' \"$FN\"; base64 < \"$1\"; printf '\\n__FLEET_OLD_%s__\\n' \"$FN\"; }\n",
     "fleet_sum() { set -- \"$1\" \"$( { sha256sum < \"$1\" || shasum -a 256 < \"$1\"; } 2>/dev/null)\"; sum=${2%% *}; }\n",
     "fleet_tmp_trap() { trap 'rm -f -- \"$t\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; }\n",
@@ -157,8 +160,18 @@ pub fn compose(
         } else {
             s.code("\n) </dev/null\n");
         }
+        match (u.own_path, u.stat_path) {
+            (true, Some(p)) => {
+                s.code("rc=$?\n").set("FP", p).code(
+                    "[ \"$rc\" = 96 ] && FLEET_DIRTY=\"$FLEET_DIRTY$FP\n\"; [ \"$rc\" = 0 ] || [ \"$rc\" = 96 ] || FLEET_CLEAN=0\n",
+                );
+            }
+            _ => {
+                s.code("rc=$?; [ \"$rc\" = 0 ] || FLEET_CLEAN=0\n");
+            }
+        }
         s.code(concat!(
-            "rc=$?; [ \"$rc\" = 0 ] || FLEET_CLEAN=0; [ \"$rc\" = 96 ] && rc=0\n",
+            "[ \"$rc\" = 96 ] && rc=0\n",
             "printf '\\n__FLEET_END_%s__ %s\\n' \"$FN\" \"$rc\"; printf '\\n__FLEET_END_%s__\\n' \"$FN\" >&2\n",
         ));
         if !u.ignore_errors {
@@ -343,6 +356,7 @@ mod tests {
             script: s,
             stat_path: None,
             ignore_errors: false,
+            own_path: false,
         });
         let n = Nonce::new();
         let (rc, out, err) = sh(
@@ -372,6 +386,7 @@ mod tests {
             script: s,
             stat_path: None,
             ignore_errors: false,
+            own_path: false,
         });
         let n = Nonce::new();
         let (_, out, err) = sh(
@@ -392,6 +407,7 @@ mod tests {
             script: &a,
             stat_path: None,
             ignore_errors: false,
+            own_path: false,
         }];
         let (_, out, err) = sh(
             &compose(&units, Mode::default(), HostKind::default(), &n, true),
