@@ -23,6 +23,6 @@ pub mod script;
 pub mod secret;
 pub mod spec;
 pub mod template;
-pub mod tiers;
+pub mod eligibility;
 pub mod util;
 pub mod validate;

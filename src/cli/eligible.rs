@@ -5,7 +5,7 @@ use std::path::Path;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::error::{Error, Result};
-use crate::tiers::{Capacity, evaluate};
+use crate::eligibility::{Capacity, Compute, evaluate, fit_model};
 
 /// Arguments of `fleet eligible`.
 #[derive(Debug, clap::Args)]
@@ -40,7 +40,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     table.set_header([
         "node",
         "source",
-        "cores / RAM / VRAM / disk",
+        "cores / RAM / GPU memory / disk",
         "eligible tiers",
         "next tier needs",
     ]);
@@ -53,6 +53,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             .filter(|v| v.eligible)
             .map(|v| v.tier.as_str())
             .collect();
+        let cpu_from = verdicts
+            .iter()
+            .find(|v| v.compute == Some(Compute::Cpu) && (cap.unified_memory || cap.vram_gb.is_some_and(|g| g > 0.0)))
+            .map(|v| v.tier.as_str());
         let next = verdicts
             .iter()
             .find(|v| !v.eligible)
@@ -67,6 +71,28 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 }
             })
         };
+        // The models the node lists, judged by the same rule as the routing pools.
+        let models: Vec<serde_json::Value> = n
+            .models
+            .iter()
+            .map(|m| {
+                let fit = fit_model(&m.value, &cap);
+                serde_json::json!({
+                    "model": m.value,
+                    "tier": fit.need.tier_name(),
+                    "serves": fit.serves(),
+                    "compute": fit.compute(),
+                    "reason": Some(fit.reason()).filter(|r| !r.is_empty()),
+                })
+            })
+            .collect();
+        let how = if cap.unified_memory {
+            "unified memory".to_string()
+        } else if cap.vram_gb.is_some_and(|g| g > 0.0) {
+            "GPU".to_string()
+        } else {
+            "CPU-only".to_string()
+        };
         table.add_row([
             n.name.clone(),
             source.to_string(),
@@ -74,16 +100,27 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 "{} / {} / {} / {}",
                 cap.cores.map_or("?".into(), |c| c.to_string()),
                 show(cap.ram_gb),
-                show(cap.vram_gb),
+                if cap.unified_memory {
+                    "unified".to_string()
+                } else {
+                    show(cap.vram_gb)
+                },
                 show(cap.disk_gb)
             ),
             match ok.last() {
                 None => "none".to_string(),
-                Some(top) => format!("{} of {} (up to {top})", ok.len(), verdicts.len()),
+                Some(top) => {
+                    let mut s = format!("{} of {} (up to {top}; {how}", ok.len(), verdicts.len());
+                    if let Some(from) = cpu_from {
+                        s.push_str(&format!(", CPU-only from {from}"));
+                    }
+                    s.push(')');
+                    s
+                }
             },
             next,
         ]);
-        out.push(serde_json::json!({ "node": n.name, "hardware_source": source, "capacity": cap, "tiers": verdicts }));
+        out.push(serde_json::json!({ "node": n.name, "hardware_source": source, "capacity": cap, "tiers": verdicts, "models": models }));
     }
     if args.json {
         crate::outln!(

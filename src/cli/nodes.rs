@@ -40,6 +40,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                     "name": n.name,
                     "role": n.role.value,
                     "host": n.host,
+                    "address": n.address.as_ref().map(|a| &a.value),
                     "hardware": n.hardware,
                     "models": n.models.iter().map(|m| &m.value).collect::<Vec<_>>(),
                     "priority": n.priority.unwrap_or_else(|| default_priority(&n.hardware)),
@@ -100,7 +101,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         t.add_row([
             n.name.clone(),
             role,
-            n.host.clone(),
+            match &n.address {
+                Some(a) if a.value != n.host => format!("{} (ssh: {})", a.value, n.host),
+                _ => n.host.clone(),
+            },
             parts.join(", "),
             models,
             prio,

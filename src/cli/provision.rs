@@ -63,6 +63,7 @@ fn synthetic_node(name: &str, host: &str, role: &str) -> NodeSpec {
         name: name.to_string(),
         loc: loc.clone(),
         host: host.to_string(),
+        address: None,
         role: Spanned::new(role.to_string(), loc.clone()),
         hardware: Default::default(),
         hardware_loc: loc,

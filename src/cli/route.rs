@@ -74,7 +74,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Ok(if route.target.is_some() { 0 } else { 1 });
     }
     let worker = |name: &str| table.workers.iter().find(|w| w.name == name);
-    let describe = |name: &str| -> String {
+    // A worker as one task's pool sees it: its endpoint for that task's service, its priority
+    // in that pool (capped where it serves the model CPU-only).
+    let describe = |name: &str, task: &str| -> String {
         if name == crate::spec::inventory::CLOUD_FALLBACK {
             return match &table.cloud {
                 Some(c) => format!(
@@ -84,11 +86,14 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 None => name.to_string(),
             };
         }
+        let rule = table.rules.iter().find(|r| r.task == task);
         match worker(name) {
             Some(w) => format!(
                 "{name} (priority {}, {}{})",
-                w.priority,
-                w.endpoint,
+                rule.and_then(|r| r.priorities.get(name).copied())
+                    .unwrap_or(w.priority),
+                rule.and_then(|r| w.endpoints.get(routing::rule_service(r)))
+                    .unwrap_or(&w.endpoint),
                 w.status
                     .as_ref()
                     .map(|s| format!(", {s}"))
@@ -97,11 +102,21 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             None => name.to_string(),
         }
     };
+    // The target is the pool's first worker, or the first of the chain that serves.
+    let target_task = if route.pool.is_empty() {
+        route
+            .chain
+            .iter()
+            .find(|c| !c.workers.is_empty() || c.via == crate::spec::inventory::CLOUD_FALLBACK)
+            .map_or(args.task.as_str(), |c| c.via.as_str())
+    } else {
+        args.task.as_str()
+    };
     match &route.target {
         Some(t) => crate::outln!(
             "{} → {}",
             style::bold(&args.task),
-            style::green(&describe(t))
+            style::green(&describe(t, target_task))
         ),
         None => crate::outln!(
             "{} → {}",
@@ -115,7 +130,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             route
                 .pool
                 .iter()
-                .map(|p| describe(p))
+                .map(|p| describe(p, &args.task))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -124,9 +139,17 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     }
     for step in &route.chain {
         if step.workers.is_empty() {
-            crate::outln!("  then: {}", describe(&step.via));
+            crate::outln!("  then: {}", describe(&step.via, &step.via));
         } else {
-            crate::outln!("  then: {} → {}", step.via, step.workers.join(", "));
+            crate::outln!(
+                "  then: {} → {}",
+                step.via,
+                step.workers
+                    .iter()
+                    .map(|w| describe(w, &step.via))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     crate::outln!("  {}", style::dim(&format!("({source})")));

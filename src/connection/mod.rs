@@ -6,6 +6,7 @@
 //! content on stdin, as the argument of a one-off `sh -c`.
 
 pub mod local;
+pub mod resolve;
 pub mod shell;
 pub mod ssh;
 

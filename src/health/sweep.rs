@@ -144,6 +144,9 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
             .contains("ollama")
             .then(|| lookup.port(n, "ollama_port", 11434));
         let deep = opts.deep && node_caps.contains("docker");
+        // Services are reached at the node's `address` when it has one (ssh may go elsewhere,
+        // e.g. through a jump host).
+        let service_host = n.address.as_ref().map(|a| a.value.clone());
         let (client, permits, resolvers, timeout, host) = (
             client.clone(),
             permits.clone(),
@@ -161,7 +164,10 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
             };
             ssh.port = ssh.port.or(resolved_port);
             let ssh_port = ssh.port.unwrap_or(22);
-            let ollama_base = ollama_port.map(|p| format!("http://{host}:{p}"));
+            let ollama_base = ollama_port.map(|p| {
+                let h = service_host.as_deref().unwrap_or(&host);
+                format!("http://{}:{p}", crate::render::routing::url_host(h))
+            });
             let ssh_probe = async {
                 let _p = permits.acquire().await.ok();
                 probe::tcp(&host, ssh_port, timeout).await
@@ -226,8 +232,13 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
                 None,
             ),
         };
+        // Only what the node can serve is expected (the routing pools' rule).
+        let (hw, _) = crate::facts::effective_hardware(&repo.root, n);
+        let expected =
+            crate::eligibility::served_models(n.models.iter().map(|m| m.value.as_str()), &hw);
         out.push(judge(
             n,
+            &expected,
             &node_caps,
             ssh,
             ollama,
@@ -324,6 +335,7 @@ async fn fetch_hq(
 #[allow(clippy::too_many_arguments)]
 fn judge(
     n: &NodeSpec,
+    expected: &[String],
     caps: &BTreeSet<String>,
     ssh: Probe,
     ollama: Option<Probe>,
@@ -353,10 +365,9 @@ fn judge(
                 .trim_start_matches("http://");
             reasons.push(format!("ollama on {base} does not answer: {}", o.detail));
         } else if let Some(models) = &o.models {
-            let missing: Vec<&str> = n
-                .models
+            let missing: Vec<&str> = expected
                 .iter()
-                .map(|m| m.value.as_str())
+                .map(String::as_str)
                 .filter(|m| !models.iter().any(|x| model_matches(x, m)))
                 .collect();
             if !missing.is_empty() {

@@ -252,7 +252,12 @@ fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
         .nodes
         .values()
         .map(|n| {
-            let exp = Expectation::of(n, caps.get(&n.role.value).cloned().unwrap_or_default());
+            let (hw, _) = crate::facts::effective_hardware(&repo.root, n);
+            let exp = Expectation::of(
+                n,
+                &hw,
+                caps.get(&n.role.value).cloned().unwrap_or_default(),
+            );
             status(
                 &exp,
                 by_node

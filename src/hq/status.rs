@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use crate::hq::store::rfc3339;
 use crate::hq::wire::{Heartbeat, NodeStatus};
-use crate::spec::inventory::NodeSpec;
+use crate::eligibility::served_models;
+use crate::spec::inventory::{Hardware, NodeSpec};
 
 /// What the inventory expects of a node.
 #[derive(Debug, Clone, Default)]
@@ -20,12 +21,13 @@ pub struct Expectation {
 }
 
 impl Expectation {
-    /// From an inventory node and its role's capabilities.
-    pub fn of(node: &NodeSpec, capabilities: BTreeSet<String>) -> Self {
+    /// From an inventory node, its effective hardware and its role's capabilities: it is
+    /// expected to hold the models it lists and can serve (the routing pools' rule).
+    pub fn of(node: &NodeSpec, hw: &Hardware, capabilities: BTreeSet<String>) -> Self {
         Expectation {
             name: node.name.clone(),
             capabilities,
-            models: node.models.iter().map(|m| m.value.clone()).collect(),
+            models: served_models(node.models.iter().map(|m| m.value.as_str()), hw),
         }
     }
 }

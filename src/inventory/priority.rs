@@ -8,9 +8,7 @@ use crate::spec::inventory::Hardware;
 pub fn default_priority(hw: &Hardware) -> u32 {
     let chip = hw.chip.as_deref().unwrap_or("").to_ascii_lowercase();
     let model = hw.model.as_deref().unwrap_or("").to_ascii_lowercase();
-    let cpu = hw.cpu.as_deref().unwrap_or("").to_ascii_lowercase();
-    let apple = cpu == "apple_silicon"
-        || (chip.starts_with('m') && chip[1..].starts_with(|c: char| c.is_ascii_digit()));
+    let apple = crate::eligibility::is_apple_silicon(hw);
     if let Some(gpu) = &hw.gpu {
         if gpu.vendor.eq_ignore_ascii_case("nvidia") {
             return nvidia_priority(gpu.vram_gb);

@@ -60,6 +60,8 @@ pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
     json!({
         "name": node.name,
         "host": node.host,
+        // Where other machines reach it: `address`, else `host` (which may be an ssh alias).
+        "address": node.address.as_ref().map_or(node.host.as_str(), |a| a.value.as_str()),
         "role": node.role.value,
         "hardware": hw,
         "os": os,

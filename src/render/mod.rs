@@ -2,7 +2,6 @@
 //! pieces they share (model sizes, output with a drift check).
 
 pub mod catalog;
-pub mod models;
 pub mod output;
 pub mod packages;
 pub mod registry;

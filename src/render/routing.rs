@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::error::{Diagnostic, Diagnostics};
+use crate::eligibility::{Capacity, Compute, fit_model, model_need, pool_priority};
 use crate::inventory::priority::default_priority;
-use crate::render::models::required_gb;
 use crate::repo::Repo;
 use crate::repo::lookup::{VarLookup, role_capabilities};
 use crate::spec::inventory::{CLOUD_FALLBACK, Hardware, NodeSpec};
@@ -35,6 +35,10 @@ pub struct Worker {
     pub max_concurrent: u32,
     /// Memory available for models (RAM plus discrete VRAM), when known.
     pub memory_gb: Option<f64>,
+    /// Models it serves on the CPU only (no GPU memory for them): its priority in their pools
+    /// is capped (`data/tiers.toml`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_only: Vec<String>,
     /// `online`/`degraded`/`offline` when rendered from live HQ data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -69,11 +73,14 @@ pub struct Rule {
     /// Capability that serves it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
-    /// Memory the model needs, when known.
+    /// The model tier that decides who can serve it (`data/tiers.toml`), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub requires_gb: Option<f64>,
-    /// Workers able to serve it, by priority (higher first), then name.
+    pub tier: Option<String>,
+    /// Workers able to serve it, by priority in this pool (higher first), then name.
     pub pool: Vec<String>,
+    /// Each pool member's priority in this pool: its own, capped where it serves the model
+    /// on the CPU only.
+    pub priorities: BTreeMap<String, u32>,
     /// Where requests go when the pool cannot take them: task types, then `cloud_api` last.
     pub fallback: Vec<String>,
 }
@@ -96,6 +103,41 @@ pub struct RoutingTable {
 /// Live node states from HQ: node → `online`/`degraded`/`offline`.
 pub type StatusMap = BTreeMap<String, String>;
 
+/// Where other machines reach each node: its `address`, else the host name ssh connects to
+/// for its `host` (an ssh alias resolves through the fleet's ssh config).
+pub fn reachable_hosts(repo: &Repo) -> BTreeMap<String, String> {
+    let inv = &repo.inventory;
+    let config = inv.fleet.ssh_config.as_deref().map(|c| match c.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(|h| std::path::PathBuf::from(h).join(rest))
+            .unwrap_or_else(|| c.into()),
+        None => c.into(),
+    });
+    let unresolved: Vec<&NodeSpec> = inv.nodes.values().filter(|n| n.address.is_none()).collect();
+    let hosts: Vec<&str> = unresolved.iter().map(|n| n.host.as_str()).collect();
+    let names = crate::connection::resolve::hostnames(config.as_deref(), &hosts);
+    let mut out: BTreeMap<String, String> = unresolved
+        .iter()
+        .zip(names)
+        .map(|(n, h)| (n.name.clone(), h))
+        .collect();
+    for n in inv.nodes.values() {
+        if let Some(a) = &n.address {
+            out.insert(n.name.clone(), a.value.clone());
+        }
+    }
+    out
+}
+
+/// A host as a URL writes it: IPv6 addresses in brackets.
+pub fn url_host(h: &str) -> String {
+    if h.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{h}]")
+    } else {
+        h.to_string()
+    }
+}
+
 /// Memory available for models: RAM, plus VRAM of a discrete GPU.
 pub fn model_memory_gb(hw: &Hardware) -> Option<f64> {
     let ram = hw.ram_gb?;
@@ -113,36 +155,56 @@ pub fn build(
     let mut diags = Diagnostics::default();
     let lookup = VarLookup::new(repo);
     let role_caps = role_capabilities(repo);
+    let reach = reachable_hosts(repo);
     let mut workers = Vec::new();
+    // (node, model) → why the node cannot serve a model it lists.
+    let mut refused: BTreeMap<(String, String), String> = BTreeMap::new();
     for n in inv.nodes.values() {
         let hw = hardware(n);
         let mut caps: BTreeSet<String> = role_caps.get(&n.role.value).cloned().unwrap_or_default();
         caps.extend(n.capabilities.iter().cloned());
         let memory = model_memory_gb(&hw);
+        let cap = Capacity::of(&hw);
         let mut models = Vec::new();
+        let mut cpu_only = Vec::new();
         for m in &n.models {
-            match (required_gb(&m.value), memory) {
-                (Some(need), Some(have)) if have < need => diags.push(
+            let fit = fit_model(&m.value, &cap);
+            if !fit.serves() {
+                refused.insert(
+                    (n.name.clone(), m.value.clone()),
+                    format!("`{}` {}", n.name, fit.reason()),
+                );
+                diags.push(
                     Diagnostic::warning(
                         m.loc.clone(),
-                        format!("`{}` lists `{}`, which needs {need} GB, but has {have} GB; it stays out of that model's pool", n.name, m.value),
+                        format!(
+                            "`{}` lists `{}`, which it cannot serve ({}); it stays out of that model's pool",
+                            n.name,
+                            m.value,
+                            fit.reason()
+                        ),
                     )
                     .with_help("remove the model from this node, or give the node more memory"),
-                ),
-                _ => models.push(m.value.clone()),
+                );
+                continue;
             }
+            if fit.compute() == Some(Compute::Cpu) {
+                cpu_only.push(m.value.clone());
+            }
+            models.push(m.value.clone());
         }
         let mut endpoints = BTreeMap::new();
+        let host = url_host(reach.get(&n.name).map_or(n.host.as_str(), String::as_str));
         if caps.contains("ollama") {
             endpoints.insert(
                 "ollama".to_string(),
-                format!("http://{}:{}", n.host, lookup.port(n, "ollama_port", 11434)),
+                format!("http://{host}:{}", lookup.port(n, "ollama_port", 11434)),
             );
         }
         if caps.contains("browser") {
             endpoints.insert(
                 "browser".to_string(),
-                format!("http://{}:{}", n.host, lookup.port(n, "browser_port", 9222)),
+                format!("http://{host}:{}", lookup.port(n, "browser_port", 9222)),
             );
         }
         let kind = if caps.contains("ollama") && !n.models.is_empty() {
@@ -162,6 +224,7 @@ pub fn build(
             priority: n.priority.unwrap_or_else(|| default_priority(&hw)),
             max_concurrent: n.max_concurrent,
             memory_gb: memory,
+            cpu_only,
             status: status.map(|s| s.get(&n.name).cloned().unwrap_or_else(|| "unknown".into())),
         });
     }
@@ -179,7 +242,14 @@ pub fn build(
     let serving = |w: &Worker| status.is_none_or(|_| w.status.as_deref() != Some("offline"));
     let mut rules = Vec::new();
     for r in &inv.routing.rules {
-        let requires_gb = r.model.as_ref().and_then(|m| required_gb(&m.value));
+        let tier = r
+            .model
+            .as_ref()
+            .and_then(|m| model_need(&m.value).tier_name().map(str::to_string));
+        let in_pool = |w: &Worker| -> u32 {
+            let cpu = r.model.as_ref().is_some_and(|m| w.cpu_only.contains(&m.value));
+            pool_priority(w.priority, cpu.then_some(Compute::Cpu))
+        };
         let mut pool: Vec<&Worker> = workers
             .iter()
             .filter(|w| match (&r.model, &r.capability) {
@@ -189,7 +259,7 @@ pub fn build(
             })
             .filter(|w| serving(w))
             .collect();
-        pool.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+        pool.sort_by(|a, b| in_pool(b).cmp(&in_pool(a)).then(a.name.cmp(&b.name)));
         let mut fallback: Vec<String> = r
             .fallback
             .iter()
@@ -213,8 +283,9 @@ pub fn build(
             task: r.task.value.clone(),
             model: r.model.as_ref().map(|m| m.value.clone()),
             capability: r.capability.as_ref().map(|c| c.value.clone()),
-            requires_gb,
+            tier,
             pool: pool.iter().map(|w| w.name.clone()).collect(),
+            priorities: pool.iter().map(|w| (w.name.clone(), in_pool(w))).collect(),
             fallback,
         });
     }
@@ -225,13 +296,18 @@ pub fn build(
         cloud,
         rules,
     };
-    diags.extend(static_checks(repo, &table, status.is_some()));
+    diags.extend(static_checks(repo, &table, &refused, status.is_some()));
     (table, diags)
 }
 
 /// Problems a routing table can have that no single file shows: empty pools, models nobody
 /// can hold, fallback cycles, single points of failure.
-fn static_checks(repo: &Repo, table: &RoutingTable, live: bool) -> Diagnostics {
+fn static_checks(
+    repo: &Repo,
+    table: &RoutingTable,
+    refused: &BTreeMap<(String, String), String>,
+    live: bool,
+) -> Diagnostics {
     let mut diags = Diagnostics::default();
     let inv = &repo.inventory;
     for (spec, rule) in inv.routing.rules.iter().zip(&table.rules) {
@@ -264,14 +340,24 @@ fn static_checks(repo: &Repo, table: &RoutingTable, live: bool) -> Diagnostics {
                     );
                     continue;
                 }
-                if let (false, Some(need)) = (serving.is_empty(), rule.requires_gb) {
-                    let biggest = serving
-                        .iter()
-                        .filter_map(|w| w.memory_gb)
-                        .fold(0.0_f64, f64::max);
+                let why: Vec<String> = serving
+                    .iter()
+                    .filter(|w| !w.models.contains(m))
+                    .filter_map(|w| refused.get(&(w.name.clone(), m.clone())))
+                    .cloned()
+                    .collect();
+                if !why.is_empty() {
                     diags.push(
-                        Diagnostic::error(loc.clone(), format!("no node can hold `{m}` for rule `{task}`: it needs {need} GB; the largest node that lists it has {biggest} GB"))
-                            .with_help("route this task to a smaller model, or add a node with enough memory"),
+                        Diagnostic::error(
+                            loc.clone(),
+                            format!(
+                                "no node can serve `{m}` for rule `{task}`: {}",
+                                why.join("; ")
+                            ),
+                        )
+                        .with_help(
+                            "route this task to a smaller model, or add a node with enough memory",
+                        ),
                     );
                     continue;
                 }
@@ -396,6 +482,8 @@ pub struct Route {
     pub target: Option<String>,
     /// The pool in order.
     pub pool: Vec<String>,
+    /// Each pool worker's endpoint for this task (a browser task: the browser's endpoint).
+    pub endpoints: BTreeMap<String, String>,
     /// The chain, expanded: each fallback task type's pool, then the cloud.
     pub chain: Vec<ChainStep>,
 }
@@ -407,6 +495,26 @@ pub struct ChainStep {
     pub via: String,
     /// Workers of that step (empty for the cloud).
     pub workers: Vec<String>,
+    /// Each worker's endpoint for that step's task.
+    pub endpoints: BTreeMap<String, String>,
+}
+
+/// The service a rule's requests go to on a worker: its capability, else `ollama`.
+pub fn rule_service(rule: &Rule) -> &str {
+    rule.capability.as_deref().unwrap_or("ollama")
+}
+
+/// Each of `workers`' endpoints for `rule`'s service (falling back to the main endpoint).
+fn endpoints_for(table: &RoutingTable, rule: &Rule, workers: &[String]) -> BTreeMap<String, String> {
+    let service = rule_service(rule);
+    workers
+        .iter()
+        .filter_map(|name| {
+            let w = table.workers.iter().find(|w| &w.name == name)?;
+            let e = w.endpoints.get(service).unwrap_or(&w.endpoint);
+            Some((name.clone(), e.clone()))
+        })
+        .collect()
 }
 
 /// Resolves a task type against the table.
@@ -422,6 +530,7 @@ pub fn route(table: &RoutingTable, task: &str) -> Option<Route> {
                 chain.push(ChainStep {
                     via: f.to_string(),
                     workers: Vec::new(),
+                    endpoints: BTreeMap::new(),
                 });
             }
             continue;
@@ -433,6 +542,7 @@ pub fn route(table: &RoutingTable, task: &str) -> Option<Route> {
             chain.push(ChainStep {
                 via: f.to_string(),
                 workers: fr.pool.clone(),
+                endpoints: endpoints_for(table, fr, &fr.pool),
             });
             // The fallback's own fallbacks come before the cloud, which stays last.
             let mut next: Vec<&str> = fr.fallback.iter().map(String::as_str).collect();
@@ -454,6 +564,7 @@ pub fn route(table: &RoutingTable, task: &str) -> Option<Route> {
         task: task.to_string(),
         target,
         pool: rule.pool.clone(),
+        endpoints: endpoints_for(table, rule, &rule.pool),
         chain,
     })
 }

@@ -65,6 +65,9 @@ pub struct NodeSpec {
     pub loc: Loc,
     /// Address or ssh alias.
     pub host: String,
+    /// The address other machines reach it at (services, routing endpoints, health probes),
+    /// when it differs from what `host` resolves to.
+    pub address: Option<Spanned<String>>,
     /// Its role.
     pub role: Spanned<String>,
     /// Declared hardware.
@@ -165,6 +168,7 @@ const TOP: &[&str] = &["fleet", "vars", "groups", "nodes", "routing"];
 const FLEET: &[&str] = &["name", "hq", "hq_url", "ssh_config", "alert_webhook_env"];
 const NODE: &[&str] = &[
     "host",
+    "address",
     "role",
     "hardware",
     "models",
@@ -505,6 +509,22 @@ fn decode_hardware(d: &mut Decoder, name: &str, n: &Node) -> Hardware {
     hw
 }
 
+/// An IP address, or a DNS host name (RFC 1123 labels of letters, digits and `-`).
+pub fn is_address(s: &str) -> bool {
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !s.is_empty()
+        && s.len() <= 253
+        && s.trim_end_matches('.').split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
 fn decode_node(d: &mut Decoder, name: &str, k: &Node, v: &Node) -> Option<NodeSpec> {
     let what = format!("node `{name}`");
     if !crate::spec::decode::is_identifier(&name.replace('-', "_")) {
@@ -518,6 +538,22 @@ fn decode_node(d: &mut Decoder, name: &str, k: &Node, v: &Node) -> Option<NodeSp
     let host = f
         .get("host")
         .and_then(|h| d.string(h, &format!("{what} `host`")));
+    let address = f.get("address").and_then(|a| {
+        let v = d.spanned_string(a, &format!("{what} `address`"))?;
+        if is_address(&v.value) {
+            Some(v)
+        } else {
+            d.error_help(
+                &a.loc,
+                format!(
+                    "{what} `address`: expected a host name or an IP address, found {:?}",
+                    v.value
+                ),
+                "write the name or IP other machines reach it at, e.g. `10.0.0.7`, `fd7a::7` or `forge.lan` (no scheme, port or path)",
+            );
+            None
+        }
+    });
     let role = d
         .require(&f, "role", &what)
         .and_then(|r| d.spanned_string(r, &format!("{what} `role`")));
@@ -571,6 +607,7 @@ fn decode_node(d: &mut Decoder, name: &str, k: &Node, v: &Node) -> Option<NodeSp
         name: name.to_string(),
         loc: k.loc.clone(),
         host: host.unwrap_or_else(|| name.to_string()),
+        address,
         role: role?,
         hardware,
         hardware_loc,
