@@ -30,7 +30,16 @@ pub fn write_atomic_unsynced(path: &Path, contents: &[u8]) -> Result<()> {
     write_atomic_with(path, contents, false)
 }
 
+/// [`write_atomic`] with the file's mode set before it appears (other programs read it).
+pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    write_atomic_inner(path, contents, true, Some(mode))
+}
+
 fn write_atomic_with(path: &Path, contents: &[u8], sync: bool) -> Result<()> {
+    write_atomic_inner(path, contents, sync, None)
+}
+
+fn write_atomic_inner(path: &Path, contents: &[u8], sync: bool, mode: Option<u32>) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -49,6 +58,11 @@ fn write_atomic_with(path: &Path, contents: &[u8], sync: bool) -> Result<()> {
             }
         })
         .map_err(|e| Error::io("write", tmp.path(), e))?;
+    if let Some(m) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(m))
+            .map_err(|e| Error::io("set the mode of", tmp.path(), e))?;
+    }
     tmp.persist(path)
         .map_err(|e| Error::io("replace", path, e.error))?;
     Ok(())

@@ -74,6 +74,19 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
         );
         diags.extend(routing_diags);
     }
+    // What `fleet serve` needs to keep the conductor's routing table live.
+    if let Err(e) = crate::hq::conductor::settings(repo) {
+        let loc = inv
+            .fleet
+            .hq
+            .as_ref()
+            .and_then(|h| inv.nodes.get(&h.value))
+            .map(|n| n.loc.clone());
+        diags.push(
+            Diagnostic::error(loc, e.to_string())
+                .with_help("see docs/hq.md, \"The conductor's routing table\""),
+        );
+    }
 
     // Planning every playbook for every host finds undefined variables and missing files;
     // it only runs on an otherwise clean repo, so one typo does not cascade into dozens.

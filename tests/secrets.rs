@@ -182,6 +182,7 @@ fn the_hq_log_shows_no_secret() {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
         .arg(&db)
         .current_dir(r.path())
+        .env("HOME", r.path())
         .env("NO_COLOR", "1")
         .env("FLEET_LOG", "debug")
         .env("FLEET_CANARY_ENV", ENV)

@@ -74,7 +74,16 @@ async fn resolve_listen(repo: &Repo, listen: Option<&str>) -> Result<SocketAddr>
 
 /// Runs `fleet serve` until SIGTERM or Ctrl-C.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
-    let repo = crate::cli::load_repo(repo_dir)?;
+    // Every check `fleet validate` runs: HQ serves only a repo it would accept on a reload.
+    let root = crate::repo::find_root(repo_dir)?;
+    let repo = Repo::load(&root);
+    let (mut diags, _) = crate::validate::validate(&repo);
+    for w in diags.take_warnings() {
+        crate::errln!("{}", crate::cli::style::diagnostic(&w));
+    }
+    if diags.has_errors() {
+        return Err(Error::Config(diags));
+    }
     let root = repo.root.clone();
     crate::cli::init_logging(None);
     let rt = crate::cli::runtime()?;

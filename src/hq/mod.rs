@@ -2,6 +2,7 @@
 //! agents and clients share, and the client other commands use to read it.
 
 pub mod client;
+pub mod conductor;
 pub mod server;
 pub mod status;
 pub mod store;

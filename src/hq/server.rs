@@ -106,6 +106,8 @@ struct AppState {
     reader: Mutex<Store>,
     writer: mpsc::Sender<Job>,
     metrics: Metrics,
+    /// Wakes the conductor publisher (after an inventory reload).
+    conductor_wake: tokio::sync::Notify,
 }
 
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
@@ -453,7 +455,13 @@ pub async fn start(
         writer: tx,
         metrics,
         cfg,
+        conductor_wake: tokio::sync::Notify::new(),
     });
+    // The conductor's table is written before the first request is answered, so whoever waits
+    // for HQ to answer finds the file in place.
+    let mut hysteresis = crate::hq::conductor::Hysteresis::new(Duration::ZERO);
+    publish_for_conductor(&state, &mut hysteresis).await;
+    spawn_conductor(state.clone(), hysteresis);
     spawn_reload(state.clone());
     let app = Router::new()
         .route("/api/heartbeat", post(heartbeat))
@@ -474,7 +482,64 @@ pub async fn start(
     Ok(Running { addr, handle })
 }
 
-/// Reloads the inventory on SIGHUP; a repo with errors is refused and the old one kept.
+/// One look at node states for the conductor; returns how long to wait until the next.
+async fn publish_for_conductor(
+    state: &Arc<AppState>,
+    hysteresis: &mut crate::hq::conductor::Hysteresis,
+) -> Duration {
+    use crate::hq::conductor::{Published, publish, settings, tick};
+    const IDLE: Duration = Duration::from_secs(5);
+    let Ok(repo) = state.repo.read().map(|r| r.clone()) else {
+        return IDLE;
+    };
+    let settings = match settings(&repo) {
+        Ok(Some(s)) => s,
+        Ok(None) => return IDLE,
+        Err(e) => {
+            tracing::error!("routing table for the conductor: {e}");
+            return IDLE;
+        }
+    };
+    let seen: crate::render::routing::StatusMap = match statuses(state) {
+        Ok(all) => all.into_iter().map(|n| (n.name, n.status)).collect(),
+        Err(e) => {
+            tracing::error!("routing table for the conductor: {e}");
+            return tick(&settings);
+        }
+    };
+    // The first look (hold 0) takes the states as they are; later ones wait out the hold.
+    let shown = hysteresis.update(Instant::now(), &seen);
+    hysteresis.set_hold(settings.hysteresis);
+    let next = tick(&settings);
+    let file = settings.file.clone();
+    let done = tokio::task::spawn_blocking(move || publish(&repo, &settings, &shown)).await;
+    match done {
+        Ok(Ok(Published::Unchanged)) => {}
+        Ok(Ok(Published::Written { reload })) => {
+            tracing::info!("routing table written to {}; {reload}", file.display());
+        }
+        Ok(Err(e)) => tracing::error!("routing table for the conductor ({}): {e}", file.display()),
+        Err(e) => tracing::error!("routing table for the conductor: {e}"),
+    }
+    next
+}
+
+/// Keeps the conductor's table live for as long as the server runs.
+fn spawn_conductor(state: Arc<AppState>, mut hysteresis: crate::hq::conductor::Hysteresis) {
+    tokio::spawn(async move {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {},
+                () = state.conductor_wake.notified() => {},
+            }
+            wait = publish_for_conductor(&state, &mut hysteresis).await;
+        }
+    });
+}
+
+/// Reloads the inventory on SIGHUP with every check `fleet validate` runs; a repo with errors
+/// is refused (each error logged) and the old one kept.
 fn spawn_reload(state: Arc<AppState>) {
     #[cfg(unix)]
     tokio::spawn(async move {
@@ -484,19 +549,34 @@ fn spawn_reload(state: Arc<AppState>) {
         };
         while hup.recv().await.is_some() {
             let root = state.cfg.repo_root.clone();
-            let repo = tokio::task::spawn_blocking(move || Repo::load(&root)).await;
+            let repo = tokio::task::spawn_blocking(move || {
+                let r = Repo::load(&root);
+                let (diags, _) = crate::validate::validate(&r);
+                (r, diags)
+            })
+            .await;
             match repo {
-                Ok(r) if !r.diags.has_errors() => {
+                Ok((r, diags)) if !diags.has_errors() => {
                     let n = r.inventory.nodes.len();
                     if let Ok(mut slot) = state.repo.write() {
                         *slot = Arc::new(r);
                     }
                     tracing::info!("inventory reloaded: {n} nodes");
+                    state.conductor_wake.notify_one();
                 }
-                Ok(r) => tracing::error!(
-                    "inventory not reloaded: {} errors; keeping the previous one",
-                    r.diags.error_count()
-                ),
+                Ok((_, diags)) => {
+                    let errors = diags
+                        .sorted()
+                        .into_iter()
+                        .filter(|d| d.severity == crate::error::Severity::Error);
+                    for d in errors {
+                        tracing::error!("{d}");
+                    }
+                    tracing::error!(
+                        "inventory not reloaded: {} errors (`fleet validate` shows them); keeping the previous one",
+                        diags.error_count()
+                    );
+                }
                 Err(e) => tracing::error!("inventory not reloaded: {e}"),
             }
         }

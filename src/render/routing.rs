@@ -300,6 +300,21 @@ pub fn build(
     (table, diags)
 }
 
+/// The routing table as the conductor reads it (`openclaw_workers.json`), through the repo's
+/// template (`routing/openclaw_workers.json.j2`, built in unless the repo overrides it): the
+/// bytes `fleet render` writes and `fleet serve` keeps live.
+pub fn render_file(
+    env: &minijinja::Environment<'_>,
+    table: &RoutingTable,
+) -> Result<String, minijinja::Error> {
+    let ctx = crate::template::data_context("routing", table);
+    let mut text = crate::template::render_data(env, "routing/openclaw_workers.json.j2", ctx)?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
 /// Problems a routing table can have that no single file shows: empty pools, models nobody
 /// can hold, fallback cycles, single points of failure.
 fn static_checks(

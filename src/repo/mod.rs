@@ -345,6 +345,15 @@ pub fn add_repo_facts(ctx: &mut crate::template::Context, repo: &Repo) {
     let roles: Vec<&str> = repo.roles.keys().map(String::as_str).collect();
     ctx.set_field("fleet", "inventory_files", serde_json::json!(files));
     ctx.set_field("fleet", "roles", serde_json::json!(roles));
+    // The repo's own templates (a role's live in the role), repo-relative: what HQ's copy of
+    // the repo needs to render exactly what `fleet render` does.
+    let templates: Vec<String> = repo
+        .templates
+        .keys()
+        .filter(|k| !k.starts_with('@'))
+        .map(|k| format!("templates/{k}"))
+        .collect();
+    ctx.set_field("fleet", "template_files", serde_json::json!(templates));
 }
 
 #[cfg(test)]

@@ -178,7 +178,13 @@ impl Drop for Child {
 /// Starts the `fleet` binary with arguments, in `dir`, output to `log`.
 pub fn spawn_fleet(dir: &Path, args: &[&str], log: &Path) -> Child {
     let f = std::fs::File::create(log).expect("log");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleet"))
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleet"));
+    if args.first() == Some(&"serve") {
+        // HQ keeps the conductor's routing table under `~/.symphony/` by default (the hq
+        // role's `conductor_routing_file`): the test's directory, not the tester's home.
+        cmd.env("HOME", dir);
+    }
+    let child = cmd
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
