@@ -130,7 +130,7 @@ pub fn is_apple_silicon(hw: &Hardware) -> bool {
     }
     let chip = hw.chip.as_deref().unwrap_or("").to_ascii_lowercase();
     chip.strip_prefix('m')
-            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 impl Capacity {
@@ -199,9 +199,10 @@ struct Findings {
 impl Findings {
     fn need(&mut self, what: &str, need: f64, have: Option<f64>) {
         match have {
-            Some(h) if h + 1e-9 < need => self
-                .missing
-                .push(format!("needs {} {what}, has {}", fmt(need), fmt(h))),
+            Some(h) if h + 1e-9 < need => {
+                self.missing
+                    .push(format!("needs {} {what}, has {}", fmt(need), fmt(h)))
+            }
             Some(_) => {}
             None => self.unchecked.push(what.to_string()),
         }
@@ -518,7 +519,10 @@ mod tests {
             model_need("nomic-embed-text").tier_name(),
             Some("SmolLM-360M")
         );
-        assert_eq!(model_need("mixtral:8x22b").tier_name(), Some("Llama-3.1-405B"));
+        assert_eq!(
+            model_need("mixtral:8x22b").tier_name(),
+            Some("Llama-3.1-405B")
+        );
         assert_eq!(model_need("foo:latest"), Need::Unknown);
         assert_eq!(model_need("foo:nanb"), Need::Unknown);
         assert_eq!(model_need("foo:-1b"), Need::Unknown);

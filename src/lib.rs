@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod cli;
 pub mod connection;
+pub mod eligibility;
 pub mod engine;
 pub mod error;
 pub mod facts;
@@ -23,6 +24,5 @@ pub mod script;
 pub mod secret;
 pub mod spec;
 pub mod template;
-pub mod eligibility;
 pub mod util;
 pub mod validate;

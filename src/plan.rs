@@ -117,6 +117,73 @@ pub struct PlanOptions {
     pub with_content: bool,
 }
 
+/// The architecture names machines give themselves, as fleet spells them (`arm64` is what
+/// macOS's `uname -m` prints for `aarch64`).
+fn same_arch(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> &str {
+        match s {
+            "arm64" => "aarch64",
+            "amd64" => "x86_64",
+            other => other,
+        }
+    }
+    norm(a) == norm(b)
+}
+
+/// Hosts whose `fleet_agent` task would find no fleet binary for their platform: no `source`
+/// set, and the node's OS or architecture (declared or gathered) is not this controller's.
+/// Found while planning, so a run stops before its first task rather than at the agent's,
+/// after everything before it has changed the host. `error`: errors (plan, apply, provision)
+/// or warnings (`validate`, which checks the repo, not this controller).
+pub fn missing_agent_binaries(plan: &Plan, error: bool) -> Diagnostics {
+    let mut out = Diagnostics::default();
+    let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
+    let mut seen = std::collections::BTreeSet::new();
+    for play in &plan.plays {
+        for host in &play.targets {
+            let Some((node_os, node_arch)) = host.platform.split_once('/') else {
+                continue;
+            };
+            if node_os == "?" || node_arch == "?" || node_os.is_empty() || node_arch.is_empty() {
+                continue;
+            }
+            if node_os == os && same_arch(node_arch, arch) {
+                continue;
+            }
+            for t in &host.tasks {
+                let unset = match t.args.get("source") {
+                    None | Some(J::Null) => true,
+                    Some(J::String(s)) => s.trim().is_empty(),
+                    Some(_) => false,
+                };
+                if t.module != "fleet_agent"
+                    || matches!(t.decision, Decision::Skip { .. })
+                    || !unset
+                {
+                    continue;
+                }
+                if !seen.insert(host.node.clone()) {
+                    continue;
+                }
+                let message = format!(
+                    "`{}` is {node_os}/{node_arch} and this controller is {os}/{arch}: no fleet binary for it is configured (task `{}` at {})",
+                    host.node, t.name, t.source
+                );
+                let help = format!(
+                    "set the variable `agent_source` for `{}` (or its group) to a fleet binary built for {node_os}/{node_arch}; see docs/apply.md",
+                    host.node
+                );
+                out.push(if error {
+                    Diagnostic::error(None, message).with_help(help)
+                } else {
+                    Diagnostic::warning(None, message).with_help(help)
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Builds the plan; errors are collected for every host and task, not only the first.
 pub fn plan_playbook(
     repo: &Repo,

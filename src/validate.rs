@@ -107,9 +107,10 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
                 }
                 if clean {
                     check_play_handlers(repo, &pb, &mut diags);
-                    let (_, plan_diags) =
+                    let (plan, plan_diags) =
                         plan_playbook(repo, &library, &pb, &PlanOptions::default());
                     diags.extend(plan_diags);
+                    diags.extend(crate::plan::missing_agent_binaries(&plan, false));
                 }
             }
             Err(e) => diags.push(Diagnostic::error(None, e.to_string())),

@@ -30,9 +30,12 @@ fn inventory(port: u16, dir: &Path, hq_vars: &str, extra: &str) -> String {
 /// `hq_vars` stands for that directory.
 fn setup(hq_vars: &str) -> Setup {
     let port = free_port();
-    let case = parse_case("c", "--- inventory/fleet.yaml
+    let case = parse_case(
+        "c",
+        "--- inventory/fleet.yaml
 nodes: {}
-");
+",
+    );
     let repo = build_repo(&crate_root().join("tests/corpus/base"), &case);
     let dir = repo.path().join("conductor");
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -160,7 +163,13 @@ fn the_conductor_reads_the_live_table_and_reloads_once_per_change() {
     let s = setup("conductor_pidfile: \"@DIR@/openclaw.pid\", routing_hysteresis: 1s");
 
     let _conductor = s.conductor();
-    assert_eq!(s.reads(), vec!["read 1: no table at ".to_string() + &s.dir.join("openclaw_workers.json").display().to_string()]);
+    assert_eq!(
+        s.reads(),
+        vec![
+            "read 1: no table at ".to_string()
+                + &s.dir.join("openclaw_workers.json").display().to_string()
+        ]
+    );
     let _hq = s.serve(&["--offline-after", "2s"]);
     // Written before HQ answered, and the conductor was told.
     assert_eq!(s.pool(), Vec::<String>::new(), "nobody has reported yet");
@@ -202,7 +211,9 @@ fn the_conductor_reads_the_live_table_and_reloads_once_per_change() {
     wait_for(15, "llm1 out of the pool", || {
         s.pool().is_empty().then_some(())
     });
-    wait_for(5, "the fourth read", || (s.reads().len() == 4).then_some(()));
+    wait_for(5, "the fourth read", || {
+        (s.reads().len() == 4).then_some(())
+    });
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(s.reads().len(), 4, "{:?}", s.reads());
     let log = std::fs::read_to_string(s.repo.path().join("serve.log")).expect("log");
@@ -211,7 +222,9 @@ fn the_conductor_reads_the_live_table_and_reloads_once_per_change() {
 
 #[test]
 fn a_flapping_node_does_not_reload_the_conductor() {
-    let s = setup("conductor_reload_command: [\"sh\", \"-c\", \"echo reload >> reloads.log\"], routing_hysteresis: 4s");
+    let s = setup(
+        "conductor_reload_command: [\"sh\", \"-c\", \"echo reload >> reloads.log\"], routing_hysteresis: 4s",
+    );
     let _hq = s.serve(&["--offline-after", "1s"]);
     let reloads = |s: &Setup| {
         std::fs::read_to_string(s.repo.path().join("reloads.log"))
@@ -252,7 +265,9 @@ fn sighup_refuses_an_inventory_that_validate_refuses() {
             .expect("nodes")
             .iter()
             .find(|n| n["name"] == name)
-            .map_or("absent".into(), |n| n["status"].as_str().unwrap_or("").to_string())
+            .map_or("absent".into(), |n| {
+                n["status"].as_str().unwrap_or("").to_string()
+            })
     };
     let hup = || {
         std::process::Command::new("kill")
@@ -263,7 +278,10 @@ fn sighup_refuses_an_inventory_that_validate_refuses() {
     // A node whose role does not exist: `fleet validate` refuses it, so HQ does too.
     std::fs::write(
         &inv,
-        good.replace("routing:", "  late: { host: 127.0.0.1, role: nosuchrole }\nrouting:"),
+        good.replace(
+            "routing:",
+            "  late: { host: 127.0.0.1, role: nosuchrole }\nrouting:",
+        ),
     )
     .expect("write");
     fleet(s.repo.path()).arg("validate").assert().code(2);
@@ -275,7 +293,10 @@ fn sighup_refuses_an_inventory_that_validate_refuses() {
             .filter(|l| l.contains("inventory not reloaded"))
     });
     let text = std::fs::read_to_string(&log).expect("log");
-    assert!(text.contains("nosuchrole"), "the log names the error: {text}");
+    assert!(
+        text.contains("nosuchrole"),
+        "the log names the error: {text}"
+    );
     assert_eq!(state("late"), "absent", "the previous inventory is kept");
     // A conductor setting of the wrong shape is refused the same way.
     std::fs::write(
@@ -287,7 +308,10 @@ fn sighup_refuses_an_inventory_that_validate_refuses() {
     // Fixed, it is taken.
     std::fs::write(
         &inv,
-        good.replace("routing:", "  late: { host: 127.0.0.1, role: common }\nrouting:"),
+        good.replace(
+            "routing:",
+            "  late: { host: 127.0.0.1, role: common }\nrouting:",
+        ),
     )
     .expect("write");
     hup();

@@ -196,7 +196,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     }
     // Nothing runs until the whole playbook renders for every host (exit 2, nothing touched).
     let library = Library::new(&repo.templates);
-    let (_, plan_diags) = crate::plan::plan_playbook(
+    let (plan, mut plan_diags) = crate::plan::plan_playbook(
         &repo,
         &library,
         &pb,
@@ -206,6 +206,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             with_content: false,
         },
     );
+    plan_diags.extend(crate::plan::missing_agent_binaries(&plan, true));
     if plan_diags.has_errors() {
         return Err(Error::Config(plan_diags));
     }

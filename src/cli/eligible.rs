@@ -4,8 +4,8 @@ use std::path::Path;
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-use crate::error::{Error, Result};
 use crate::eligibility::{Capacity, Compute, evaluate, fit_model};
+use crate::error::{Error, Result};
 
 /// Arguments of `fleet eligible`.
 #[derive(Debug, clap::Args)]
@@ -55,7 +55,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             .collect();
         let cpu_from = verdicts
             .iter()
-            .find(|v| v.compute == Some(Compute::Cpu) && (cap.unified_memory || cap.vram_gb.is_some_and(|g| g > 0.0)))
+            .find(|v| {
+                v.compute == Some(Compute::Cpu)
+                    && (cap.unified_memory || cap.vram_gb.is_some_and(|g| g > 0.0))
+            })
             .map(|v| v.tier.as_str());
         let next = verdicts
             .iter()

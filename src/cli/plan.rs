@@ -43,6 +43,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     };
     let (plan, plan_diags) = plan_playbook(&repo, &library, &pb, &opts);
     diags.extend(plan_diags);
+    diags.extend(crate::plan::missing_agent_binaries(&plan, true));
     if diags.has_errors() {
         return Err(Error::Config(diags));
     }

@@ -100,7 +100,11 @@ fn included(p: &Path) -> Vec<PathBuf> {
     let wild = |s: &str| s.contains(['*', '?', '[']);
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
     let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
-    if parent.to_string_lossy().chars().any(|c| matches!(c, '*' | '?' | '[')) {
+    if parent
+        .to_string_lossy()
+        .chars()
+        .any(|c| matches!(c, '*' | '?' | '['))
+    {
         // A wildcard in a directory part: give up on reading and let ssh answer.
         return vec![PathBuf::from("/\0wildcard-directory")];
     }
@@ -167,7 +171,12 @@ pub fn hostnames(config: Option<&Path>, hosts: &[&str]) -> Vec<String> {
     let mut todo: Vec<&str> = hosts
         .iter()
         .copied()
-        .filter(|h| cache.lock().map(|c| !c.contains_key(&key(h))).unwrap_or(true))
+        .filter(|h| {
+            cache
+                .lock()
+                .map(|c| !c.contains_key(&key(h)))
+                .unwrap_or(true)
+        })
         .collect();
     todo.sort_unstable();
     todo.dedup();

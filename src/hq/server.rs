@@ -255,11 +255,7 @@ fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
         .values()
         .map(|n| {
             let (hw, _) = crate::facts::effective_hardware(&repo.root, n);
-            let exp = Expectation::of(
-                n,
-                &hw,
-                caps.get(&n.role.value).cloned().unwrap_or_default(),
-            );
+            let exp = Expectation::of(n, &hw, caps.get(&n.role.value).cloned().unwrap_or_default());
             status(
                 &exp,
                 by_node

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::eligibility::served_models;
 use crate::hq::store::rfc3339;
 use crate::hq::wire::{Heartbeat, NodeStatus};
-use crate::eligibility::served_models;
 use crate::spec::inventory::{Hardware, NodeSpec};
 
 /// What the inventory expects of a node.

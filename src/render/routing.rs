@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::error::{Diagnostic, Diagnostics};
 use crate::eligibility::{Capacity, Compute, fit_model, model_need, pool_priority};
+use crate::error::{Diagnostic, Diagnostics};
 use crate::inventory::priority::default_priority;
 use crate::repo::Repo;
 use crate::repo::lookup::{VarLookup, role_capabilities};
@@ -107,12 +107,16 @@ pub type StatusMap = BTreeMap<String, String>;
 /// for its `host` (an ssh alias resolves through the fleet's ssh config).
 pub fn reachable_hosts(repo: &Repo) -> BTreeMap<String, String> {
     let inv = &repo.inventory;
-    let config = inv.fleet.ssh_config.as_deref().map(|c| match c.strip_prefix("~/") {
-        Some(rest) => std::env::var_os("HOME")
-            .map(|h| std::path::PathBuf::from(h).join(rest))
-            .unwrap_or_else(|| c.into()),
-        None => c.into(),
-    });
+    let config = inv
+        .fleet
+        .ssh_config
+        .as_deref()
+        .map(|c| match c.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(rest))
+                .unwrap_or_else(|| c.into()),
+            None => c.into(),
+        });
     let unresolved: Vec<&NodeSpec> = inv.nodes.values().filter(|n| n.address.is_none()).collect();
     let hosts: Vec<&str> = unresolved.iter().map(|n| n.host.as_str()).collect();
     let names = crate::connection::resolve::hostnames(config.as_deref(), &hosts);
@@ -247,7 +251,10 @@ pub fn build(
             .as_ref()
             .and_then(|m| model_need(&m.value).tier_name().map(str::to_string));
         let in_pool = |w: &Worker| -> u32 {
-            let cpu = r.model.as_ref().is_some_and(|m| w.cpu_only.contains(&m.value));
+            let cpu = r
+                .model
+                .as_ref()
+                .is_some_and(|m| w.cpu_only.contains(&m.value));
             pool_priority(w.priority, cpu.then_some(Compute::Cpu))
         };
         let mut pool: Vec<&Worker> = workers
@@ -520,7 +527,11 @@ pub fn rule_service(rule: &Rule) -> &str {
 }
 
 /// Each of `workers`' endpoints for `rule`'s service (falling back to the main endpoint).
-fn endpoints_for(table: &RoutingTable, rule: &Rule, workers: &[String]) -> BTreeMap<String, String> {
+fn endpoints_for(
+    table: &RoutingTable,
+    rule: &Rule,
+    workers: &[String],
+) -> BTreeMap<String, String> {
     let service = rule_service(rule);
     workers
         .iter()
