@@ -133,8 +133,9 @@ fn same_arch(a: &str, b: &str) -> bool {
 /// Hosts whose `fleet_agent` task would find no fleet binary for their platform: no `source`
 /// set, and the node's OS or architecture (declared or gathered) is not this controller's.
 /// Found while planning, so a run stops before its first task rather than at the agent's,
-/// after everything before it has changed the host. `error`: errors (plan, apply, provision)
-/// or warnings (`validate`, which checks the repo, not this controller).
+/// after everything before it has changed the host. `error`: errors (apply, provision, which
+/// run from this controller) or warnings (`validate` and `plan`, which describe the repo: CI
+/// may plan a Mac fleet on Linux).
 pub fn missing_agent_binaries(plan: &Plan, error: bool) -> Diagnostics {
     let mut out = Diagnostics::default();
     let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);

@@ -1,5 +1,6 @@
 //! A controller learns before anything runs that a node's platform has no fleet agent binary:
-//! `validate` warns, `plan` and `provision` refuse (exit 2) without touching the node.
+//! `validate` and `plan` warn (they describe the repo, whatever controller applies it),
+//! `apply` and `provision` refuse (exit 2) without touching the node.
 
 mod support;
 
@@ -48,9 +49,16 @@ fn a_node_of_another_platform_without_a_binary_is_refused_before_anything_runs()
         .output()
         .expect("plan");
     let err = String::from_utf8_lossy(&p.stderr);
-    assert_eq!(p.status.code(), Some(2), "{err}");
-    assert!(err.contains("error: `mac` is"), "{err}");
+    assert_eq!(p.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning: `mac` is"), "{err}");
     assert!(err.contains("agent_source"), "{err}");
+    let a = fleet(r.path())
+        .args(["apply", "playbooks/agents.yaml"])
+        .output()
+        .expect("apply");
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert_eq!(a.status.code(), Some(2), "{err}");
+    assert!(err.contains("error: `mac` is"), "{err}");
     // provision stops while planning: it never tries to reach the host.
     let out = fleet(r.path())
         .args(["provision", "mac"])

@@ -31,6 +31,7 @@ fn the_readme_demo_runs_end_to_end() {
         "HQ says maestro is offline",
         "3 online, 0 degraded, 1 offline",
         "reason → virtuoso",
+        "no longer routes to maestro; what the conductor read:",
     ] {
         assert!(
             text.contains(want),

@@ -403,7 +403,7 @@ fn node_without_ram_stays_out_of_the_pool() {
         .arg("validate")
         .assert()
         .code(0)
-        .stderr(predicate::str::contains("inventory/fleet.yaml:6:42: warning: `w2` lists `llama3.1:70b`, which needs 48 GB, but has 32 GB"));
+        .stderr(predicate::str::contains("inventory/fleet.yaml:6:42: warning: `w2` lists `llama3.1:70b`, which it cannot serve (tier Llama-3.1-70B: needs 24 GB VRAM (has 0) or 56 GB RAM to run on the CPU (has 32)); it stays out of that model's pool"));
 }
 
 #[test]
@@ -415,7 +415,7 @@ fn model_nobody_can_hold_and_empty_pool_without_fallback() {
         .arg("validate")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("inventory/fleet.yaml:8:15: error: no node can hold `llama3.1:405b` for rule `huge`: it needs 256 GB; the largest node that lists it has 64 GB"));
+        .stderr(predicate::str::contains("inventory/fleet.yaml:8:15: error: no node can serve `llama3.1:405b` for rule `huge`: `hq1`: tier Llama-3.1-405B: needs 48 GB VRAM (has 0) or 112 GB RAM to run on the CPU (has 16); `w1`: tier Llama-3.1-405B: needs 48 GB VRAM (has 0) or 112 GB RAM to run on the CPU (has 64)"));
     let case2 = routing_repo(&format!(
         "{HEAD}nodes:\n  hq1: {{ host: h, role: hq }}\n  w1: {{ host: w, role: common, models: [small:1b] }}\nrouting:\n  rules:\n    - {{ task: t, model: small:1b }}\n"
     ));
@@ -541,18 +541,95 @@ fn eligible_reports_tiers_per_node() {
         .expect("runs");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let tiers = v["nodes"][0]["tiers"].as_array().expect("tiers");
-    let t8 = tiers
-        .iter()
-        .find(|t| t["tier"] == "Llama-3.1-8B")
-        .expect("8B");
-    assert_eq!(t8["eligible"], false);
-    assert_eq!(t8["missing"], serde_json::json!(["needs 8 GB VRAM, has 0"]));
-    assert_eq!(tiers.iter().filter(|t| t["eligible"] == true).count(), 7);
+    let tier = |name: &str| {
+        tiers
+            .iter()
+            .find(|t| t["tier"] == name)
+            .expect("tier")
+            .clone()
+    };
+    // maestro (Intel iMac, 64 GB, no GPU) runs 8B and 70B on the CPU, as the
+    // node-infrastructure document has it.
+    for t in ["Llama-3.1-8B", "Llama-3.1-70B"] {
+        assert_eq!(tier(t)["eligible"], true, "{t}");
+        assert_eq!(tier(t)["compute"], "cpu", "{t}");
+    }
+    assert_eq!(
+        tier("Llama-3.1-405B")["missing"],
+        serde_json::json!([
+            "needs 16 cores, has 8",
+            "needs 48 GB VRAM (has 0) or 112 GB RAM to run on the CPU (has 64)"
+        ])
+    );
+    assert_eq!(tiers.iter().filter(|t| t["eligible"] == true).count(), 9);
     fleet(&crate_root())
         .args(["eligible", "maestr"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("did you mean `maestro`?"));
+}
+
+/// `eligible` and the routing pools answer from one function: a node serves a model it lists
+/// exactly when it is in the pool of every rule for that model.
+#[test]
+fn eligible_and_the_routing_pools_agree() {
+    let out = fleet(&crate_root())
+        .args(["eligible", "--json"])
+        .output()
+        .expect("runs");
+    let el: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let dir = tempfile::tempdir().expect("tmp");
+    fleet(&crate_root())
+        .args(["render", "routing", "--out"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let table: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("routing/openclaw_workers.json")).expect("table"),
+    )
+    .expect("json");
+    let mut checked = 0;
+    for n in el["nodes"].as_array().expect("nodes") {
+        for m in n["models"].as_array().expect("models") {
+            for r in table["rules"].as_array().expect("rules") {
+                if r["model"] != m["model"] {
+                    continue;
+                }
+                let in_pool = r["pool"]
+                    .as_array()
+                    .expect("pool")
+                    .iter()
+                    .any(|p| p == &n["node"]);
+                assert_eq!(in_pool, m["serves"] == true, "{} {}", n["node"], m["model"]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8, "{checked}");
+    // maestro is in the 70B pool, ranked as a CPU-only server.
+    let reason = table["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["task"] == "reason")
+        .expect("reason")
+        .clone();
+    assert_eq!(reason["pool"], serde_json::json!(["forge", "maestro"]));
+    assert_eq!(reason["priorities"]["maestro"], 40);
+}
+
+#[test]
+fn a_cpu_only_node_ranks_below_accelerated_ones_in_that_pool() {
+    // Same node priority; w2 has no GPU for the 70B tier, so it serves it from RAM.
+    let repo = routing_repo(&format!(
+        "{HEAD}nodes:\n  hq1: {{ host: h, role: hq }}\n  w1: {{ host: w, role: worker, priority: 70, models: [llama3.1:70b], hardware: {{ os: linux, ram_gb: 64, cores: 16, gpu: {{ vendor: nvidia, vram_gb: 24 }} }} }}\n  w2: {{ host: w2, role: worker, priority: 90, models: [llama3.1:70b], hardware: {{ os: linux, ram_gb: 128, cores: 32 }} }}\nrouting:\n  rules:\n    - {{ task: reason, model: llama3.1:70b, fallback: [] }}\n"
+    ));
+    let out = fleet(repo.path())
+        .args(["route", "reason", "--offline", "--json"])
+        .output()
+        .expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["route"]["pool"], serde_json::json!(["w1", "w2"]), "{v}");
 }
 
 #[test]
@@ -565,4 +642,57 @@ fn resources_json_has_the_agent_shape() {
     assert!(v["ram_gb"].as_f64().is_some_and(|r| r > 0.0));
     assert!(v["cores"].as_u64().is_some_and(|c| c > 0));
     assert_eq!(v["os"], std::env::consts::OS);
+}
+
+#[test]
+fn a_browser_task_routes_to_the_browser_endpoint() {
+    let out = fleet(&crate_root())
+        .args(["route", "browser", "--offline", "--json"])
+        .output()
+        .expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let endpoints = v["route"]["endpoints"].as_object().expect("endpoints");
+    assert!(!endpoints.is_empty());
+    for (node, e) in endpoints {
+        let e = e.as_str().expect("str");
+        assert!(e.ends_with(":9222"), "{node}: {e}");
+    }
+    let human = fleet(&crate_root())
+        .args(["route", "browser", "--offline"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("http://virtuoso.local:9222"), "{text}");
+    assert!(!text.contains(":11434"), "{text}");
+}
+
+#[test]
+fn endpoints_use_the_address_or_what_ssh_resolves() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("ssh_config");
+    std::fs::write(&cfg, "Host alias2\n  HostName 127.0.0.5\n  Port 2222\n").expect("w");
+    let repo = routing_repo(&format!(
+        "fleet: {{ name: t, hq: hq1, hq_url: \"http://127.0.0.1:9\", ssh_config: \"{}\" }}\nvars: {{ app_dir: /opt/app }}\nnodes:\n  hq1: {{ host: h, role: hq }}\n  w1: {{ host: alias1, address: 10.1.2.3, role: worker, models: [m:1b], hardware: {{ os: linux, ram_gb: 64 }} }}\n  w2: {{ host: alias2, role: worker, models: [m:1b], hardware: {{ os: linux, ram_gb: 64 }} }}\n  w3: {{ host: alias3, address: \"fd7a:115c::3\", role: worker, models: [m:1b], hardware: {{ os: linux, ram_gb: 64 }} }}\nrouting:\n  rules:\n    - {{ task: t, model: m:1b }}\n",
+        cfg.display()
+    ));
+    let out = fleet(repo.path())
+        .args(["route", "t", "--offline", "--json"])
+        .output()
+        .expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let e = &v["route"]["endpoints"];
+    assert_eq!(e["w1"], "http://10.1.2.3:11434", "{v}");
+    assert_eq!(e["w2"], "http://127.0.0.5:11434", "{v}");
+    assert_eq!(e["w3"], "http://[fd7a:115c::3]:11434", "{v}");
+    // An address that is not one is a located error.
+    let bad = routing_repo(&format!(
+        "{HEAD}nodes:\n  hq1: {{ host: h, role: hq, address: \"http://x:1/\" }}\nrouting:\n  rules: []\n"
+    ));
+    fleet(bad.path())
+        .arg("validate")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "inventory/fleet.yaml:4:38: error: node `hq1` `address`: expected a host name or an IP address, found \"http://x:1/\"",
+        ));
 }

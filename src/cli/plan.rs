@@ -43,9 +43,14 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     };
     let (plan, plan_diags) = plan_playbook(&repo, &library, &pb, &opts);
     diags.extend(plan_diags);
-    diags.extend(crate::plan::missing_agent_binaries(&plan, true));
+    // A warning: the plan describes the repo; the controller that applies it may differ (CI
+    // plans a Mac fleet on Linux). apply and provision, which run from here, refuse.
+    diags.extend(crate::plan::missing_agent_binaries(&plan, false));
     if diags.has_errors() {
         return Err(Error::Config(diags));
+    }
+    for w in diags.take_warnings() {
+        crate::errln!("{}", crate::cli::style::diagnostic(&w));
     }
     if args.json {
         crate::outln!(

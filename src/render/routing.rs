@@ -176,7 +176,7 @@ pub fn build(
             if !fit.serves() {
                 refused.insert(
                     (n.name.clone(), m.value.clone()),
-                    format!("`{}` {}", n.name, fit.reason()),
+                    format!("`{}`: {}", n.name, fit.reason()),
                 );
                 diags.push(
                     Diagnostic::warning(
