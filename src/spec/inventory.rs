@@ -349,6 +349,40 @@ impl Inventory {
     }
 }
 
+/// The name fleet uses for an architecture, given any name machines print for it: `uname -m`
+/// says `arm64` on macOS and `aarch64` on Linux for the same 64-bit ARM; Debian's and Go's
+/// `amd64` is `x86_64`. Every comparison of architectures goes through this.
+pub fn canonical_arch(name: &str) -> Option<&'static str> {
+    match name {
+        "x86_64" | "amd64" => Some("x86_64"),
+        "aarch64" | "arm64" => Some("aarch64"),
+        _ => None,
+    }
+}
+
+/// `name` as fleet writes it, or a located error (and `None`) when it is no architecture fleet
+/// knows.
+pub fn checked_arch(d: &mut Decoder, loc: &Loc, what: &str, name: &str) -> Option<String> {
+    if let Some(a) = canonical_arch(name) {
+        return Some(a.to_string());
+    }
+    let help = match name.to_ascii_lowercase().as_str() {
+        "x64" | "x86-64" | "x86" | "i386" | "i686" | "intel" => {
+            "write `x86_64` (64-bit Intel and AMD; fleet supports no 32-bit machines)".to_string()
+        }
+        "arm" | "armv8" | "arm64e" | "apple" | "apple_silicon" => {
+            "write `aarch64` (Apple silicon and 64-bit ARM; `arm64` means the same)".to_string()
+        }
+        _ => "write `x86_64` or `aarch64` (`uname -m` on the machine says which; `amd64` and `arm64` are accepted too)".to_string(),
+    };
+    d.error_help(
+        loc,
+        format!("{what}: expected `x86_64` or `aarch64`, found `{name}`"),
+        help,
+    );
+    None
+}
+
 fn check_env_name(d: &mut Decoder, s: &Spanned<String>, what: &str) -> bool {
     let ok = !s.value.is_empty()
         && s.value
@@ -473,20 +507,9 @@ fn decode_hardware(d: &mut Decoder, name: &str, n: &Node) -> Hardware {
         hw.os = None;
     }
     if let Some(arch) = f.get("arch")
-        && let Some(v) = &hw.arch
-        && !matches!(v.as_str(), "x86_64" | "aarch64")
+        && let Some(v) = hw.arch.take()
     {
-        let help = match v.as_str() {
-            "arm64" => "write `aarch64` (Apple silicon and 64-bit ARM)".to_string(),
-            "amd64" | "x64" => "write `x86_64`".to_string(),
-            _ => "write `x86_64` or `aarch64`".to_string(),
-        };
-        d.error_help(
-            &arch.loc,
-            format!("{what} `arch`: expected `x86_64` or `aarch64`, found `{v}`"),
-            help,
-        );
-        hw.arch = None;
+        hw.arch = checked_arch(d, &arch.loc, &format!("{what} `arch`"), &v);
     }
     if let Some(g) = f.get("gpu")
         && let Some(gf) = d.fields(g, &format!("{what} `gpu`"), GPU)
