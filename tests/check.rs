@@ -332,7 +332,7 @@ fn a_failing_webhook_is_reported_not_fatal_and_retried() {
     let (code, _, err) = check(&f, &["--alert", "--webhook-url", &dead, "--db", &db]);
     assert_eq!(code, 1, "the sweep's verdict, not the webhook's");
     assert!(
-        err.contains("could not post the alert for 4 change(s)"),
+        err.contains("could not post the alert for 4 changes"),
         "{err}"
     );
     let (hook, got) = webhook();

@@ -101,8 +101,8 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         Ok(0)
     } else {
         Err(Error::Failed(format!(
-            "{} host(s) unreachable: {}",
-            failed.len(),
+            "{} unreachable: {}",
+            crate::util::count(failed.len() as u64, "host", "hosts"),
             failed.join(", ")
         )))
     }

@@ -148,7 +148,10 @@ fn sample(seen: &[u8]) -> Option<String> {
     if seen.is_empty() {
         None
     } else if first.is_empty() {
-        Some(format!("{} bytes of blank lines", seen.len()))
+        Some(format!(
+            "{} of blank lines",
+            crate::util::count(seen.len() as u64, "byte", "bytes")
+        ))
     } else {
         Some(printable(first, 60))
     }
@@ -207,7 +210,7 @@ pub async fn ollama(client: &reqwest::Client, base: &str, timeout: Duration) -> 
         Ok(Ok(models)) => Probe {
             ok: true,
             target: url,
-            detail: format!("{} models", models.len()),
+            detail: crate::util::count(models.len() as u64, "model", "models"),
             ms: elapsed_ms(start),
             models: Some(models),
         },

@@ -303,7 +303,7 @@ async fn fetch_hq(
             Probe {
                 ok: true,
                 target,
-                detail: format!("{} nodes", nodes.nodes.len()),
+                detail: crate::util::count(nodes.nodes.len() as u64, "node", "nodes"),
                 ms: ms(),
                 models: None,
             },
