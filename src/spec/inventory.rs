@@ -769,6 +769,18 @@ mod tests {
     }
 
     #[test]
+    fn provider_key_variables() {
+        assert_eq!(provider_key_env("openrouter"), "OPENROUTER_API_KEY");
+        assert_eq!(provider_key_env("Mistral AI"), "MISTRAL_AI_API_KEY");
+        assert_eq!(provider_key_env("  x--y.z  "), "X_Y_Z_API_KEY");
+        assert_eq!(provider_key_env("01ai"), "P01AI_API_KEY");
+        assert_eq!(provider_key_env("-"), "PROVIDER_API_KEY");
+        assert_eq!(canonical_arch("arm64"), Some("aarch64"));
+        assert_eq!(canonical_arch("amd64"), Some("x86_64"));
+        assert_eq!(canonical_arch("armv7l"), None);
+    }
+
+    #[test]
     fn literal_keys_are_rejected() {
         let (_, e) = inv(
             "routing:\n  cloud_fallback: { provider: openai, model: m, api_key_env: sk-abc123 }\n",
