@@ -8,6 +8,12 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// `n` and the noun in the number it takes: `1 file`, `2 files`, `0 files`.
+pub fn count(n: impl Into<u128>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Lower-case hex sha256 of some bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);

@@ -6,7 +6,7 @@ mod support;
 
 use support::{
     Child, black_hole, build_repo, crate_root, fleet, free_port, http, http_routes, parse_case,
-    spawn_fleet, wait_for, webhook,
+    serve_ssh_banner, spawn_fleet, ssh_banner, wait_for, webhook,
 };
 
 struct Fleet {
@@ -34,7 +34,7 @@ fn beat(node: &str) -> Vec<u8> {
 /// port closed), silent (stale heartbeat).
 fn setup(with_hq: bool) -> Fleet {
     let hq_port = free_port();
-    let ssh = black_hole(); // accepts connections: an open ssh port as far as a TCP probe goes
+    let ssh = ssh_banner(); // an SSH server as far as the probe goes: it identifies itself
     let mut ports = std::collections::BTreeMap::new();
     ports.insert("down", free_port());
     let node = |name: &str, role: &str, ssh_port: u16, ollama_port: u16, models: &str| {
@@ -309,9 +309,10 @@ fn alerts_fire_once_per_transition() {
         1,
         "repeated sweeps with no change send nothing: {bodies:?}"
     );
-    // `down` comes up: its ssh port opens.
-    let _listener =
-        std::net::TcpListener::bind(("127.0.0.1", f.ports["down"])).expect("open the port");
+    // `down` comes up: its ssh port opens and identifies itself as SSH.
+    serve_ssh_banner(
+        std::net::TcpListener::bind(("127.0.0.1", f.ports["down"])).expect("open the port"),
+    );
     let (_, v, _) = check(&f, &args);
     assert_eq!(node(&v, "down")["state"], "online");
     let bodies = got.lock().expect("lock").clone();
@@ -331,7 +332,7 @@ fn a_failing_webhook_is_reported_not_fatal_and_retried() {
     let (code, _, err) = check(&f, &["--alert", "--webhook-url", &dead, "--db", &db]);
     assert_eq!(code, 1, "the sweep's verdict, not the webhook's");
     assert!(
-        err.contains("could not post the alert for 4 change(s)"),
+        err.contains("could not post the alert for 4 changes"),
         "{err}"
     );
     let (hook, got) = webhook();

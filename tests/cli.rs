@@ -12,7 +12,7 @@ fn example_fleet_validates() {
         .arg("validate")
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("5 nodes, 8 roles, 1 playbooks"));
+        .stdout(predicate::str::contains("5 nodes, 8 roles, 1 playbook,"));
 }
 
 #[test]

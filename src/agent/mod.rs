@@ -260,7 +260,8 @@ pub async fn run(
             Ok(()) => {
                 if failures > 0 {
                     tracing::info!(
-                        "heartbeat {seq} delivered; HQ is back after {failures} failed attempts"
+                        "heartbeat {seq} delivered; HQ is back after {}",
+                        crate::util::count(failures, "failed attempt", "failed attempts")
                     );
                 } else {
                     tracing::debug!("heartbeat {seq} delivered");

@@ -84,8 +84,8 @@ pub async fn report(
                     style::bold("PLAY"),
                     style::bold(&e.task),
                     style::dim(&format!(
-                        "({} hosts{})",
-                        e.hosts.unwrap_or(0),
+                        "({}{})",
+                        crate::util::count(e.hosts.unwrap_or(0) as u64, "host", "hosts"),
                         if check { ", check mode" } else { "" }
                     ))
                 );
@@ -107,7 +107,8 @@ pub async fn report(
                 failed += u32::from(matches!(s, Status::Failed | Status::Unreachable));
                 if let Some(b) = &bar {
                     b.set_message(format!(
-                        "{done} tasks done, {changed} changed, {failed} failed"
+                        "{} done, {changed} changed, {failed} failed",
+                        crate::util::count(done, "task", "tasks")
                     ));
                 }
                 let item = e

@@ -172,9 +172,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                         .join(", ")
                 ),
                 Ok(Outcome::Failed(ts, why)) => crate::errln!(
-                    "{}: could not post the alert for {} change(s): {why}; the next sweep retries",
+                    "{}: could not post the alert for {}: {why}; the next sweep retries",
                     style::yellow("warning"),
-                    ts.len()
+                    crate::util::count(ts.len() as u64, "change", "changes")
                 ),
                 Err(e) => crate::errln!("{}: alert state store: {e}", style::yellow("warning")),
             }

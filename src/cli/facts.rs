@@ -68,11 +68,12 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 if !args.json {
                     let hw = f.overlay(&Default::default());
                     crate::outln!(
-                        "{n}: {} {} ({}), {} cores, {} GB RAM, {} GB free, init {}, packages {}{}",
+                        "{n}: {} {} ({}), {}, {} GB RAM, {} GB free, init {}, packages {}{}",
                         f.os.clone().unwrap_or_default(),
                         f.os_version.clone().unwrap_or_default(),
                         f.arch.clone().unwrap_or_default(),
-                        f.cores.map_or("?".into(), |c| c.to_string()),
+                        f.cores
+                            .map_or("? cores".into(), |c| crate::util::count(c, "core", "cores")),
                         f.ram_gb.map_or("?".into(), |c| c.to_string()),
                         f.root_free_gb().map_or("?".into(), |c| c.to_string()),
                         f.init.clone().unwrap_or_default(),
@@ -101,8 +102,8 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         Ok(0)
     } else {
         Err(Error::Failed(format!(
-            "{} host(s) unreachable: {}",
-            failed.len(),
+            "{} unreachable: {}",
+            crate::util::count(failed.len() as u64, "host", "hosts"),
             failed.join(", ")
         )))
     }

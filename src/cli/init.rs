@@ -87,18 +87,11 @@ pub struct Args {
 }
 
 /// A provider's default model and key variable.
-pub fn provider_defaults(p: &str) -> (&'static str, &'static str) {
-    match p {
-        "openai" => ("gpt-4o-mini", "OPENAI_API_KEY"),
-        "gemini" => ("gemini-2.0-flash", "GEMINI_API_KEY"),
-        "groq" => ("llama-3.1-8b-instant", "GROQ_API_KEY"),
-        "together" => (
-            "meta-llama/Llama-3.3-70B-Instruct-Turbo",
-            "TOGETHER_API_KEY",
-        ),
-        "openrouter" => ("openrouter/auto", "OPENROUTER_API_KEY"),
-        _ => ("claude-haiku", "ANTHROPIC_API_KEY"),
-    }
+pub fn provider_defaults(p: &str) -> (&'static str, String) {
+    (
+        crate::spec::inventory::provider_example_model(p),
+        crate::spec::inventory::provider_key_env(p),
+    )
 }
 
 struct Asker {
@@ -208,7 +201,7 @@ pub fn run(args: &Args) -> Result<u8> {
     let key_env = asker.ask(
         "environment variable holding the API key",
         args.api_key_env.clone(),
-        default_env,
+        &default_env,
     )?;
     if !is_env_name(&key_env) {
         // Whatever was typed may be the key itself: never echo it back.
@@ -249,9 +242,9 @@ routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_k
         )?;
     }
     crate::errln!(
-        "created fleet `{name}` in {} ({} files)",
+        "created fleet `{name}` in {} ({})",
         dir.display(),
-        written.len()
+        crate::util::count(written.len() as u64, "file", "files")
     );
     crate::errln!(
         "next: export {key_env}=…; edit inventory/fleet.yaml; run `fleet validate` and `fleet plan playbooks/site.yaml`"

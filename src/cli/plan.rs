@@ -70,7 +70,10 @@ fn compact(v: &serde_json::Value) -> String {
             .map(|(k, v)| match v {
                 serde_json::Value::String(s) if !s.contains(['\n', ' ']) => format!("{k}={s}"),
                 serde_json::Value::String(s) if !s.contains('\n') => format!("{k}={s:?}"),
-                serde_json::Value::String(s) => format!("{k}=<{} lines>", s.lines().count()),
+                serde_json::Value::String(s) => format!(
+                    "{k}=<{}>",
+                    crate::util::count(s.lines().count() as u64, "line", "lines")
+                ),
                 other => format!("{k}={other}"),
             })
             .collect::<Vec<_>>()
@@ -149,10 +152,10 @@ pub fn human(plan: &Plan, diff: bool) -> String {
                 ));
                 if let Some(f) = &t.file {
                     out.push_str(&format!(
-                        "        → {}  sha256:{}  {} bytes{}\n",
+                        "        → {}  sha256:{}  {}{}\n",
                         f.dest,
                         f.sha256.get(..16).unwrap_or(&f.sha256),
-                        f.bytes,
+                        crate::util::count(f.bytes as u64, "byte", "bytes"),
                         if f.secret {
                             "  (reads a secret: not shown)"
                         } else {
@@ -176,8 +179,11 @@ pub fn human(plan: &Plan, diff: bool) -> String {
         out.push('\n');
     }
     out.push_str(&format!(
-        "plan: {} host-plays, {} tasks to run, {} decided on the host, {} skipped; nothing was contacted\n",
-        totals.0, totals.1, totals.3, totals.2
+        "plan: {}, {} to run, {} decided on the host, {} skipped; nothing was contacted\n",
+        crate::util::count(totals.0 as u64, "host-play", "host-plays"),
+        crate::util::count(totals.1 as u64, "task", "tasks"),
+        totals.3,
+        totals.2
     ));
     out
 }

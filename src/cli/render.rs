@@ -162,9 +162,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         match live_status(&repo, Duration::from_secs(3)) {
             Ok(l) => {
                 crate::errln!(
-                    "{} node status from HQ ({} nodes)",
+                    "{} node status from HQ ({})",
                     style::dim("live:"),
-                    l.len()
+                    crate::util::count(l.len() as u64, "node", "nodes")
                 );
                 Some(l)
             }
@@ -197,10 +197,11 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         let drift = out.check(&out_dir);
         if drift.is_empty() {
             crate::outln!(
-                "{} {} files in {} are up to date",
+                "{} {} in {} {} up to date",
                 style::green("ok:"),
-                out.files.len(),
-                shown(&out_dir)
+                crate::util::count(out.files.len() as u64, "file", "files"),
+                shown(&out_dir),
+                if out.files.len() == 1 { "is" } else { "are" }
             );
             return Ok(0);
         }
@@ -249,6 +250,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             Written::Unchanged(_) => {}
         }
     }
-    crate::outln!("{} files rendered, {changed} changed", out.files.len());
+    crate::outln!(
+        "{} rendered, {changed} changed",
+        crate::util::count(out.files.len() as u64, "file", "files")
+    );
     Ok(0)
 }

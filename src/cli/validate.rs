@@ -5,6 +5,7 @@ use std::path::Path;
 use crate::cli::style;
 use crate::error::{Error, Result};
 use crate::repo::{Repo, find_root};
+use crate::util::count;
 
 /// Arguments of `fleet validate`.
 #[derive(Debug, clap::Args)]
@@ -23,12 +24,12 @@ pub fn run(repo_dir: Option<&Path>, _args: &Args, quiet: bool) -> Result<u8> {
     }
     if !quiet {
         crate::outln!(
-            "{} {} nodes, {} roles, {} playbooks, {} templates: no errors",
+            "{} {}, {}, {}, {}: no errors",
             style::green("ok:"),
-            summary.nodes,
-            summary.roles,
-            summary.playbooks,
-            summary.templates
+            count(summary.nodes as u64, "node", "nodes"),
+            count(summary.roles as u64, "role", "roles"),
+            count(summary.playbooks as u64, "playbook", "playbooks"),
+            count(summary.templates as u64, "template", "templates")
         );
     }
     Ok(0)

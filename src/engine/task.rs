@@ -233,7 +233,10 @@ impl Run<'_> {
             if task.until.is_some() && !done {
                 failed = true;
                 msg.get_or_insert_with(|| {
-                    format!("`until` still false after {} attempts", attempt + 1)
+                    format!(
+                        "`until` still false after {}",
+                        crate::util::count(attempt as u64 + 1, "attempt", "attempts")
+                    )
                 });
             }
             let diff = if mode.diff && changed {

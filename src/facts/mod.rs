@@ -117,7 +117,16 @@ pub fn cache_dir(repo_root: &Path) -> PathBuf {
 /// Cached facts of a node, when a previous run gathered them.
 pub fn load_cached(repo_root: &Path, node: &str) -> Option<Facts> {
     let text = std::fs::read_to_string(cache_dir(repo_root).join(format!("{node}.json"))).ok()?;
-    serde_json::from_str(&text).ok()
+    let mut facts: Facts = serde_json::from_str(&text).ok()?;
+    // A cache written by hand or by an older fleet may say `arm64`: one name per architecture.
+    if let Some(a) = facts
+        .arch
+        .as_deref()
+        .and_then(crate::spec::inventory::canonical_arch)
+    {
+        facts.arch = Some(a.to_string());
+    }
+    Some(facts)
 }
 
 /// Stores a node's facts in the cache (atomically).
@@ -186,4 +195,26 @@ pub fn parse_nvidia_smi(out: &str) -> Vec<Gpu> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod arch_tests {
+    use super::*;
+
+    #[test]
+    fn cached_facts_name_the_architecture_as_fleet_does() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(cache_dir(dir.path())).expect("mkdir");
+        std::fs::write(
+            cache_dir(dir.path()).join("m.json"),
+            r#"{"os":"macos","arch":"arm64"}"#,
+        )
+        .expect("write");
+        let f = load_cached(dir.path(), "m").expect("facts");
+        assert_eq!(f.arch.as_deref(), Some("aarch64"));
+        assert_eq!(
+            f.overlay(&Hardware::default()).arch.as_deref(),
+            Some("aarch64")
+        );
+    }
 }

@@ -88,11 +88,10 @@ pub fn parse(text: &str) -> Facts {
                 });
             }
             "arch" => {
-                f.arch = Some(match v {
-                    "arm64" => "aarch64".to_string(),
-                    "amd64" => "x86_64".to_string(),
-                    other => other.to_string(),
-                });
+                f.arch = Some(
+                    crate::spec::inventory::canonical_arch(v)
+                        .map_or_else(|| v.to_string(), str::to_string),
+                );
             }
             "hostname" => f.hostname = Some(v.to_string()),
             "os_version" => f.os_version = Some(v.to_string()),

@@ -25,21 +25,81 @@ fn elapsed_ms(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Can we open a TCP connection?
-pub async fn tcp(host: &str, port: u16, timeout: Duration) -> Probe {
+/// Most bytes read while waiting for the server's identification line; RFC 4253 lets a server
+/// send other lines first, not an unbounded stream.
+const MAX_PRE_BANNER: usize = 8192;
+
+/// Why no SSH server identified itself on a port that accepted the connection.
+#[derive(Debug)]
+enum NotSsh {
+    /// The connection was closed first.
+    Closed,
+    /// More than [`MAX_PRE_BANNER`] bytes and no identification line.
+    TooMuch,
+    /// An identification line of a protocol version fleet cannot use.
+    Version(String),
+    /// A read failed.
+    Io(std::io::Error),
+}
+
+/// Is an SSH server there? A TCP connection, then the server's identification line
+/// (`SSH-2.0-…`, or `SSH-1.99-…` from a server that also speaks 2.0; RFC 4253 §4.2 allows other
+/// lines before it), all within `timeout`. A port that accepts and never identifies itself as
+/// SSH is not an SSH server fleet can use. Nothing is sent: the server speaks first.
+pub async fn ssh(host: &str, port: u16, timeout: Duration) -> Probe {
     let target = format!("{host}:{port}");
     let start = Instant::now();
-    let r = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await;
+    let mut connected = false;
+    let mut seen: Vec<u8> = Vec::new();
+    let r = tokio::time::timeout(timeout, async {
+        let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+        connected = true;
+        Ok::<_, std::io::Error>(read_identification(&mut s, &mut seen).await)
+    })
+    .await;
+    let within = humantime::format_duration(timeout);
+    let sent = || match sample(&seen) {
+        Some(s) => format!(" (it sent `{s}`)"),
+        None => String::new(),
+    };
     let (ok, detail) = match r {
-        Ok(Ok(_)) => (true, "port open".to_string()),
+        Ok(Ok(Ok(banner))) => (true, banner),
+        Ok(Ok(Err(NotSsh::Closed))) => (
+            false,
+            format!(
+                "the port accepted the connection and closed it without identifying itself as SSH{}",
+                sent()
+            ),
+        ),
+        Ok(Ok(Err(NotSsh::TooMuch))) => (
+            false,
+            format!(
+                "the port answers, but not as SSH: no `SSH-2.0-` identification in its first {MAX_PRE_BANNER} bytes{}",
+                sent()
+            ),
+        ),
+        Ok(Ok(Err(NotSsh::Version(v)))) => (
+            false,
+            format!(
+                "the server speaks only an SSH protocol fleet cannot use (`{v}`; fleet needs SSH 2.0)"
+            ),
+        ),
+        Ok(Ok(Err(NotSsh::Io(e)))) => (
+            false,
+            format!("the connection failed before the server identified itself as SSH: {e}"),
+        ),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             (false, "connection refused".to_string())
         }
-        Ok(Err(e)) => (false, e.to_string()),
-        Err(_) => (
+        Ok(Err(e)) => (false, connect_error(host, &e)),
+        Err(_) if connected => (
             false,
-            format!("no answer within {}", humantime::format_duration(timeout)),
+            format!(
+                "the port accepted the connection but never identified itself as SSH within {within}{}",
+                sent()
+            ),
         ),
+        Err(_) => (false, format!("no answer within {within}")),
     };
     Probe {
         ok,
@@ -47,6 +107,77 @@ pub async fn tcp(host: &str, port: u16, timeout: Duration) -> Probe {
         detail,
         ms: elapsed_ms(start),
         models: None,
+    }
+}
+
+/// Reads lines until the server's identification line; what was read stays in `seen`.
+async fn read_identification(
+    s: &mut tokio::net::TcpStream,
+    seen: &mut Vec<u8>,
+) -> Result<String, NotSsh> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let mut from = 0;
+    loop {
+        while let Some(i) = seen[from..].iter().position(|b| *b == b'\n') {
+            let line = &seen[from..from + i];
+            from += i + 1;
+            let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
+            if line.starts_with("SSH-2.0-") || line.starts_with("SSH-1.99-") {
+                return Ok(printable(&line, 120));
+            }
+            if line.starts_with("SSH-") {
+                return Err(NotSsh::Version(printable(&line, 60)));
+            }
+        }
+        if seen.len() >= MAX_PRE_BANNER {
+            return Err(NotSsh::TooMuch);
+        }
+        match s.read(&mut buf).await {
+            Ok(0) => return Err(NotSsh::Closed),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(NotSsh::Io(e)),
+        }
+    }
+}
+
+/// The start of what a non-SSH peer sent, printable, or `None` when it sent nothing.
+fn sample(seen: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&seen[..seen.len().min(200)]);
+    let first = text.trim_start().lines().next().unwrap_or("").trim_end();
+    if seen.is_empty() {
+        None
+    } else if first.is_empty() {
+        Some(format!(
+            "{} of blank lines",
+            crate::util::count(seen.len() as u64, "byte", "bytes")
+        ))
+    } else {
+        Some(printable(first, 60))
+    }
+}
+
+/// `s` with control characters escaped, cut to `max` characters.
+fn printable(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+/// A failed connection, in words; a name that does not resolve says so.
+pub fn connect_error(host: &str, e: &std::io::Error) -> String {
+    match crate::hq::client::dns_reason(&e.to_string()) {
+        Some(why) => format!("cannot resolve host `{host}`: {why}"),
+        None => e.to_string(),
     }
 }
 
@@ -79,7 +210,7 @@ pub async fn ollama(client: &reqwest::Client, base: &str, timeout: Duration) -> 
         Ok(Ok(models)) => Probe {
             ok: true,
             target: url,
-            detail: format!("{} models", models.len()),
+            detail: crate::util::count(models.len() as u64, "model", "models"),
             ms: elapsed_ms(start),
             models: Some(models),
         },

@@ -170,7 +170,7 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
             });
             let ssh_probe = async {
                 let _p = permits.acquire().await.ok();
-                probe::tcp(&host, ssh_port, timeout).await
+                probe::ssh(&host, ssh_port, timeout).await
             };
             let ollama_probe = async {
                 match &ollama_base {
@@ -303,7 +303,7 @@ async fn fetch_hq(
             Probe {
                 ok: true,
                 target,
-                detail: format!("{} nodes", nodes.nodes.len()),
+                detail: crate::util::count(nodes.nodes.len() as u64, "node", "nodes"),
                 ms: ms(),
                 models: None,
             },

@@ -38,8 +38,13 @@ pub async fn fetch_nodes(hq_url: &str, timeout: Duration) -> Result<NodesRespons
         .map_err(|e| format!("{url}: unexpected answer: {e}"))
 }
 
-/// A one-line reason for an HTTP failure.
+/// A one-line reason for an HTTP failure. A host name that does not resolve is named as such
+/// (cannot resolve host `hq.lan`), not as a failed connection.
 pub fn describe(e: &reqwest::Error) -> String {
+    if let Some(cause) = dns_failure(e) {
+        let host = e.url().and_then(|u| u.host_str()).unwrap_or("(unknown)");
+        return format!("cannot resolve host `{host}`: {cause}");
+    }
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
@@ -53,6 +58,39 @@ pub fn describe(e: &reqwest::Error) -> String {
         }
         s
     }
+}
+
+/// The resolver's reason when `msg` is the system resolver's (`getaddrinfo`) failure, as the
+/// standard library words it (`failed to lookup address information: Name or service not known`).
+pub fn dns_reason(msg: &str) -> Option<String> {
+    let why = msg
+        .strip_prefix("failed to lookup address information")?
+        .trim_start_matches(':')
+        .trim();
+    Some(if why.is_empty() {
+        "the name does not resolve".to_string()
+    } else {
+        why.to_string()
+    })
+}
+
+/// The resolver's words when `e` failed because a host name did not resolve. The cause sits
+/// down the error's source chain: hyper-util's `ConnectError("dns error")` holding the
+/// `std::io::Error` from `getaddrinfo`.
+fn dns_failure(e: &reqwest::Error) -> Option<String> {
+    let mut src = std::error::Error::source(e);
+    let mut dns = false;
+    while let Some(inner) = src {
+        let text = inner.to_string();
+        if inner.is::<std::io::Error>()
+            && let Some(why) = dns_reason(&text)
+        {
+            return Some(why);
+        }
+        dns |= text == "dns error";
+        src = inner.source();
+    }
+    dns.then(|| "the name does not resolve".to_string())
 }
 
 /// Runs a future on a small runtime (for synchronous commands).

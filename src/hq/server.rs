@@ -557,7 +557,10 @@ fn spawn_reload(state: Arc<AppState>) {
                     if let Ok(mut slot) = state.repo.write() {
                         *slot = Arc::new(r);
                     }
-                    tracing::info!("inventory reloaded: {n} nodes");
+                    tracing::info!(
+                        "inventory reloaded: {}",
+                        crate::util::count(n as u64, "node", "nodes")
+                    );
                     state.conductor_wake.notify_one();
                 }
                 Ok((_, diags)) => {
@@ -569,8 +572,8 @@ fn spawn_reload(state: Arc<AppState>) {
                         tracing::error!("{d}");
                     }
                     tracing::error!(
-                        "inventory not reloaded: {} errors (`fleet validate` shows them); keeping the previous one",
-                        diags.error_count()
+                        "inventory not reloaded: {} (`fleet validate` shows them); keeping the previous one",
+                        crate::util::count(diags.error_count() as u64, "error", "errors")
                     );
                 }
                 Err(e) => tracing::error!("inventory not reloaded: {e}"),

@@ -50,7 +50,15 @@ pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
             .cloned()
     };
     let os = fact("os").unwrap_or_else(|| json!(hw.os));
-    let arch = fact("arch").unwrap_or_else(|| json!(hw.arch));
+    // Facts and the inventory both say `aarch64` for what macOS calls `arm64`.
+    let arch = fact("arch")
+        .map(
+            |a| match a.as_str().and_then(crate::spec::inventory::canonical_arch) {
+                Some(c) => json!(c),
+                None => a,
+            },
+        )
+        .unwrap_or_else(|| json!(hw.arch));
     let groups: Vec<&str> = inv
         .groups
         .values()

@@ -187,8 +187,11 @@ impl FleetAgent {
         let path = match &a.source {
             Some(s) => s.clone(),
             None => {
+                let canonical = crate::spec::inventory::canonical_arch;
                 let same = facts.os.as_deref() == Some(std::env::consts::OS)
-                    && facts.arch.as_deref() == Some(std::env::consts::ARCH);
+                    && facts.arch.as_deref().and_then(canonical).is_some()
+                    && facts.arch.as_deref().and_then(canonical)
+                        == canonical(std::env::consts::ARCH);
                 if !same {
                     return Err(ArgError::arg(
                         "source",

@@ -121,9 +121,9 @@ pub fn short_diff(have: &str, want: &str, rel: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     if lines.len() > 40 {
         format!(
-            "{}\n… ({} more lines)\n",
+            "{}\n… ({} more)\n",
             lines[..40].join("\n"),
-            lines.len() - 40
+            crate::util::count((lines.len() - 40) as u64, "line", "lines")
         )
     } else {
         text

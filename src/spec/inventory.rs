@@ -132,6 +132,9 @@ pub struct RoutingRule {
 pub struct Routing {
     /// Last fallback for every rule.
     pub cloud_fallback: Option<CloudFallback>,
+    /// Where `cloud_fallback:` is written, also when it could not be decoded (its errors are
+    /// reported there; later checks must not add that it is not set).
+    pub cloud_fallback_loc: Option<Loc>,
     /// Rules in order.
     pub rules: Vec<RoutingRule>,
 }
@@ -160,6 +163,50 @@ pub const PROVIDERS: &[&str] = &[
     "together",
     "openrouter",
 ];
+
+/// The environment variable a provider's API key conventionally lives in: its own SDK's name
+/// for the known providers (`OPENAI_API_KEY`), else `<PROVIDER>_API_KEY` with the provider's
+/// name upper-cased and anything but letters and digits turned into `_`.
+pub fn provider_key_env(provider: &str) -> String {
+    match provider {
+        "anthropic" => "ANTHROPIC_API_KEY".into(),
+        "openai" => "OPENAI_API_KEY".into(),
+        "gemini" => "GEMINI_API_KEY".into(),
+        "groq" => "GROQ_API_KEY".into(),
+        "together" => "TOGETHER_API_KEY".into(),
+        "openrouter" => "OPENROUTER_API_KEY".into(),
+        other => {
+            let mut name = String::new();
+            for c in other.trim().chars() {
+                if c.is_ascii_alphanumeric() {
+                    name.push(c.to_ascii_uppercase());
+                } else if !name.is_empty() && !name.ends_with('_') {
+                    name.push('_');
+                }
+            }
+            let name = name.trim_end_matches('_');
+            if name.is_empty() {
+                "PROVIDER_API_KEY".into()
+            } else if name.starts_with(|c: char| c.is_ascii_digit()) {
+                format!("P{name}_API_KEY")
+            } else {
+                format!("{name}_API_KEY")
+            }
+        }
+    }
+}
+
+/// A small model of a known provider, for examples and `fleet init`'s default.
+pub fn provider_example_model(provider: &str) -> &'static str {
+    match provider {
+        "openai" => "gpt-4o-mini",
+        "gemini" => "gemini-2.0-flash",
+        "groq" => "llama-3.1-8b-instant",
+        "together" => "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+        "openrouter" => "openrouter/auto",
+        _ => "claude-haiku",
+    }
+}
 
 /// The name `fallback:` lists use for the cloud API.
 pub const CLOUD_FALLBACK: &str = "cloud_api";
@@ -296,6 +343,7 @@ impl Inventory {
             return;
         };
         if let Some(c) = f.get("cloud_fallback") {
+            self.routing.cloud_fallback_loc = Some(c.loc.clone());
             self.routing.cloud_fallback = decode_cloud(d, c);
         }
         if let Some(rules) = f.get("rules") {
@@ -349,12 +397,49 @@ impl Inventory {
     }
 }
 
-fn check_env_name(d: &mut Decoder, s: &Spanned<String>, what: &str) -> bool {
-    let ok = !s.value.is_empty()
-        && s.value
-            .chars()
+/// The name fleet uses for an architecture, given any name machines print for it: `uname -m`
+/// says `arm64` on macOS and `aarch64` on Linux for the same 64-bit ARM; Debian's and Go's
+/// `amd64` is `x86_64`. Every comparison of architectures goes through this.
+pub fn canonical_arch(name: &str) -> Option<&'static str> {
+    match name {
+        "x86_64" | "amd64" => Some("x86_64"),
+        "aarch64" | "arm64" => Some("aarch64"),
+        _ => None,
+    }
+}
+
+/// `name` as fleet writes it, or a located error (and `None`) when it is no architecture fleet
+/// knows.
+pub fn checked_arch(d: &mut Decoder, loc: &Loc, what: &str, name: &str) -> Option<String> {
+    if let Some(a) = canonical_arch(name) {
+        return Some(a.to_string());
+    }
+    let help = match name.to_ascii_lowercase().as_str() {
+        "x64" | "x86-64" | "x86" | "i386" | "i686" | "intel" => {
+            "write `x86_64` (64-bit Intel and AMD; fleet supports no 32-bit machines)".to_string()
+        }
+        "arm" | "armv8" | "arm64e" | "apple" | "apple_silicon" => {
+            "write `aarch64` (Apple silicon and 64-bit ARM; `arm64` means the same)".to_string()
+        }
+        _ => "write `x86_64` or `aarch64` (`uname -m` on the machine says which; `amd64` and `arm64` are accepted too)".to_string(),
+    };
+    d.error_help(
+        loc,
+        format!("{what}: expected `x86_64` or `aarch64`, found `{name}`"),
+        help,
+    );
+    None
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        && !s.value.starts_with(|c: char| c.is_ascii_digit());
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn check_env_name(d: &mut Decoder, s: &Spanned<String>, what: &str) -> bool {
+    let ok = is_env_name(&s.value);
     if !ok {
         d.error_help(
             &s.loc,
@@ -367,15 +452,65 @@ fn check_env_name(d: &mut Decoder, s: &Spanned<String>, what: &str) -> bool {
 
 fn decode_cloud(d: &mut Decoder, n: &Node) -> Option<CloudFallback> {
     let f = d.fields(n, "`routing.cloud_fallback`", CLOUD)?;
-    if let Some(k) = f.key("api_key") {
+    let text = |key: &str| match f.get(key).and_then(Node::resolve) {
+        Some(crate::spec::yaml::Resolved::Str(s)) => Some(s),
+        _ => None,
+    };
+    let example_provider = text("provider")
+        .filter(|p| PROVIDERS.contains(p))
+        .unwrap_or("anthropic");
+    let literal_key = f.key("api_key");
+    if let Some(k) = literal_key {
+        // The value is never put into a message: it is (or may be) the key itself.
+        let env = match text("provider") {
+            Some(p) => provider_key_env(p),
+            None => "<PROVIDER>_API_KEY".to_string(),
+        };
+        let help = if text("api_key").is_some_and(is_env_name) {
+            format!(
+                "`api_key` holds the key itself; to name the variable that holds it, rename `api_key` to `api_key_env` (e.g. `api_key_env: {env}`)"
+            )
+        } else if f.get("api_key_env").is_some() {
+            "remove it and rotate the key (it has been written to a file); `api_key_env` already names the variable that holds it".to_string()
+        } else {
+            format!(
+                "remove it, rotate the key, and write `api_key_env: {env}` (the name of the environment variable that holds the key) instead; then `export {env}=…` where fleet runs"
+            )
+        };
         d.error_help(
             &k.loc,
             "a literal API key in the inventory (`api_key`)",
-            "remove it, rotate the key, and write `api_key_env: ANTHROPIC_API_KEY` (the name of an environment variable) instead",
+            help,
         );
     }
-    let provider = d
-        .require(&f, "provider", "`routing.cloud_fallback`")
+    // Every missing key in one error (with a literal `api_key`, its error already says to
+    // write `api_key_env`).
+    let missing: Vec<&str> = ["provider", "model", "api_key_env"]
+        .into_iter()
+        .filter(|k| f.get(k).is_none() && !(*k == "api_key_env" && literal_key.is_some()))
+        .collect();
+    if !missing.is_empty() {
+        let keys: Vec<String> = missing.iter().map(|k| format!("`{k}`")).collect();
+        let msg = match keys.as_slice() {
+            [one] => format!("`routing.cloud_fallback` is missing the required key {one}"),
+            [init @ .., last] => format!(
+                "`routing.cloud_fallback` is missing the required keys {} and {last}",
+                init.join(", ")
+            ),
+            [] => String::new(),
+        };
+        d.error_help(
+            &f.loc,
+            msg,
+            format!(
+                "write e.g. `cloud_fallback: {{ provider: {example_provider}, model: {}, api_key_env: {} }}`",
+                provider_example_model(example_provider),
+                provider_key_env(example_provider)
+            ),
+        );
+    }
+    let provider = f
+        .get("provider")
         .and_then(|p| d.spanned_string(p, "`cloud_fallback.provider`"));
     if let Some(p) = &provider
         && !PROVIDERS.contains(&p.value.as_str())
@@ -388,11 +523,11 @@ fn decode_cloud(d: &mut Decoder, n: &Node) -> Option<CloudFallback> {
             help,
         );
     }
-    let model = d
-        .require(&f, "model", "`routing.cloud_fallback`")
+    let model = f
+        .get("model")
         .and_then(|m| d.string(m, "`cloud_fallback.model`"));
-    let key_env = d
-        .require(&f, "api_key_env", "`routing.cloud_fallback`")
+    let key_env = f
+        .get("api_key_env")
         .and_then(|k| d.spanned_string(k, "`cloud_fallback.api_key_env`"));
     if let Some(k) = &key_env {
         check_env_name(d, k, "`api_key_env`");
@@ -473,20 +608,9 @@ fn decode_hardware(d: &mut Decoder, name: &str, n: &Node) -> Hardware {
         hw.os = None;
     }
     if let Some(arch) = f.get("arch")
-        && let Some(v) = &hw.arch
-        && !matches!(v.as_str(), "x86_64" | "aarch64")
+        && let Some(v) = hw.arch.take()
     {
-        let help = match v.as_str() {
-            "arm64" => "write `aarch64` (Apple silicon and 64-bit ARM)".to_string(),
-            "amd64" | "x64" => "write `x86_64`".to_string(),
-            _ => "write `x86_64` or `aarch64`".to_string(),
-        };
-        d.error_help(
-            &arch.loc,
-            format!("{what} `arch`: expected `x86_64` or `aarch64`, found `{v}`"),
-            help,
-        );
-        hw.arch = None;
+        hw.arch = checked_arch(d, &arch.loc, &format!("{what} `arch`"), &v);
     }
     if let Some(g) = f.get("gpu")
         && let Some(gf) = d.fields(g, &format!("{what} `gpu`"), GPU)
@@ -642,6 +766,18 @@ mod tests {
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(i.nodes["bob"].hardware.ram_gb, Some(16.0));
         assert_eq!(i.routing.rules[0].fallback[0].value, "cloud_api");
+    }
+
+    #[test]
+    fn provider_key_variables() {
+        assert_eq!(provider_key_env("openrouter"), "OPENROUTER_API_KEY");
+        assert_eq!(provider_key_env("Mistral AI"), "MISTRAL_AI_API_KEY");
+        assert_eq!(provider_key_env("  x--y.z  "), "X_Y_Z_API_KEY");
+        assert_eq!(provider_key_env("01ai"), "P01AI_API_KEY");
+        assert_eq!(provider_key_env("-"), "PROVIDER_API_KEY");
+        assert_eq!(canonical_arch("arm64"), Some("aarch64"));
+        assert_eq!(canonical_arch("amd64"), Some("x86_64"));
+        assert_eq!(canonical_arch("armv7l"), None);
     }
 
     #[test]

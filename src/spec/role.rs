@@ -90,12 +90,21 @@ pub fn decode_role(d: &mut Decoder, name: &str, dir: PathBuf, root: &Node) -> Op
                         .collect()
                 })
                 .unwrap_or_default();
+            // `arm64` and `aarch64` are one architecture: kept as fleet writes it, so the
+            // comparison with a node's (equally normalized) arch holds.
             requires.arch = rf
                 .get("arch")
                 .map(|n| {
                     d.string_list(n, "`requires.arch`")
                         .into_iter()
-                        .map(|s| s.value)
+                        .filter_map(|s| {
+                            crate::spec::inventory::checked_arch(
+                                d,
+                                &s.loc,
+                                &format!("{what} `requires.arch`"),
+                                &s.value,
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();

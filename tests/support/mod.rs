@@ -482,3 +482,27 @@ pub fn apply_json(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The identification line the SSH stand-ins send.
+pub const SSH_BANNER: &str = "SSH-2.0-OpenSSH_9.6 fleet-test";
+
+/// A port that answers as an SSH server does before key exchange (what `fleet check` reads):
+/// every connection gets the `SSH-2.0-` identification line and is then held open.
+pub fn ssh_banner() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    serve_ssh_banner(listener);
+    port
+}
+
+/// Serves the SSH identification line on `listener` until the test process ends.
+pub fn serve_ssh_banner(listener: std::net::TcpListener) {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut s in listener.incoming().flatten() {
+            let _ = s.write_all(format!("{SSH_BANNER}\r\n").as_bytes());
+            held.push(s);
+        }
+    });
+}
