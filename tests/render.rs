@@ -184,7 +184,13 @@ fn pkgbuilds_pass_makepkg_and_srcinfo_matches() {
         .filter(|p| p.ends_with("PKGBUILD"))
         .collect();
     assert_eq!(pkgbuilds.len(), 10);
-    for p in pkgbuilds {
+    // And the committed ones of the repo's own catalog (a monorepo: other paths and names).
+    let committed: Vec<_> = files(&crate_root().join("generated/packages"))
+        .into_iter()
+        .filter(|p| p.ends_with("PKGBUILD"))
+        .collect();
+    assert_eq!(committed.len(), 10);
+    for p in pkgbuilds.into_iter().chain(committed) {
         let srcinfo = printsrcinfo(&p);
         assert_eq!(
             srcinfo,
@@ -208,12 +214,17 @@ fn formulae_pass_ruby_syntax_check() {
         .arg(out.path())
         .assert()
         .success();
-    let formulae: Vec<_> = files(out.path())
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "rb"))
-        .collect();
+    let rb = |dir: &Path| -> Vec<std::path::PathBuf> {
+        files(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "rb"))
+            .collect()
+    };
+    let formulae = rb(out.path());
     assert_eq!(formulae.len(), 8);
-    for f in formulae {
+    let committed = rb(&crate_root().join("generated/packages"));
+    assert_eq!(committed.len(), 8);
+    for f in formulae.into_iter().chain(committed) {
         let o = std::process::Command::new("ruby")
             .arg("-c")
             .arg(&f)
