@@ -50,11 +50,48 @@ fn example_fleet_routing_and_registry_snapshots() {
 
 #[test]
 fn committed_generated_files_are_up_to_date() {
+    // Routing, registry and the packages of the repo's catalog/: the CI gate covers all three.
+    let packages = files(&crate_root().join("generated/packages"));
+    assert_eq!(packages.len(), 28, "{packages:?}");
     fleet(&crate_root())
         .args(["render", "--check"])
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("up to date"));
+        .stdout(predicate::str::contains(
+            "ok: 30 files in generated are up to date",
+        ));
+}
+
+#[test]
+fn a_version_bump_in_the_repos_catalog_fails_the_gate() {
+    let repo = tempfile::tempdir().expect("tmp");
+    for d in ["inventory", "roles", "templates", "catalog", "generated"] {
+        copy_tree(&crate_root().join(d), &repo.path().join(d));
+    }
+    fleet(repo.path())
+        .args(["render", "--check"])
+        .assert()
+        .code(0);
+    let cargo = repo.path().join("catalog/bin/31_sd_worker_rbee/Cargo.toml");
+    std::fs::write(
+        &cargo,
+        read(&cargo).replace("version = \"0.1.0\"", "version = \"0.2.0\""),
+    )
+    .expect("bump");
+    fleet(repo.path())
+        .args(["render", "--check"])
+        .assert()
+        .code(1)
+        .stdout(
+            predicate::str::contains("differs: generated/packages/arch/sd-worker-cuda/PKGBUILD")
+                .and(predicate::str::contains("+pkgver=0.2.0"))
+                .and(predicate::str::contains("llm-worker").not()),
+        );
+    fleet(repo.path()).arg("render").assert().success();
+    fleet(repo.path())
+        .args(["render", "--check"])
+        .assert()
+        .code(0);
 }
 
 #[test]
@@ -147,7 +184,13 @@ fn pkgbuilds_pass_makepkg_and_srcinfo_matches() {
         .filter(|p| p.ends_with("PKGBUILD"))
         .collect();
     assert_eq!(pkgbuilds.len(), 10);
-    for p in pkgbuilds {
+    // And the committed ones of the repo's own catalog (a monorepo: other paths and names).
+    let committed: Vec<_> = files(&crate_root().join("generated/packages"))
+        .into_iter()
+        .filter(|p| p.ends_with("PKGBUILD"))
+        .collect();
+    assert_eq!(committed.len(), 10);
+    for p in pkgbuilds.into_iter().chain(committed) {
         let srcinfo = printsrcinfo(&p);
         assert_eq!(
             srcinfo,
@@ -171,12 +214,17 @@ fn formulae_pass_ruby_syntax_check() {
         .arg(out.path())
         .assert()
         .success();
-    let formulae: Vec<_> = files(out.path())
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "rb"))
-        .collect();
+    let rb = |dir: &Path| -> Vec<std::path::PathBuf> {
+        files(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "rb"))
+            .collect()
+    };
+    let formulae = rb(out.path());
     assert_eq!(formulae.len(), 8);
-    for f in formulae {
+    let committed = rb(&crate_root().join("generated/packages"));
+    assert_eq!(committed.len(), 8);
+    for f in formulae.into_iter().chain(committed) {
         let o = std::process::Command::new("ruby")
             .arg("-c")
             .arg(&f)
@@ -266,6 +314,37 @@ fn adding_a_worker_is_adding_a_directory_and_versions_come_from_cargo() {
         read(&cargo).replace("version = \"1.2.0\"", "version = \"1.3.0\""),
     )
     .expect("bump");
+    // The pinned checksum is of the 1.2.0 tarball: rendering refuses rather than pin it in
+    // the 1.3.0 manifests, and writes nothing.
+    let o = fleet(&crate_root())
+        .args(["render", "packages", "--catalog"])
+        .arg(cat.path())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("crates/llm-worker/worker.toml:23:1: error: `[release] sha256` is the checksum of version 1.2.0, but the crate is now at 1.3.0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: set `version = \"1.3.0\"` and `sha256` to the checksum of https://github.com/symphony-ai/workers/archive/refs/tags/v1.3.0.tar.gz"),
+        "{err}"
+    );
+    assert!(
+        snapshot.iter().all(|(p, old)| &read(p) == old),
+        "nothing written"
+    );
+    let worker = cat.path().join("crates/llm-worker/worker.toml");
+    std::fs::write(
+        &worker,
+        read(&worker)
+            .replace("version = \"1.2.0\"", "version = \"1.3.0\"")
+            .replace("9f86d081", "0123abcd"),
+    )
+    .expect("new checksum");
     render(out.path());
     let changed: Vec<String> = snapshot
         .iter()
@@ -378,6 +457,165 @@ fn bad_worker_toml_is_located() {
         "{err}"
     );
     assert!(err.contains("help: did you mean `cuda`?"), "{err}");
+}
+
+#[test]
+fn a_checksum_must_say_which_version_it_is_of() {
+    let cat = tempfile::tempdir().expect("tmp");
+    copy_tree(&crate_root().join("tests/catalog"), cat.path());
+    let w = cat.path().join("crates/llm-worker/worker.toml");
+    std::fs::write(&w, read(&w).replace("version = \"1.2.0\"\n", "")).expect("edit");
+    let o = fleet(cat.path())
+        .args(["-i"])
+        .arg(crate_root())
+        .args(["render", "packages", "--catalog", ".", "--out"])
+        .arg(cat.path().join("out"))
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("crates/llm-worker/worker.toml:23:1: error: `[release] sha256` does not say which version's tarball it is the checksum of (worker `llm-worker`)"), "{err}");
+    assert!(
+        err.contains("help: add `version = \"1.2.0\"` under `[release]`"),
+        "{err}"
+    );
+    assert!(!cat.path().join("out").exists(), "nothing written");
+}
+
+/// Renders the catalog at `cat` into `out`; exit code and stderr.
+fn render_catalog(cat: &Path, out: &Path) -> (Option<i32>, String) {
+    let o = fleet(cat)
+        .args(["-i"])
+        .arg(crate_root())
+        .args(["render", "packages", "--catalog", ".", "--out"])
+        .arg(out)
+        .output()
+        .expect("runs");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn monorepo_catalog_in_the_documents_format_renders() {
+    // The worker-catalog document's layout: one workspace, workers in bin/, worker.toml
+    // without `repository`; the llm crate names no repository, the sd crate inherits it.
+    let cat = tempfile::tempdir().expect("tmp");
+    copy_tree(&crate_root().join("tests/catalog-monorepo"), cat.path());
+    let out = cat.path().join("out");
+    let (code, err) = render_catalog(cat.path(), &out);
+    assert_eq!(code, Some(0), "{err}");
+    let llm = read(&out.join("packages/arch/llm-worker-cuda/PKGBUILD"));
+    assert!(llm.contains("pkgver=0.3.0\n"), "{llm}");
+    assert!(
+        llm.contains("source=(\"$pkgname-$pkgver.tar.gz::https://github.com/symphony-ai/rbee/archive/refs/tags/v0.3.0.tar.gz\")"),
+        "{llm}"
+    );
+    assert!(llm.contains("cargo build --frozen --release -p llm-worker-rbee --no-default-features --features cuda"), "{llm}");
+    assert!(
+        llm.contains("install -Dm0755 -t \"$pkgdir/usr/bin/\" target/release/llm-worker-rbee"),
+        "the binary Cargo builds, not the worker id: {llm}"
+    );
+    let sd = read(&out.join("packages/arch/sd-worker-cpu/PKGBUILD"));
+    assert!(sd.contains("pkgver=0.2.1\n"), "{sd}");
+    assert!(
+        sd.contains("https://github.com/symphony-ai/rbee/archive/refs/tags/v0.2.1.tar.gz"),
+        "{sd}"
+    );
+    let formula = read(&out.join("packages/homebrew/llm-worker-metal.rb"));
+    assert!(
+        formula.contains("std_cargo_args(path: \"bin/30_llm_worker_rbee\")"),
+        "{formula}"
+    );
+    assert_eq!(files(&out.join("packages")).len(), 28);
+}
+
+#[test]
+fn monorepo_repository_falls_back_to_catalog_toml_then_refuses_with_the_places() {
+    let cat = tempfile::tempdir().expect("tmp");
+    copy_tree(&crate_root().join("tests/catalog-monorepo"), cat.path());
+    let out = cat.path().join("out");
+    let ws = cat.path().join("Cargo.toml");
+    std::fs::write(
+        &ws,
+        read(&ws).replace("repository = \"https://github.com/symphony-ai/rbee\"\n", ""),
+    )
+    .expect("edit");
+    // The sd crate inherits what the workspace no longer has: Cargo refuses that too.
+    let (code, err) = render_catalog(cat.path(), &out);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("bin/31_sd_worker_rbee/Cargo.toml:6:1: error: `repository.workspace = true`, but the workspace has no `[workspace.package] repository`"), "{err}");
+    let sd = cat.path().join("bin/31_sd_worker_rbee/Cargo.toml");
+    std::fs::write(&sd, read(&sd).replace("repository.workspace = true\n", "")).expect("edit");
+
+    // Nothing names a repository: refused, saying where to put one.
+    let (code, err) = render_catalog(cat.path(), &out);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("bin/30_llm_worker_rbee/worker.toml:1:1: error: worker `llm-worker` has no source repository"),
+        "{err}"
+    );
+    for place in [
+        "`repository` in `[worker]` of ./bin/30_llm_worker_rbee/worker.toml",
+        "`repository` in `[package]` of ./bin/30_llm_worker_rbee/Cargo.toml",
+        "`repository` in `[workspace.package]` of ./Cargo.toml",
+        "`repository = \"https://…\"` in ./catalog.toml (for every worker of the catalog)",
+    ] {
+        assert!(err.contains(place), "{place}: {err}");
+    }
+    assert!(!out.exists(), "nothing written");
+
+    // The catalog-wide setting.
+    std::fs::write(
+        cat.path().join("catalog.toml"),
+        "repository = \"https://git.example.org/rbee.git\"\n",
+    )
+    .expect("write");
+    let (code, err) = render_catalog(cat.path(), &out);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        read(&out.join("packages/arch/sd-worker-cpu/PKGBUILD"))
+            .contains("https://git.example.org/rbee/archive/refs/tags/v0.2.1.tar.gz")
+    );
+
+    // The workspace's wins over the catalog's; the worker's own over both.
+    std::fs::write(
+        &ws,
+        read(&ws).replace(
+            "[workspace.package]\n",
+            "[workspace.package]\nrepository = \"https://github.com/symphony-ai/rbee\"\n",
+        ),
+    )
+    .expect("edit");
+    let w = cat.path().join("bin/31_sd_worker_rbee/worker.toml");
+    std::fs::write(
+        &w,
+        read(&w).replace(
+            "license = \"GPL-3.0-or-later\"\n",
+            "license = \"GPL-3.0-or-later\"\nrepository = \"https://github.com/symphony-ai/sd\"\n",
+        ),
+    )
+    .expect("edit");
+    let (code, err) = render_catalog(cat.path(), &out);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        read(&out.join("packages/arch/llm-worker-cpu/PKGBUILD"))
+            .contains("https://github.com/symphony-ai/rbee/archive/refs/tags/v0.3.0.tar.gz")
+    );
+    assert!(
+        read(&out.join("packages/arch/sd-worker-cpu/PKGBUILD"))
+            .contains("https://github.com/symphony-ai/sd/archive/refs/tags/v0.2.1.tar.gz")
+    );
+
+    // A typo in catalog.toml is located.
+    std::fs::write(cat.path().join("catalog.toml"), "repo = \"x\"\n").expect("write");
+    let (code, err) = render_catalog(cat.path(), &out);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("catalog.toml:1:1: error: invalid catalog.toml: unknown field `repo`"),
+        "{err}"
+    );
 }
 
 fn routing_repo(inventory: &str) -> tempfile::TempDir {

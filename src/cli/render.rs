@@ -152,11 +152,16 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             )));
         }
         (Some(c), _) => Some(c.clone()),
-        (None, _) if root.join("catalog").is_dir() => Some(root.join("catalog")),
-        (None, What::Packages) => {
-            return Err(Error::Usage("no worker catalog: pass `--catalog DIR` (a tree of crates with worker.toml files) or create `catalog/` in the repo".into()));
-        }
-        (None, _) => None,
+        (None, what) => match catalog::default_dir(&root) {
+            Some(dir) => Some(dir),
+            None if what == What::Packages => {
+                return Err(Error::Usage(format!(
+                    "no worker catalog: pass `--catalog DIR` (a tree of crates with worker.toml files) or create `{}` in the repo",
+                    shown(&root.join(catalog::DEFAULT_DIR))
+                )));
+            }
+            None => None,
+        },
     };
     let live = if args.live {
         match live_status(&repo, Duration::from_secs(3)) {

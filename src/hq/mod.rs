@@ -1,5 +1,6 @@
 //! HQ: the registry server, its SQLite store, agent tokens, node status, the wire types
-//! agents and clients share, and the client other commands use to read it.
+//! agents and clients share, the client other commands use to read it, and the worker
+//! catalog served on request.
 
 pub mod client;
 pub mod conductor;
@@ -8,3 +9,4 @@ pub mod status;
 pub mod store;
 pub mod tokens;
 pub mod wire;
+pub mod workers;

@@ -100,9 +100,9 @@ impl Metrics {
 }
 
 /// Shared server state.
-struct AppState {
-    cfg: Config,
-    repo: RwLock<Arc<Repo>>,
+pub(crate) struct AppState {
+    pub(crate) cfg: Config,
+    pub(crate) repo: RwLock<Arc<Repo>>,
     reader: Mutex<Store>,
     writer: mpsc::Sender<Job>,
     metrics: Metrics,
@@ -464,6 +464,11 @@ pub async fn start(
         .route("/api/nodes", get(nodes))
         .route("/api/nodes/{name}", get(node))
         .route("/api/routing", get(routing))
+        .route("/api/workers", get(crate::hq::workers::list))
+        .route(
+            "/api/workers/{id}/{platform}/{build}",
+            get(crate::hq::workers::manifest),
+        )
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .layer(middleware::from_fn_with_state(state.clone(), track))

@@ -139,6 +139,106 @@ fn render(
     })
 }
 
+/// One kind of file a variant gets: where it goes under `packages/` and what renders it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// `arch` or `homebrew`.
+    pub platform: &'static str,
+    /// `prod` (release tarball) or `dev` (git branch).
+    pub build: &'static str,
+    /// Whether this is the manifest itself (PKGBUILD, formula) rather than Arch's `.SRCINFO`.
+    pub manifest: bool,
+    /// The template that renders it.
+    pub template: &'static str,
+    /// Path under `packages/`; `{pkg}` is the variant's name.
+    path: &'static str,
+}
+
+impl Kind {
+    /// Path of this file for a variant, relative to `packages/`.
+    pub fn path(&self, pkg: &str) -> String {
+        self.path.replace("{pkg}", pkg)
+    }
+
+    /// Whether the variant gets this file (PKGBUILDs for Linux builds, formulae for macOS).
+    pub fn applies(&self, v: &Variant) -> bool {
+        match self.platform {
+            "arch" => !v.linux_arch.is_empty(),
+            _ => !v.macos_arch.is_empty(),
+        }
+    }
+}
+
+/// Every kind of file, by platform and build.
+pub const KINDS: &[Kind] = &[
+    Kind {
+        platform: "arch",
+        build: "prod",
+        manifest: true,
+        template: "packaging/arch-prod.PKGBUILD.j2",
+        path: "arch/{pkg}/PKGBUILD",
+    },
+    Kind {
+        platform: "arch",
+        build: "prod",
+        manifest: false,
+        template: "packaging/arch-prod.SRCINFO.j2",
+        path: "arch/{pkg}/.SRCINFO",
+    },
+    Kind {
+        platform: "arch",
+        build: "dev",
+        manifest: true,
+        template: "packaging/arch-dev.PKGBUILD.j2",
+        path: "arch/{pkg}-git/PKGBUILD",
+    },
+    Kind {
+        platform: "arch",
+        build: "dev",
+        manifest: false,
+        template: "packaging/arch-dev.SRCINFO.j2",
+        path: "arch/{pkg}-git/.SRCINFO",
+    },
+    Kind {
+        platform: "homebrew",
+        build: "prod",
+        manifest: true,
+        template: "packaging/homebrew-prod.rb.j2",
+        path: "homebrew/{pkg}.rb",
+    },
+    Kind {
+        platform: "homebrew",
+        build: "dev",
+        manifest: true,
+        template: "packaging/homebrew-dev.rb.j2",
+        path: "homebrew/{pkg}-dev.rb",
+    },
+];
+
+/// Manifest platforms (`arch`, `homebrew`).
+pub const PLATFORMS: &[&str] = &["arch", "homebrew"];
+
+/// Manifest builds (`prod`, `dev`).
+pub const BUILDS: &[&str] = &["prod", "dev"];
+
+/// The manifest (not `.SRCINFO`) of a platform and build, when both are known.
+pub fn manifest_kind(platform: &str, build: &str) -> Option<&'static Kind> {
+    KINDS
+        .iter()
+        .find(|k| k.manifest && k.platform == platform && k.build == build)
+}
+
+/// Renders one file of one variant: what `fleet render` writes and HQ serves.
+pub fn render_file(
+    env: &Environment<'_>,
+    w: &Worker,
+    v: &Variant,
+    kind: &Kind,
+) -> Result<String, Diagnostic> {
+    let ctx = serde_json::json!({ "worker": w, "pkg": v });
+    render(env, kind.template, &ctx, w)
+}
+
 /// Renders every manifest of the catalog: relative path → contents.
 pub fn render_all(
     env: &Environment<'_>,
@@ -147,34 +247,8 @@ pub fn render_all(
     let mut out = BTreeMap::new();
     for w in workers {
         for v in variants(w) {
-            let ctx = serde_json::json!({ "worker": w, "pkg": v });
-            if !v.linux_arch.is_empty() {
-                out.insert(
-                    format!("arch/{}/PKGBUILD", v.name),
-                    render(env, "packaging/arch-prod.PKGBUILD.j2", &ctx, w)?,
-                );
-                out.insert(
-                    format!("arch/{}/.SRCINFO", v.name),
-                    render(env, "packaging/arch-prod.SRCINFO.j2", &ctx, w)?,
-                );
-                out.insert(
-                    format!("arch/{}-git/PKGBUILD", v.name),
-                    render(env, "packaging/arch-dev.PKGBUILD.j2", &ctx, w)?,
-                );
-                out.insert(
-                    format!("arch/{}-git/.SRCINFO", v.name),
-                    render(env, "packaging/arch-dev.SRCINFO.j2", &ctx, w)?,
-                );
-            }
-            if !v.macos_arch.is_empty() {
-                out.insert(
-                    format!("homebrew/{}.rb", v.name),
-                    render(env, "packaging/homebrew-prod.rb.j2", &ctx, w)?,
-                );
-                out.insert(
-                    format!("homebrew/{}-dev.rb", v.name),
-                    render(env, "packaging/homebrew-dev.rb.j2", &ctx, w)?,
-                );
+            for kind in KINDS.iter().filter(|k| k.applies(&v)) {
+                out.insert(kind.path(&v.name), render_file(env, w, &v, kind)?);
             }
         }
     }

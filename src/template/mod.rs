@@ -61,6 +61,32 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "services/com.fleet.ollama.plist.j2",
         include_str!("../../templates/services/com.fleet.ollama.plist.j2"),
     ),
+    // The package manifests: a repo with a catalog/ but no templates/packaging/ (one made by
+    // `fleet init`, or HQ's) renders them too.
+    (
+        "packaging/arch-prod.PKGBUILD.j2",
+        include_str!("../../templates/packaging/arch-prod.PKGBUILD.j2"),
+    ),
+    (
+        "packaging/arch-prod.SRCINFO.j2",
+        include_str!("../../templates/packaging/arch-prod.SRCINFO.j2"),
+    ),
+    (
+        "packaging/arch-dev.PKGBUILD.j2",
+        include_str!("../../templates/packaging/arch-dev.PKGBUILD.j2"),
+    ),
+    (
+        "packaging/arch-dev.SRCINFO.j2",
+        include_str!("../../templates/packaging/arch-dev.SRCINFO.j2"),
+    ),
+    (
+        "packaging/homebrew-prod.rb.j2",
+        include_str!("../../templates/packaging/homebrew-prod.rb.j2"),
+    ),
+    (
+        "packaging/homebrew-dev.rb.j2",
+        include_str!("../../templates/packaging/homebrew-dev.rb.j2"),
+    ),
 ];
 
 /// A template's source and the path it is shown as in errors.
