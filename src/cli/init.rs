@@ -248,12 +248,12 @@ routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_k
             b"# fleet's local state (facts cache, HQ database)\n.fleet/\n*.sqlite\n",
         )?;
     }
-    crate::errln!(
+    crate::noteln!(
         "created fleet `{name}` in {} ({} files)",
         dir.display(),
         written.len()
     );
-    crate::errln!(
+    crate::noteln!(
         "next: export {key_env}=…; edit inventory/fleet.yaml; run `fleet validate` and `fleet plan playbooks/site.yaml`"
     );
     Ok(0)
