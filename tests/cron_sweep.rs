@@ -90,7 +90,7 @@ fn the_hq_crontab_line_sweeps_quietly_and_alerts_once_per_change() {
     let hq = format!("http://127.0.0.1:{hq_port}");
     let (hook, got) = support::webhook();
     let inv = format!(
-        "fleet: {{ name: t, hq: bob, hq_url: \"{hq}\", ssh_config: \"{cfg}\" }}\nvars:\n  fleet_user: fleet\n  ollama_bind: 127.0.0.1\n  agent_interval: 1s\n  hq_bind: 127.0.0.1\n  hq_port: {hq_port}\n  hq_alert_webhook: {{ secret: true, value: \"{hook}\" }}\nnodes:\n  bob: {{ host: 127.0.0.1, role: hq, hardware: {{ os: linux, arch: x86_64, ram_gb: 16 }}, vars: {{ ssh_port: {p1}, ollama_port: {ollama_port} }} }}\n  w1: {{ host: 127.0.0.1, role: agent, hardware: {{ os: linux, arch: x86_64, ram_gb: 8 }}, vars: {{ ssh_port: {p2} }} }}\n",
+        "fleet: {{ name: t, hq: bob, hq_url: \"{hq}\", ssh_config: \"{cfg}\" }}\nvars:\n  fleet_user: fleet\n  ollama_bind: 127.0.0.1\n  agent_interval: 1s\n  hq_bind: 127.0.0.1\n  hq_port: {hq_port}\n  hq_alert_webhook: \"{{{{ env('CRON_SWEEP_WEBHOOK') }}}}\"\nnodes:\n  bob: {{ host: 127.0.0.1, role: hq, hardware: {{ os: linux, arch: x86_64, ram_gb: 16 }}, vars: {{ ssh_port: {p1}, ollama_port: {ollama_port} }} }}\n  w1: {{ host: 127.0.0.1, role: agent, hardware: {{ os: linux, arch: x86_64, ram_gb: 8 }}, vars: {{ ssh_port: {p2} }} }}\n",
         cfg = hosts.ssh_config().display(),
         p1 = hosts.port(1),
         p2 = hosts.port(2),
@@ -136,11 +136,34 @@ fn the_hq_crontab_line_sweeps_quietly_and_alerts_once_per_change() {
         "chown -R fleet: /var/lib/fleet && chmod 750 /var/lib/fleet",
     );
 
-    // --check predicts the real run; the second run changes nothing.
-    let (code, check, err) = support::apply_json(r.path(), "playbooks/site.yaml", &["--check"]);
+    // --check predicts the real run; the second run changes nothing. The webhook is read
+    // from the controller's environment, as docs/check.md suggests; HQ's copy of the
+    // inventory says `env(…)`, which the sweep there must not need.
+    let apply = |args: &[&str]| {
+        let out = fleet(r.path())
+            .env("CRON_SWEEP_WEBHOOK", &hook)
+            .args(["apply", "playbooks/site.yaml", "--json"])
+            .args(args)
+            .output()
+            .expect("runs");
+        let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (
+            out.status.code().unwrap_or(-1),
+            events,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, check, err) = apply(&["--check"]);
     assert_eq!(code, 0, "{err}\n{check:?}");
-    let (code, real, err) = support::apply_json(r.path(), "playbooks/site.yaml", &[]);
+    let (code, real, err) = apply(&[]);
     assert_eq!(code, 0, "{err}\n{real:?}");
+    assert!(
+        !format!("{real:?}{err}").contains(&hook),
+        "the webhook is a secret"
+    );
     assert_eq!(changed(&check), changed(&real));
     for task in ["HQ alert webhook", "health sweep on a schedule"] {
         assert!(
@@ -149,7 +172,7 @@ fn the_hq_crontab_line_sweeps_quietly_and_alerts_once_per_change() {
             changed(&real)
         );
     }
-    let (code, again, err) = support::apply_json(r.path(), "playbooks/site.yaml", &[]);
+    let (code, again, err) = apply(&[]);
     assert_eq!(code, 0, "{err}");
     assert!(changed(&again).is_empty(), "{:?}", changed(&again));
 
