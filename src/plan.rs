@@ -117,17 +117,10 @@ pub struct PlanOptions {
     pub with_content: bool,
 }
 
-/// The architecture names machines give themselves, as fleet spells them (`arm64` is what
-/// macOS's `uname -m` prints for `aarch64`).
+/// Whether two architecture names are the same (`arm64` is `aarch64`, `amd64` is `x86_64`).
 fn same_arch(a: &str, b: &str) -> bool {
-    fn norm(s: &str) -> &str {
-        match s {
-            "arm64" => "aarch64",
-            "amd64" => "x86_64",
-            other => other,
-        }
-    }
-    norm(a) == norm(b)
+    use crate::spec::inventory::canonical_arch;
+    a == b || canonical_arch(a).is_some_and(|x| Some(x) == canonical_arch(b))
 }
 
 /// Hosts whose `fleet_agent` task would find no fleet binary for their platform: no `source`

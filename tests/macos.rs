@@ -156,6 +156,8 @@ fn the_mac_roles_install_with_homebrew_and_run_under_launchd() {
         "pull the node's models | \"llama3.2:3b\"",
         "install Google Chrome (Homebrew cask) | null",
         "browser profile directory | null",
+        "managed preferences directory | null",
+        "force-install HARPA (Chrome managed preferences) | null",
         "fleet configuration directory | null",
         "fleet state directory | null",
         "install, register and start the agent | null",

@@ -58,7 +58,7 @@ pub async fn report(
 ) -> Vec<(String, HostRecap)> {
     let mut recap = Vec::new();
     // A progress line per play on a terminal; output lines go above it.
-    let bars = !json && std::io::stdout().is_terminal();
+    let bars = !json && !style::quiet() && std::io::stdout().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let (mut done, mut changed, mut failed) = (0u32, 0u32, 0u32);
     let say = |bar: &Option<indicatif::ProgressBar>, text: String| match bar {
@@ -131,10 +131,27 @@ pub async fn report(
                     Status::Ok => style::green("ok"),
                     Status::Skipped => style::dim("skipped"),
                 };
-                let show = matches!(s, Status::Changed | Status::Failed | Status::Unreachable)
+                let bad = matches!(s, Status::Failed | Status::Unreachable);
+                let show = bad
+                    || s == Status::Changed
                     || verbose
                     || (e.module.as_deref() == Some("debug") && s == Status::Ok);
-                if show {
+                if style::quiet() {
+                    // Errors only: what failed, on stderr (stdout is silent under -q).
+                    if bad {
+                        let handler = if e.event == "handler" { "handler " } else { "" };
+                        crate::errln!(
+                            "{} {}: {handler}{}{item}{}",
+                            label,
+                            e.host,
+                            e.task,
+                            e.msg
+                                .as_ref()
+                                .map(|m| format!(" — {m}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                } else if show {
                     let handler = if e.event == "handler" { "handler " } else { "" };
                     say(
                         &bar,

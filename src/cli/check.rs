@@ -37,6 +37,10 @@ pub struct Args {
         hide_env_values = true
     )]
     pub webhook_url: Option<String>,
+    /// Read the webhook URL from this file (its first line; keep it mode 0600), e.g. for cron,
+    /// whose environment holds no secrets; it wins over `--webhook-url`.
+    #[arg(long, value_name = "PATH", requires = "alert")]
+    pub webhook_url_file: Option<PathBuf>,
     /// Timeout of each probe.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -98,6 +102,25 @@ fn dashboard(report: &Report) -> String {
     )
 }
 
+/// The webhook URL in `path` (its first line), remembered as a secret so no output shows it.
+fn webhook_from_file(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Usage(format!(
+            "--webhook-url-file: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    let url = text.lines().next().unwrap_or_default().trim().to_string();
+    if url.is_empty() {
+        return Err(Error::Usage(format!(
+            "--webhook-url-file: {} is empty; its first line must be the webhook URL",
+            path.display()
+        )));
+    }
+    crate::secret::remember(&url);
+    Ok(url)
+}
+
 /// Runs `fleet check`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let repo = crate::cli::load_repo(repo_dir)?;
@@ -120,9 +143,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         (None, None) => repo.inventory.nodes.keys().cloned().collect(),
     };
     let webhook = if args.alert {
-        match &args.webhook_url {
-            Some(u) => Some(u.clone()),
-            None => match &repo.inventory.fleet.alert_webhook_env {
+        match (&args.webhook_url_file, &args.webhook_url) {
+            (Some(f), _) => Some(webhook_from_file(f)?),
+            (None, Some(u)) => Some(u.clone()),
+            (None, None) => match &repo.inventory.fleet.alert_webhook_env {
                 Some(var) => match std::env::var(var) {
                     Ok(u) if !u.trim().is_empty() => Some(u),
                     _ => return Err(Error::Usage(format!("--alert: the inventory names `{var}` for the webhook URL, but it is not set in the environment"))),
@@ -164,7 +188,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 &report,
             )) {
                 Ok(Outcome::Quiet) => {}
-                Ok(Outcome::Sent(ts)) => crate::errln!(
+                Ok(Outcome::Sent(ts)) => crate::noteln!(
                     "alert sent: {}",
                     ts.iter()
                         .map(|t| format!("{} {}→{}", t.node, t.from, t.to))

@@ -241,12 +241,12 @@ routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_k
             b"# fleet's local state (facts cache, HQ database)\n.fleet/\n*.sqlite\n",
         )?;
     }
-    crate::errln!(
+    crate::noteln!(
         "created fleet `{name}` in {} ({})",
         dir.display(),
         crate::util::count(written.len() as u64, "file", "files")
     );
-    crate::errln!(
+    crate::noteln!(
         "next: export {key_env}=…; edit inventory/fleet.yaml; run `fleet validate` and `fleet plan playbooks/site.yaml`"
     );
     Ok(0)

@@ -43,7 +43,8 @@ pub struct Cli {
     /// More output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors.
+    /// Errors only: no notes, warnings or progress, and nothing on stdout unless asked for
+    /// data (`--json`, completions, a token); the exit code says how it went.
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// No colors (also when NO_COLOR is set or output is not a terminal).
@@ -98,6 +99,7 @@ pub enum Command {
 pub fn run() -> Result<u8> {
     let cli = Cli::parse();
     style::init(cli.no_color);
+    style::set_quiet(cli.quiet, asks_for_data(&cli.command));
     let repo_dir = cli.inventory.clone();
     match cli.command {
         Command::Validate(a) => validate::run(repo_dir.as_deref(), &a, cli.quiet),
@@ -120,6 +122,28 @@ pub fn run() -> Result<u8> {
     }
 }
 
+/// Whether the command's stdout is data the caller asked for, which `-q` keeps.
+fn asks_for_data(c: &Command) -> bool {
+    match c {
+        Command::Nodes(a) => a.json,
+        Command::Plan(a) => a.json,
+        Command::Apply(a) => a.json,
+        Command::Provision(a) => a.json,
+        Command::Facts(a) => a.json,
+        Command::Route(a) => a.json,
+        Command::Eligible(a) => a.json,
+        Command::Resources(a) => a.json,
+        Command::Check(a) => a.json,
+        Command::Token(a) => matches!(a.action, token::Action::Issue { out: None, .. }),
+        Command::Completions(_) | Command::Docs(_) => true,
+        Command::Validate(_)
+        | Command::Render(_)
+        | Command::Serve(_)
+        | Command::Agent(_)
+        | Command::Init(_) => false,
+    }
+}
+
 /// Logs (tracing) to stderr, and also to `file` when given. `RUST_LOG` / `FLEET_LOG` filter
 /// (default `info`).
 pub fn init_logging(file: Option<&std::path::Path>) {
@@ -127,7 +151,7 @@ pub fn init_logging(file: Option<&std::path::Path>) {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     let filter = EnvFilter::try_from_env("FLEET_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(if style::quiet() { "error" } else { "info" }));
     let log_file = file.and_then(|p| {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
@@ -136,7 +160,7 @@ pub fn init_logging(file: Option<&std::path::Path>) {
             .create(true)
             .append(true)
             .open(p)
-            .map_err(|e| crate::errln!("warning: cannot open the log file {}: {e}", p.display()))
+            .map_err(|e| crate::noteln!("warning: cannot open the log file {}: {e}", p.display()))
             .ok()
     });
     let builder = tracing_subscriber::fmt()
@@ -187,7 +211,7 @@ pub fn load_repo(repo_dir: Option<&std::path::Path>) -> Result<crate::repo::Repo
     let root = crate::repo::find_root(repo_dir)?;
     let mut repo = crate::repo::Repo::load(&root);
     for w in repo.diags.take_warnings() {
-        crate::errln!("{}", style::diagnostic(&w));
+        crate::noteln!("{}", style::diagnostic(&w));
     }
     if repo.diags.has_errors() {
         return Err(crate::error::Error::Config(repo.diags));

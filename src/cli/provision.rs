@@ -214,7 +214,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             .set_token(&args.node, &crate::hq::tokens::hash(&token))
             .map_err(Error::Failed)?;
         crate::cli::token::write_secret(&token_path, format!("{token}\n").as_bytes())?;
-        crate::errln!(
+        crate::noteln!(
             "{} an agent token for `{}` (HQ keeps its hash; the node gets the token, mode 0600)",
             style::green("issued"),
             args.node
@@ -273,7 +273,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             };
             if p.ok {
-                crate::errln!(
+                crate::noteln!(
                     "{} ollama answers at {url} ({})",
                     style::green("verified:"),
                     p.detail
@@ -287,7 +287,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         {
             let url = format!("{}/healthz", u.value.trim_end_matches('/'));
             match client.get(&url).send().await {
-                Ok(r) if r.status().is_success() => crate::errln!(
+                Ok(r) if r.status().is_success() => crate::noteln!(
                     "{} the HQ registry answers at {url}",
                     style::green("verified:")
                 ),
@@ -315,7 +315,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         let edited = crate::inventory::edit::add_node(&text, &args.node, &host, &role, &declared)
             .map_err(Error::Failed)?;
         crate::util::write_atomic(&file, edited.as_bytes())?;
-        crate::errln!(
+        crate::noteln!(
             "{} `{}` to {}",
             style::green("added"),
             args.node,
@@ -333,7 +333,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             for o in [out, reg] {
                 for w in o.write(&out_dir)? {
                     if let crate::render::output::Written::Changed(p) = w {
-                        crate::errln!(
+                        crate::noteln!(
                             "{} {}",
                             style::yellow("rendered"),
                             crate::repo::shown(&out_dir.join(p))

@@ -166,7 +166,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let live = if args.live {
         match live_status(&repo, Duration::from_secs(3)) {
             Ok(l) => {
-                crate::errln!(
+                crate::noteln!(
                     "{} node status from HQ ({})",
                     style::dim("live:"),
                     crate::util::count(l.len() as u64, "node", "nodes")
@@ -174,7 +174,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 Some(l)
             }
             Err(why) => {
-                crate::errln!(
+                crate::noteln!(
                     "{}: HQ is not reachable ({why}); rendering without live status",
                     style::yellow("warning")
                 );
@@ -186,13 +186,13 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     };
     let (out, mut diags) = build(&repo, args.what, catalog_dir.as_deref(), live.as_ref());
     for w in diags.take_warnings() {
-        crate::errln!("{}", style::diagnostic(&w));
+        crate::noteln!("{}", style::diagnostic(&w));
     }
     if diags.has_errors() {
         return Err(Error::Config(diags));
     }
     if args.what == What::All && catalog_dir.is_none() {
-        crate::errln!(
+        crate::noteln!(
             "{}",
             style::dim("packages: skipped (no catalog/ in the repo and no --catalog)")
         );

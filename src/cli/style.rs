@@ -99,13 +99,28 @@ fn error_text_plain(e: &Error) -> String {
 }
 
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static QUIET: AtomicBool = AtomicBool::new(false);
+static QUIET_STDOUT: AtomicBool = AtomicBool::new(false);
+
+/// `-q`: errors only. Notes and warnings on stderr are dropped, and so is everything on
+/// stdout unless `keep_stdout` (the command was asked for data: `--json`, completions, a
+/// token), so cron and scripts see output only when something is wrong.
+pub fn set_quiet(quiet: bool, keep_stdout: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+    QUIET_STDOUT.store(quiet && !keep_stdout, Ordering::Relaxed);
+}
+
+/// Whether `-q` is on.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
 
 /// Writes to stdout, with every known secret value masked. A closed pipe (`fleet apply … |
 /// head -1`) is not an error: output stops, the command goes on and its exit code says how
 /// it went.
 pub fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write;
-    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) || QUIET_STDOUT.load(Ordering::Relaxed) {
         return;
     }
     let text = args.to_string();
@@ -135,14 +150,23 @@ pub fn emit_err(args: std::fmt::Arguments<'_>) {
         .and_then(|()| err.write_all(b"\n"));
 }
 
-/// `println!` to stdout that tolerates a closed pipe and masks secrets.
+/// A note or warning on stderr (what a command did, what it skipped): like [`emit_err`],
+/// but dropped under `-q`.
+pub fn emit_note(args: std::fmt::Arguments<'_>) {
+    if !quiet() {
+        emit_err(args);
+    }
+}
+
+/// `println!` to stdout that tolerates a closed pipe and masks secrets; nothing under `-q`
+/// unless the command was asked for data (see [`set_quiet`]).
 #[macro_export]
 macro_rules! outln {
     () => { $crate::cli::style::emit(format_args!(""), true) };
     ($($t:tt)*) => { $crate::cli::style::emit(format_args!($($t)*), true) };
 }
 
-/// `print!` to stdout that tolerates a closed pipe and masks secrets.
+/// `print!` to stdout that tolerates a closed pipe and masks secrets (quiet as [`outln!`]).
 #[macro_export]
 macro_rules! out {
     ($($t:tt)*) => { $crate::cli::style::emit(format_args!($($t)*), false) };
@@ -152,4 +176,11 @@ macro_rules! out {
 #[macro_export]
 macro_rules! errln {
     ($($t:tt)*) => { $crate::cli::style::emit_err(format_args!($($t)*)) };
+}
+
+/// `eprintln!` for a note or warning: tolerates a closed stderr, masks secrets, and says
+/// nothing under `-q` (errors only).
+#[macro_export]
+macro_rules! noteln {
+    ($($t:tt)*) => { $crate::cli::style::emit_note(format_args!($($t)*)) };
 }

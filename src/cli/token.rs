@@ -87,13 +87,13 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 .set_token(node, &tokens::hash(&token))
                 .map_err(Error::Failed)?;
             match out {
-                Some(path) => crate::errln!(
+                Some(path) => crate::noteln!(
                     "token for `{node}` written to {} (mode 0600); HQ keeps only its hash",
                     path.display()
                 ),
                 None => {
                     crate::outln!("{token}");
-                    crate::errln!("token for `{node}`: shown once; HQ keeps only its hash");
+                    crate::noteln!("token for `{node}`: shown once; HQ keeps only its hash");
                 }
             }
             Ok(0)
@@ -101,7 +101,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         Action::Revoke { node, db } => {
             known(node)?;
             if open(db)?.revoke_token(node).map_err(Error::Failed)? {
-                crate::errln!("token of `{node}` revoked");
+                crate::noteln!("token of `{node}` revoked");
                 Ok(0)
             } else {
                 Err(Error::Failed(format!("`{node}` has no active token")))

@@ -17,7 +17,7 @@ pub fn run(repo_dir: Option<&Path>, _args: &Args, quiet: bool) -> Result<u8> {
     let repo = Repo::load(&root);
     let (mut diags, summary) = crate::validate::validate(&repo);
     for w in diags.take_warnings() {
-        crate::errln!("{}", style::diagnostic(&w));
+        crate::noteln!("{}", style::diagnostic(&w));
     }
     if diags.has_errors() {
         return Err(Error::Config(diags));

@@ -87,6 +87,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "packaging/homebrew-dev.rb.j2",
         include_str!("../../templates/packaging/homebrew-dev.rb.j2"),
     ),
+    (
+        "browser/check-extensions.j2",
+        include_str!("../../templates/browser/check-extensions.j2"),
+    ),
+    (
+        "browser/extensions-policy.json.j2",
+        include_str!("../../templates/browser/extensions-policy.json.j2"),
+    ),
+    (
+        "browser/com.google.Chrome.plist.j2",
+        include_str!("../../templates/browser/com.google.Chrome.plist.j2"),
+    ),
 ];
 
 /// A template's source and the path it is shown as in errors.
@@ -195,6 +207,14 @@ pub fn base_environment() -> Environment<'static> {
                 format!("environment variable `{name}` is not set"),
             )),
         }
+    });
+    // `fail("why")`: a template's own check of its variables stops the render with this
+    // message, located at the template (`fleet validate` and `fleet plan` report it).
+    env.add_function("fail", |msg: String| -> Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            msg,
+        ))
     });
     env.add_filter("rbquote", |s: String| rbquote(&s));
     env.add_filter("systemd_quote", |s: String| systemd_quote(&s));
