@@ -438,8 +438,10 @@ fn sigint_and_sigterm_stop_the_run_and_close_every_master() {
             hosts.sh(1, "test -e /srv/after && echo yes || echo no"),
             "no\n"
         );
-        // The remote commands may still be running; let them end before the next round.
-        let _ = hosts.sh(1, "pkill -x sleep; true");
-        let _ = hosts.sh(2, "pkill -x sleep; true");
+        // The remote commands may still be running; let them end before the next round. The
+        // test hosts share the machine's process table: only this test's `sleep 30`, never
+        // another test's (or the tester's) sleep.
+        let _ = hosts.sh(1, "pkill -x -f 'sleep 30'; true");
+        let _ = hosts.sh(2, "pkill -x -f 'sleep 30'; true");
     }
 }

@@ -170,28 +170,6 @@ fn toml_error(
     )
 }
 
-/// Finds `worker.toml` files below `root`, sorted, skipping `target/` and hidden directories.
-fn find_worker_files(root: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(root) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        if p.is_dir() {
-            if !name.starts_with('.') && name != "target" {
-                find_worker_files(&p, out);
-            }
-        } else if name == "worker.toml" {
-            out.push(p);
-        }
-    }
-}
-
 /// What Cargo.toml says about a crate.
 struct CrateInfo {
     name: String,
@@ -361,7 +339,7 @@ pub fn load(root: &Path) -> (Vec<Worker>, Diagnostics) {
     let mut diags = Diagnostics::default();
     let mut workers = Vec::new();
     let mut files = Vec::new();
-    find_worker_files(root, &mut files);
+    crate::repo::catalog_files::worker_files(root, &mut files);
     if files.is_empty() {
         diags.push(
             Diagnostic::error(None, format!("no `worker.toml` below `{}`", shown(root))).with_help(

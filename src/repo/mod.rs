@@ -1,6 +1,7 @@
 //! A fleet repo on disk: finds its root, reads the inventory (one file or a directory of
 //! files), the roles and the templates, and keeps every diagnostic found along the way.
 
+pub mod catalog_files;
 pub mod lookup;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,9 @@ pub struct Repo {
     pub roles: IndexMap<String, Role>,
     /// Templates of the repo's `templates/` directory: name → (shown path, source).
     pub templates: BTreeMap<String, (Arc<str>, String)>,
+    /// The files of the worker catalog (`catalog/`) its manifests are rendered from,
+    /// repo-relative (`catalog/…`); empty without a catalog.
+    pub catalog_files: Vec<String>,
     /// Everything found while reading.
     pub diags: Diagnostics,
 }
@@ -277,12 +281,17 @@ impl Repo {
         {
             crate::secret::remember(&v);
         }
+        let catalog_files = catalog_files::source_files(&root.join("catalog"))
+            .into_iter()
+            .map(|p| format!("catalog/{}", p.to_string_lossy().replace('\\', "/")))
+            .collect();
         Repo {
             root: root.to_path_buf(),
             inventory,
             inventory_files,
             roles,
             templates,
+            catalog_files,
             diags,
         }
     }
@@ -354,6 +363,11 @@ pub fn add_repo_facts(ctx: &mut crate::template::Context, repo: &Repo) {
         .map(|k| format!("templates/{k}"))
         .collect();
     ctx.set_field("fleet", "template_files", serde_json::json!(templates));
+    ctx.set_field(
+        "fleet",
+        "catalog_files",
+        serde_json::json!(repo.catalog_files),
+    );
 }
 
 #[cfg(test)]
