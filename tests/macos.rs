@@ -57,7 +57,7 @@ fn the_mac_roles_install_with_homebrew_and_run_under_launchd() {
     let hq_port = free_port();
     let ollama_port = free_port();
     let inv = format!(
-        "fleet: {{ name: t, hq: hq1, hq_url: \"http://127.0.0.1:{hq_port}\", ssh_config: \"{cfg}\" }}\nvars: {{ ssh_user: symphony, fleet_user: symphony, ollama_bind: 127.0.0.1, agent_interval: 300ms, agent_source: \"{bin}\" }}\nnodes:\n  hq1: {{ host: 127.0.0.1, role: common, vars: {{ connection: local }} }}\n  m1:\n    host: 127.0.0.1\n    role: llm_worker\n    hardware: {{ cpu: apple_silicon, os: macos, arch: aarch64, ram_gb: 24 }}\n    models: [llama3.2:3b]\n    vars: {{ ssh_port: {ssh}, ollama_port: {ollama_port} }}\n",
+        "fleet: {{ name: t, hq: hq1, hq_url: \"http://127.0.0.1:{hq_port}\", ssh_config: \"{cfg}\" }}\nvars: {{ app_dir: /opt/app, ssh_user: symphony, fleet_user: symphony, ollama_bind: 127.0.0.1, agent_interval: 300ms, agent_source: \"{bin}\" }}\nnodes:\n  hq1: {{ host: 127.0.0.1, role: common, vars: {{ connection: local }} }}\n  m1:\n    host: 127.0.0.1\n    role: ollama\n    hardware: {{ cpu: apple_silicon, os: macos, arch: aarch64, ram_gb: 24 }}\n    models: [llama3.2:3b]\n    vars: {{ ssh_port: {ssh}, ollama_port: {ollama_port} }}\n",
         cfg = hosts.ssh_config().display(),
         bin = env!("CARGO_BIN_EXE_fleet"),
         ssh = hosts.port(1),

@@ -50,7 +50,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Err(Error::Config(diags));
     }
     for w in diags.take_warnings() {
-        crate::errln!("{}", crate::cli::style::diagnostic(&w));
+        crate::noteln!("{}", crate::cli::style::diagnostic(&w));
     }
     if args.json {
         crate::outln!(

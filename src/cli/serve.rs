@@ -79,7 +79,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let repo = Repo::load(&root);
     let (mut diags, _) = crate::validate::validate(&repo);
     for w in diags.take_warnings() {
-        crate::errln!("{}", crate::cli::style::diagnostic(&w));
+        crate::noteln!("{}", crate::cli::style::diagnostic(&w));
     }
     if diags.has_errors() {
         return Err(Error::Config(diags));
