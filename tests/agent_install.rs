@@ -82,7 +82,7 @@ fn provision_installs_a_running_agent_that_reports_to_hq() {
         let (_, body) = http(
             "GET",
             &format!("http://127.0.0.1:{port}/api/nodes/a1"),
-            None,
+            Some(&support::hq_token(r.path())),
             None,
         )
         .ok()?;

@@ -104,7 +104,13 @@ fn setup(with_hq: bool) -> Fleet {
             200
         );
         wait_for(10, "a stale heartbeat", || {
-            let (_, body) = http("GET", &format!("{hq_url}/api/nodes/silent"), None, None).ok()?;
+            let (_, body) = http(
+                "GET",
+                &format!("{hq_url}/api/nodes/silent"),
+                Some(&support::hq_token(repo.path())),
+                None,
+            )
+            .ok()?;
             let v: serde_json::Value = serde_json::from_str(&body).ok()?;
             (v["heartbeat_age_secs"].as_f64()? > 3.0).then_some(())
         });
@@ -137,7 +143,13 @@ fn setup(with_hq: bool) -> Fleet {
             .collect::<Vec<_>>();
         for n in ["hq1", "good", "missing", "hole", "down"] {
             wait_for(20, "agents reporting", || {
-                let (_, body) = http("GET", &format!("{hq_url}/api/nodes/{n}"), None, None).ok()?;
+                let (_, body) = http(
+                    "GET",
+                    &format!("{hq_url}/api/nodes/{n}"),
+                    Some(&support::hq_token(repo.path())),
+                    None,
+                )
+                .ok()?;
                 let v: serde_json::Value = serde_json::from_str(&body).ok()?;
                 (v["heartbeat_age_secs"].as_f64()? < 1.0).then_some(())
             });

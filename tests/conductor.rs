@@ -258,7 +258,13 @@ fn sighup_refuses_an_inventory_that_validate_refuses() {
     let inv = s.repo.path().join("inventory/fleet.yaml");
     let good = std::fs::read_to_string(&inv).expect("inv");
     let state = |name: &str| -> String {
-        let (_, body) = http("GET", &format!("{}/api/nodes", s.url), None, None).expect("nodes");
+        let (_, body) = http(
+            "GET",
+            &format!("{}/api/nodes", s.url),
+            Some(&support::hq_token(s.repo.path())),
+            None,
+        )
+        .expect("nodes");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         v["nodes"]
             .as_array()

@@ -60,8 +60,8 @@ fn sweep_line(hosts: &Hosts) -> (String, String) {
     (user, cmd.replace("\\%", "%"))
 }
 
-fn hq_says(hq: &str, node: &str, status: &str) -> Option<()> {
-    let (_, body) = http("GET", &format!("{hq}/api/nodes/{node}"), None, None).ok()?;
+fn hq_says(hq: &str, token: &str, node: &str, status: &str) -> Option<()> {
+    let (_, body) = http("GET", &format!("{hq}/api/nodes/{node}"), Some(token), None).ok()?;
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     (v["status"] == status).then_some(())
 }
@@ -192,9 +192,14 @@ fn the_hq_crontab_line_sweeps_quietly_and_alerts_once_per_change() {
         "{cmd}"
     );
 
+    // `fleet serve` keeps a client token for its repo; the cron line's `fleet check` uses it.
+    let token = hosts
+        .sh(1, "cat /var/lib/fleet/.fleet/hq.token")
+        .trim()
+        .to_string();
     wait_for(60, "both agents to report", || {
-        hq_says(&hq, "bob", "online")?;
-        hq_says(&hq, "w1", "online")
+        hq_says(&hq, &token, "bob", "online")?;
+        hq_says(&hq, &token, "w1", "online")
     });
 
     // All well: quiet, exit 0, nothing posted (nodes first seen online are no change).

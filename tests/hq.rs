@@ -127,9 +127,33 @@ impl Hq {
         )
     }
 
+    /// The client token `fleet serve` wrote for its repo.
+    fn client(&self) -> String {
+        support::hq_token(self.repo.path())
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        http("GET", &format!("{}{path}", self.url), token, None).expect("GET")
+    }
+
+    fn issue(&self, args: &[&str]) -> String {
+        let out = fleet(self.repo.path())
+            .args(["token", "issue"])
+            .args(args)
+            .arg("--db")
+            .arg(&self.db)
+            .output()
+            .expect("token issue");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn nodes(&self) -> serde_json::Value {
-        let (code, body) =
-            http("GET", &format!("{}/api/nodes", self.url), None, None).expect("GET /api/nodes");
+        let (code, body) = self.get("/api/nodes", Some(&self.client()));
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).expect("json")
     }
@@ -164,8 +188,7 @@ impl Hq {
     }
 
     fn history(&self, node: &str) -> Vec<serde_json::Value> {
-        let (code, body) =
-            http("GET", &format!("{}/api/nodes/{node}", self.url), None, None).expect("GET node");
+        let (code, body) = self.get(&format!("/api/nodes/{node}"), Some(&self.client()));
         assert_eq!(code, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         v["history"].as_array().cloned().unwrap_or_default()
@@ -216,8 +239,7 @@ fn nodes_come_online_go_offline_and_come_back() {
         vec!["no heartbeat from hq1 yet; is its agent installed and running?"]
     );
     // The live routing table has the LLM worker in its pool while it is online.
-    let (_, routing) =
-        http("GET", &format!("{}/api/routing", hq.url), None, None).expect("routing");
+    let (_, routing) = hq.get("/api/routing", Some(&hq.client()));
     let routing: serde_json::Value = serde_json::from_str(&routing).expect("json");
     assert_eq!(routing["rules"][0]["pool"], serde_json::json!(["llm"]));
 
@@ -240,8 +262,7 @@ fn nodes_come_online_go_offline_and_come_back() {
 fn missing_model_or_ollama_makes_a_node_degraded_and_offline_workers_leave_pools() {
     let hq = Hq::new("", &["--offline-after", "2s"]);
     let tl = hq.token_file("llm");
-    let (_, routing) =
-        http("GET", &format!("{}/api/routing", hq.url), None, None).expect("routing");
+    let (_, routing) = hq.get("/api/routing", Some(&hq.client()));
     let routing: serde_json::Value = serde_json::from_str(&routing).expect("json");
     assert_eq!(
         routing["rules"][0]["pool"],
@@ -405,7 +426,8 @@ fn metrics_parse_as_prometheus_text() {
     let t = hq.token("n1");
     assert_eq!(hq.post(Some(&t), &beat("n1", 1)).0, 200);
     assert_eq!(hq.post(Some("bad"), &beat("n1", 2)).0, 401);
-    let (code, text) = http("GET", &format!("{}/metrics", hq.url), None, None).expect("metrics");
+    let scrape = hq.issue(&["--scrape", "prom"]);
+    let (code, text) = hq.get("/metrics", Some(&scrape));
     assert_eq!(code, 200);
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("parses as Prometheus text");
@@ -486,4 +508,236 @@ fn serve_listens_on_the_hq_url_by_default_and_shuts_down_on_sigterm() {
         .expect("kill");
     let status = wait_for(10, "serve to exit", || child.0.try_wait().ok().flatten());
     assert!(status.success(), "graceful exit: {status:?}");
+}
+
+#[test]
+fn reads_need_a_token_of_the_right_kind() {
+    let hq = Hq::new("", &[]);
+    let node = hq.token("n1");
+    let client = hq.issue(&["--client", "laptop"]);
+    let admin = hq.issue(&["--admin", "root"]);
+    let scrape = hq.issue(&["--scrape", "prom"]);
+    let forged = "fleet_0000000000000000000000000000000000000000000000000000000000000000";
+    let all = [
+        "/api/nodes",
+        "/api/nodes/n1",
+        "/api/nodes/n2",
+        "/api/routing",
+        "/api/workers",
+        "/metrics",
+    ];
+    for path in all {
+        let (code, body) = hq.get(path, None);
+        assert_eq!(code, 401, "{path} without a token: {body}");
+        assert_eq!(
+            body,
+            r#"{"error":"missing `Authorization: Bearer <token>`: every HQ endpoint but /healthz needs a token"}"#
+        );
+        let (code, body) = hq.get(path, Some(forged));
+        assert_eq!(code, 401, "{path} with a forged token: {body}");
+        assert_eq!(body, r#"{"error":"invalid or revoked token"}"#);
+    }
+    assert_eq!(hq.get("/healthz", None).0, 200);
+    let allowed = |token: &str, path: &str| -> bool {
+        let (code, body) = hq.get(path, Some(token));
+        assert!(code != 401, "{path}: {body}");
+        if code == 403 {
+            // Only the reason: no node, no data.
+            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(v.as_object().map(|o| o.len()), Some(1), "{body}");
+            assert!(!body.contains("n2") && !body.contains("llm"), "{body}");
+        }
+        code != 403
+    };
+    let can =
+        |token: &str| -> Vec<&str> { all.iter().copied().filter(|p| allowed(token, p)).collect() };
+    assert_eq!(can(&node), ["/api/nodes/n1", "/api/routing"]);
+    assert_eq!(
+        can(&client),
+        [
+            "/api/nodes",
+            "/api/nodes/n1",
+            "/api/nodes/n2",
+            "/api/routing",
+            "/api/workers"
+        ]
+    );
+    assert_eq!(can(&admin), all);
+    assert_eq!(can(&scrape), ["/metrics"]);
+    // Only node tokens post heartbeats.
+    assert_eq!(hq.post(Some(&client), &beat("n1", 1)).0, 401);
+    assert_eq!(hq.post(Some(&node), &beat("n1", 1)).0, 200);
+}
+
+#[test]
+fn tokens_are_listed_rotated_with_overlap_and_revoked() {
+    let hq = Hq::new("", &[]);
+    let client = hq.issue(&["--client", "laptop"]);
+    let node = hq.token("n1");
+    assert_eq!(hq.get("/api/nodes", Some(&client)).0, 200);
+    let list = |json: bool| -> String {
+        let out = fleet(hq.repo.path())
+            .args(["token", "list", "--db"])
+            .arg(&hq.db)
+            .args(if json { vec!["--json"] } else { vec![] })
+            .output()
+            .expect("list");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The first use is recorded soon (by HQ's writer thread, in a batch).
+    let listed = wait_for(10, "laptop's last use", || {
+        let v: serde_json::Value = serde_json::from_str(&list(true)).expect("json");
+        let laptop = v
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == "laptop")?
+            .clone();
+        laptop["last_used"].is_string().then_some(v)
+    });
+    let kinds: Vec<(String, String)> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or_default().to_string(),
+                t["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("hq-local".to_string(), "client".to_string()),
+            ("laptop".into(), "client".into()),
+            ("n1".into(), "node".into())
+        ]
+    );
+    let table = list(false);
+    assert!(
+        table.contains("laptop") && table.contains("never"),
+        "{table}"
+    );
+    for text in [listed.to_string(), table] {
+        assert!(
+            !text.contains(&client) && !text.contains(&node),
+            "no secret listed"
+        );
+        assert!(
+            !text.contains(&fleet::hq::tokens::hash(&client)),
+            "no hash listed"
+        );
+    }
+
+    // Rotation: both secrets work during the overlap, then only the new one.
+    let out = fleet(hq.repo.path())
+        .args(["token", "rotate", "laptop", "--overlap", "2s", "--db"])
+        .arg(&hq.db)
+        .output()
+        .expect("rotate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_ne!(rotated, client);
+    assert_eq!(
+        hq.get("/api/nodes", Some(&client)).0,
+        200,
+        "old, in the overlap"
+    );
+    assert_eq!(hq.get("/api/nodes", Some(&rotated)).0, 200, "new");
+    wait_for(10, "the overlap to end", || {
+        (hq.get("/api/nodes", Some(&client)).0 == 401).then_some(())
+    });
+    assert_eq!(hq.get("/api/nodes", Some(&rotated)).0, 200);
+    // A rotated node token: the agent's old secret keeps posting during the overlap.
+    fleet(hq.repo.path())
+        .args(["token", "rotate", "n1", "--overlap", "10m", "--out"])
+        .arg(hq.repo.path().join("n1.new"))
+        .arg("--db")
+        .arg(&hq.db)
+        .assert()
+        .success();
+    assert_eq!(hq.post(Some(&node), &beat("n1", 1)).0, 200);
+
+    fleet(hq.repo.path())
+        .args(["token", "revoke", "laptop", "--db"])
+        .arg(&hq.db)
+        .assert()
+        .success();
+    assert_eq!(hq.get("/api/nodes", Some(&rotated)).0, 401);
+    // Names are shared by kinds: a client token does not replace n1's agent token.
+    fleet(hq.repo.path())
+        .args(["token", "issue", "--client", "n1", "--db"])
+        .arg(&hq.db)
+        .assert()
+        .code(2);
+    fleet(hq.repo.path())
+        .args(["token", "rotate", "ghost", "--db"])
+        .arg(&hq.db)
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn commands_that_read_hq_send_the_client_token_or_say_why_not() {
+    let hq = Hq::new("", &[]);
+    let token = hq.client();
+    let out_dir = hq.repo.path().join("out");
+    // With the token `fleet serve` left in .fleet/hq.token: live.
+    let out = fleet(hq.repo.path())
+        .args(["render", "routing", "--live", "--out"])
+        .arg(&out_dir)
+        .output()
+        .expect("render");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("node status from HQ"), "{err}");
+    // Without a token: said clearly, and it goes on without live data.
+    std::fs::remove_file(hq.repo.path().join(".fleet/hq.token")).expect("rm");
+    let out = fleet(hq.repo.path())
+        .args(["render", "routing", "--live", "--out"])
+        .arg(&out_dir)
+        .output()
+        .expect("render");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("HQ refused the read: no token; set FLEET_HQ_TOKEN or put a client token in .fleet/hq.token (fleet token issue --client NAME)"),
+        "{err}"
+    );
+    let out = fleet(hq.repo.path())
+        .args(["route", "t", "--json"])
+        .output()
+        .expect("route");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("inventory only: ") && text.contains("HQ refused the read: no token"),
+        "{text}"
+    );
+    // FLEET_HQ_TOKEN works without the file.
+    let out = fleet(hq.repo.path())
+        .env("FLEET_HQ_TOKEN", &token)
+        .args(["route", "t", "--json"])
+        .output()
+        .expect("route");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("live status from HQ"), "{text}");
+    // A token of the wrong kind: refused, with HQ's reason.
+    let node = hq.token("n1");
+    let out = fleet(hq.repo.path())
+        .env("FLEET_HQ_TOKEN", &node)
+        .args(["route", "t", "--json"])
+        .output()
+        .expect("route");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "HQ refused the read: 403 (a node token reads only its own node and /api/routing)"
+        ),
+        "{text}"
+    );
 }

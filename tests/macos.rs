@@ -220,7 +220,7 @@ fn the_mac_roles_install_with_homebrew_and_run_under_launchd() {
         let (_, body) = http(
             "GET",
             &format!("http://127.0.0.1:{hq_port}/api/nodes/m1"),
-            None,
+            Some(&support::hq_token(r.path())),
             None,
         )
         .ok()?;

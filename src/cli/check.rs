@@ -94,6 +94,8 @@ fn dashboard(report: &Report) -> String {
         s.get("offline").unwrap_or(&0),
         if report.hq.ok {
             "answers".to_string()
+        } else if report.hq.detail.starts_with("HQ refused the read") {
+            report.hq.detail.trim_start_matches("HQ ").to_string()
         } else {
             format!("unreachable ({})", report.hq.detail)
         },

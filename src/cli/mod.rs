@@ -134,7 +134,7 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Eligible(a) => a.json,
         Command::Resources(a) => a.json,
         Command::Check(a) => a.json,
-        Command::Token(a) => matches!(a.action, token::Action::Issue { out: None, .. }),
+        Command::Token(a) => a.action.prints_data(),
         Command::Completions(_) | Command::Docs(_) => true,
         Command::Validate(_)
         | Command::Render(_)

@@ -56,7 +56,12 @@ pub fn live_status(repo: &Repo, timeout: Duration) -> Result<BTreeMap<String, Li
     let Some(url) = &repo.inventory.fleet.hq_url else {
         return Err("the inventory sets no `fleet.hq_url`".into());
     };
-    let resp = crate::hq::client::block_on(crate::hq::client::fetch_nodes(&url.value, timeout))??;
+    let token = crate::hq::client::client_token(&repo.root);
+    let resp = crate::hq::client::block_on(crate::hq::client::fetch_nodes(
+        &url.value,
+        token.as_deref(),
+        timeout,
+    ))??;
     Ok(resp
         .nodes
         .into_iter()
@@ -174,10 +179,17 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 Some(l)
             }
             Err(why) => {
-                crate::noteln!(
-                    "{}: HQ is not reachable ({why}); rendering without live status",
-                    style::yellow("warning")
-                );
+                if why.contains("HQ refused the read") {
+                    crate::noteln!(
+                        "{}: {why}; rendering without live status",
+                        style::yellow("warning")
+                    );
+                } else {
+                    crate::noteln!(
+                        "{}: HQ is not reachable ({why}); rendering without live status",
+                        style::yellow("warning")
+                    );
+                }
                 None
             }
         }

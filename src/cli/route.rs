@@ -49,6 +49,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     } else {
         match crate::cli::render::live_status(&repo, Duration::from_secs(2)) {
             Ok(l) => (Some(l), "live status from HQ".to_string()),
+            Err(why) if why.contains("HQ refused the read") => {
+                (None, format!("inventory only: {why}"))
+            }
             Err(why) => (None, format!("inventory only: HQ not reachable ({why})")),
         }
     };

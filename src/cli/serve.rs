@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::hq::listener::Limits;
 use crate::hq::server::{Config, start};
 use crate::repo::Repo;
 
@@ -26,6 +27,72 @@ pub struct Args {
     /// Heartbeats accepted per second per node (bursts of twice that).
     #[arg(long, default_value_t = 5.0)]
     pub rate_limit: f64,
+    /// Requests per second per client address without a valid token (bursts of twice that);
+    /// more are answered 429.
+    #[arg(long, default_value_t = 20.0)]
+    pub unauth_rate_limit: f64,
+    /// A connection must send its request's headers within this long (slowloris cut-off).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// A request's body must arrive within this long (408 otherwise).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: std::time::Duration,
+    /// An idle keep-alive connection is closed after this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Open connections at most (default: three quarters of the open-file limit, at most
+    /// 16384); a quarter of them is kept for connections that showed a valid token.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+/// Where commands of this repo find a client token for HQ when `FLEET_HQ_TOKEN` is not set.
+pub fn default_token_file(root: &Path) -> PathBuf {
+    root.join(".fleet").join("hq.token")
+}
+
+/// The name of the client token `fleet serve` issues for commands run in its own repo.
+pub const LOCAL_CLIENT: &str = "hq-local";
+
+/// Makes sure `<repo>/.fleet/hq.token` holds a valid client token, so `fleet check` (the hq
+/// role's cron sweep), `fleet route` and `fleet render --live` run on HQ's machine read it
+/// without setup: a missing or no longer valid file gets a new client token `hq-local`
+/// (mode 0600); a valid one is kept.
+fn ensure_local_token(root: &Path, db: &Path) -> Result<PathBuf> {
+    use crate::hq::store::{Store, TokenKind};
+    let path = default_token_file(root);
+    let store = Store::open(db).map_err(Error::Failed)?;
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let valid = store
+            .token_by_hash(
+                &crate::hq::tokens::hash(text.trim()),
+                crate::hq::store::now_ms(),
+            )
+            .map_err(Error::Failed)?
+            .is_some();
+        if valid {
+            return Ok(path);
+        }
+    }
+    if store
+        .token_kind(LOCAL_CLIENT)
+        .map_err(Error::Failed)?
+        .is_some_and(|k| k != TokenKind::Client)
+    {
+        return Err(Error::Failed(format!(
+            "a token called `{LOCAL_CLIENT}` exists and is not a client token; revoke it (`fleet token revoke {LOCAL_CLIENT}`)"
+        )));
+    }
+    let token = crate::hq::tokens::generate().map_err(Error::Failed)?;
+    crate::cli::token::write_secret(&path, format!("{token}\n").as_bytes())?;
+    store
+        .issue_token(
+            LOCAL_CLIENT,
+            TokenKind::Client,
+            &crate::hq::tokens::hash(&token),
+        )
+        .map_err(Error::Failed)?;
+    Ok(path)
 }
 
 /// The default store path of a repo.
@@ -86,25 +153,51 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     }
     let root = repo.root.clone();
     crate::cli::init_logging(None);
+    let db = args.db.clone().unwrap_or_else(|| default_db(&root));
+    let token_file = ensure_local_token(&root, &db)?;
+    // Connections are files: take the hard limit, then keep the cap well under it.
+    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let (auto_cap, _) = Limits::for_fd_limit(fd_limit);
+    let max_connections = match args.max_connections {
+        Some(0) => return Err(Error::Usage("--max-connections must be at least 1".into())),
+        Some(n) if n > auto_cap => {
+            crate::noteln!(
+                "note: --max-connections {n} lowered to {auto_cap} (the open-file limit is {fd_limit})"
+            );
+            auto_cap
+        }
+        Some(n) => n,
+        None => auto_cap,
+    };
+    let limits = Limits {
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections,
+        reserved_authenticated: max_connections / 4,
+    };
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let listen = resolve_listen(&repo, args.listen.as_deref()).await?;
         let cfg = Config {
             listen,
-            db: args.db.clone().unwrap_or_else(|| default_db(&root)),
+            db,
             repo_root: root.clone(),
             offline_after: args.offline_after,
             history: args.history.max(1),
             rate_per_node: args.rate_limit,
+            unauth_rate_per_ip: args.unauth_rate_limit.max(0.001),
+            limits,
         };
         let db = cfg.db.clone();
         let running = start(cfg, repo, shutdown_signal())
             .await
             .map_err(Error::Failed)?;
         tracing::info!(
-            "fleet HQ listening on http://{} (store {})",
+            "fleet HQ listening on http://{} (store {}; at most {max_connections} connections; client token for this repo in {})",
             running.addr,
-            db.display()
+            db.display(),
+            token_file.display()
         );
         running.wait().await.map_err(Error::Failed)?;
         tracing::info!("fleet HQ stopped");

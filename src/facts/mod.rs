@@ -11,6 +11,7 @@ use crate::spec::inventory::{Gpu, Hardware};
 
 /// A disk (mount point) and its space.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Disk {
     /// Mount point.
     pub mount: String,

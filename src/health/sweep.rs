@@ -117,7 +117,10 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
         let client = client.clone();
         let timeout = opts.timeout;
         let url = hq_url.clone();
-        tokio::spawn(async move { fetch_hq(&client, url.as_deref(), timeout).await })
+        let token = crate::hq::client::client_token(&repo.root);
+        tokio::spawn(
+            async move { fetch_hq(&client, url.as_deref(), token.as_deref(), timeout).await },
+        )
     };
 
     let mut tasks = Vec::new();
@@ -268,6 +271,7 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
 async fn fetch_hq(
     client: &reqwest::Client,
     url: Option<&str>,
+    token: Option<&str>,
     timeout: Duration,
 ) -> (Probe, Option<NodesResponse>) {
     let Some(url) = url else {
@@ -285,14 +289,7 @@ async fn fetch_hq(
     let start = std::time::Instant::now();
     let target = format!("{}/api/nodes", url.trim_end_matches('/'));
     let fetch = async {
-        let r = client
-            .get(&target)
-            .send()
-            .await
-            .map_err(|e| crate::hq::client::describe(&e))?;
-        if !r.status().is_success() {
-            return Err(format!("answered {}", r.status()));
-        }
+        let r = crate::hq::client::get(client, &target, token).await?;
         r.json::<NodesResponse>()
             .await
             .map_err(|e| format!("unexpected answer: {e}"))
@@ -389,7 +386,9 @@ fn judge(
         }
     }
     let mut age = None;
-    if is_hq && !hq.ok {
+    // HQ refusing this command's read (no or a wrong token) is not HQ being down: the
+    // summary says so, and the nodes are judged without heartbeats.
+    if is_hq && !hq.ok && !hq.detail.starts_with("HQ refused the read") {
         degraded = true;
         reasons.push(format!(
             "the HQ registry at {} does not answer ({}); run `fleet provision {}`",

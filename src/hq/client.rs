@@ -1,6 +1,8 @@
 //! Reads live node status from HQ (`GET /api/nodes`), with a short timeout so a command that
-//! only wants live data when available never hangs on an unreachable HQ.
+//! only wants live data when available never hangs on an unreachable HQ. Reads carry a client
+//! token: `FLEET_HQ_TOKEN`, else the file `.fleet/hq.token` of the repo.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::hq::wire::NodesResponse;
@@ -21,18 +23,76 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
-/// Fetches `GET {hq_url}/api/nodes`; the error says why in one line.
-pub async fn fetch_nodes(hq_url: &str, timeout: Duration) -> Result<NodesResponse, String> {
+/// The environment variable that holds a client token for reading HQ.
+pub const TOKEN_ENV: &str = "FLEET_HQ_TOKEN";
+
+/// The client token for reading HQ: `FLEET_HQ_TOKEN`, else `<repo>/.fleet/hq.token`
+/// (what `fleet serve` writes for its own repo, or `fleet token issue --client NAME --out`).
+pub fn client_token(repo_root: &Path) -> Option<String> {
+    if let Ok(t) = std::env::var(TOKEN_ENV)
+        && !t.trim().is_empty()
+    {
+        return Some(t.trim().to_string());
+    }
+    std::fs::read_to_string(crate::cli::serve::default_token_file(repo_root))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// What to say when HQ refuses a read (401 or 403), given whether a token was sent and HQ's
+/// reason.
+pub fn refused(status: reqwest::StatusCode, had_token: bool, reason: &str) -> String {
+    let why = if !had_token {
+        "no token".to_string()
+    } else if reason.is_empty() {
+        format!("{status}")
+    } else {
+        format!("{} ({reason})", status.as_u16())
+    };
+    format!(
+        "HQ refused the read: {why}; set {TOKEN_ENV} or put a client token in .fleet/hq.token (fleet token issue --client NAME)"
+    )
+}
+
+/// Sends a GET with the client token when there is one; a 401 or 403 becomes the
+/// [`refused`] message.
+pub async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Result<reqwest::Response, String> {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.map_err(|e| describe(&e))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        let reason = resp
+            .json::<crate::hq::wire::ErrorBody>()
+            .await
+            .map(|b| b.error)
+            .unwrap_or_default();
+        return Err(refused(status, token.is_some(), &reason));
+    }
+    if !status.is_success() {
+        return Err(format!("answered {status}"));
+    }
+    Ok(resp)
+}
+
+/// Fetches `GET {hq_url}/api/nodes` with `token`; the error says why in one line.
+pub async fn fetch_nodes(
+    hq_url: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<NodesResponse, String> {
     let client = http_client(timeout)?;
     let url = format!("{}/api/nodes", hq_url.trim_end_matches('/'));
-    let resp = client
-        .get(&url)
-        .send()
+    let resp = get(&client, &url, token)
         .await
-        .map_err(|e| format!("{url}: {}", describe(&e)))?;
-    if !resp.status().is_success() {
-        return Err(format!("{url} answered {}", resp.status()));
-    }
+        .map_err(|e| format!("{url}: {e}"))?;
     resp.json::<NodesResponse>()
         .await
         .map_err(|e| format!("{url}: unexpected answer: {e}"))

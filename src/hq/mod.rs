@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod conductor;
+pub mod listener;
 pub mod server;
 pub mod status;
 pub mod store;

@@ -3,13 +3,12 @@
 //! waiting), and a heartbeat is answered 200 only after its batch is durable.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,8 +22,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::hq::listener::{Conn, Limits};
 use crate::hq::status::{Expectation, status};
-use crate::hq::store::{Store, now_ms};
+use crate::hq::store::{Store, TokenEntry, TokenKind, now_ms};
 use crate::hq::tokens;
 use crate::hq::wire::{ErrorBody, Heartbeat, NodeDetail, NodeStatus, NodesResponse};
 use crate::repo::Repo;
@@ -47,22 +47,40 @@ pub struct Config {
     pub history: u32,
     /// Heartbeats per second per node (burst: twice that).
     pub rate_per_node: f64,
+    /// Requests per second per client address without a valid token (burst: twice that).
+    pub unauth_rate_per_ip: f64,
+    /// Timeouts and the connection cap.
+    pub limits: Limits,
 }
 
 /// Why a heartbeat was refused.
 #[derive(Debug)]
 enum Refusal {
     Unauthorized(String),
+    Forbidden(String),
     TooMany,
     Store(String),
 }
 
 struct Job {
     token_hash: String,
+    /// Whether the node is in the inventory (a node removed from it is refused).
+    in_inventory: bool,
     heartbeat: Heartbeat,
     body: String,
     reply: oneshot::Sender<Result<(), Refusal>>,
 }
+
+/// What the writer thread is asked to do.
+enum Msg {
+    /// Check and store a heartbeat (boxed: it is far larger than a token name).
+    Heartbeat(Box<Job>),
+    /// A token was accepted for a read: note when (batched, at most once a minute per token).
+    Used(String),
+}
+
+/// How often a token's `last used` time is written at most.
+const TOUCH_EVERY_MS: i64 = 60_000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
@@ -104,7 +122,9 @@ pub(crate) struct AppState {
     pub(crate) cfg: Config,
     pub(crate) repo: RwLock<Arc<Repo>>,
     reader: Mutex<Store>,
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<Msg>,
+    /// Per client address: token bucket for requests without a valid token.
+    unauth: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     metrics: Metrics,
     /// Wakes the conductor publisher (after an inventory reload).
     conductor_wake: tokio::sync::Notify,
@@ -113,36 +133,58 @@ pub(crate) struct AppState {
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
 fn writer_loop(
     mut store: Store,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Msg>,
     history: u32,
     rate: f64,
     stored: Counter,
     batches: Counter,
 ) {
-    let mut tokens = store.token_hashes().unwrap_or_default();
+    let mut tokens = store.tokens().unwrap_or_default();
     let mut seen_version = store.data_version();
     let mut buckets: HashMap<String, (f64, Instant)> = HashMap::new();
+    // When each token's `last_used_at` was last written: written again a minute later at the
+    // earliest, in the same transaction as heartbeats, so noting use costs them nothing.
+    let mut touched: HashMap<String, i64> = HashMap::new();
     let burst = (rate * 2.0).max(1.0);
     while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < 4096 {
+        let mut msgs = vec![first];
+        while msgs.len() < 4096 {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(m) => msgs.push(m),
                 Err(_) => break,
             }
         }
         // `fleet token` writes through another connection; data_version tells us it did.
         let v = store.data_version();
         if v != seen_version {
-            tokens = store.token_hashes().unwrap_or(tokens);
+            tokens = store.tokens().unwrap_or(tokens);
             seen_version = v;
         }
         let now = Instant::now();
+        let wall = now_ms();
+        let mut used = Vec::new();
+        let mut note = |name: &str| {
+            let due = touched
+                .get(name)
+                .is_none_or(|t| wall - *t >= TOUCH_EVERY_MS);
+            if due {
+                touched.insert(name.to_string(), wall);
+                used.push((name.to_string(), wall));
+            }
+        };
         let mut accepted = Vec::new();
-        for job in jobs {
+        for msg in msgs {
+            let job = match msg {
+                Msg::Used(name) => {
+                    note(&name);
+                    continue;
+                }
+                Msg::Heartbeat(job) => job,
+            };
             let ok = tokens
                 .get(&job.heartbeat.node)
-                .is_some_and(|h| tokens::hashes_equal(h, &job.token_hash));
+                .filter(|t| t.kind == TokenKind::Node)
+                .is_some_and(|t| t.accepts(&job.token_hash, wall));
             if !ok {
                 let _ = job.reply.send(Err(Refusal::Unauthorized(format!(
                     "no valid token for node `{}`",
@@ -150,6 +192,14 @@ fn writer_loop(
                 ))));
                 continue;
             }
+            if !job.in_inventory {
+                let _ = job.reply.send(Err(Refusal::Forbidden(format!(
+                    "node `{0}` is not in the inventory; its heartbeats are refused (`fleet token revoke {0}` removes its token)",
+                    job.heartbeat.node
+                ))));
+                continue;
+            }
+            note(&job.heartbeat.node);
             let (level, last) = buckets
                 .entry(job.heartbeat.node.clone())
                 .or_insert((burst, now));
@@ -162,20 +212,24 @@ fn writer_loop(
             *level -= 1.0;
             accepted.push(job);
         }
-        if accepted.is_empty() {
-            continue;
+        if !accepted.is_empty() {
+            let batch: Vec<(Heartbeat, String)> = accepted
+                .iter()
+                .map(|j| (j.heartbeat.clone(), j.body.clone()))
+                .collect();
+            let result = store.ingest(&batch, now_ms(), history);
+            if result.is_ok() {
+                stored.inc_by(batch.len() as u64);
+                batches.inc();
+            }
+            for job in accepted {
+                let _ = job.reply.send(result.clone().map_err(Refusal::Store));
+            }
         }
-        let batch: Vec<(Heartbeat, String)> = accepted
-            .iter()
-            .map(|j| (j.heartbeat.clone(), j.body.clone()))
-            .collect();
-        let result = store.ingest(&batch, now_ms(), history);
-        if result.is_ok() {
-            stored.inc_by(batch.len() as u64);
-            batches.inc();
-        }
-        for job in accepted {
-            let _ = job.reply.send(result.clone().map_err(Refusal::Store));
+        if !used.is_empty()
+            && let Err(e) = store.touch_tokens(&used)
+        {
+            tracing::warn!("cannot record when tokens were last used: {e}");
         }
     }
 }
@@ -184,39 +238,99 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(ErrorBody { error: msg.into() })).into_response()
 }
 
-async fn heartbeat(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(token) = headers
+/// The bearer token of a request, if it has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-    else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <token>`",
-        );
+}
+
+const MISSING_TOKEN: &str = "missing `Authorization: Bearer <token>`";
+
+/// Checks what a heartbeat says beyond its shape: `sent_at` must be an RFC 3339 time.
+fn check_heartbeat(hb: &Heartbeat) -> Result<(), String> {
+    if !crate::hq::wire::is_rfc3339(&hb.sent_at) {
+        let shown: String = hb.sent_at.chars().take(40).collect();
+        return Err(format!(
+            "`sent_at` `{shown}` is not an RFC 3339 time (like 2026-11-23T10:00:00Z)"
+        ));
+    }
+    Ok(())
+}
+
+async fn heartbeat(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let conn = req.extensions().get::<Arc<Conn>>().cloned();
+    let Some(token) = bearer(req.headers()).map(str::to_string) else {
+        return error(StatusCode::UNAUTHORIZED, MISSING_TOKEN);
     };
+    let too_big = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_BODY);
+    if too_big {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "heartbeat over 64 KiB");
+    }
+    // A body trickled byte by byte would hold the connection for ever: it must arrive in time.
+    let read = axum::body::to_bytes(req.into_body(), MAX_BODY);
+    let body = match tokio::time::timeout(st.cfg.limits.body_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return error(StatusCode::PAYLOAD_TOO_LARGE, "heartbeat over 64 KiB"),
+        Err(_) => {
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the heartbeat's body did not arrive within {}",
+                    humantime::format_duration(st.cfg.limits.body_timeout)
+                ),
+            );
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+    };
+    // serde_json stops at 128 levels of nesting, so a deeply nested body is a 400, not a
+    // stack overflow; every wire struct denies unknown fields, so nothing else is kept.
     let hb: Heartbeat = match serde_json::from_slice(&body) {
         Ok(h) => h,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed heartbeat: {e}")),
     };
+    if let Err(e) = check_heartbeat(&hb) {
+        return error(StatusCode::BAD_REQUEST, format!("malformed heartbeat: {e}"));
+    }
+    let in_inventory = st
+        .repo
+        .read()
+        .map(|r| r.inventory.nodes.contains_key(&hb.node))
+        .unwrap_or(false);
     let (tx, rx) = oneshot::channel();
     let job = Job {
-        token_hash: tokens::hash(token),
+        token_hash: tokens::hash(&token),
+        in_inventory,
         body: String::from_utf8_lossy(&body).into_owned(),
         heartbeat: hb,
         reply: tx,
     };
-    if st.writer.send(job).await.is_err() {
+    if st.writer.send(Msg::Heartbeat(Box::new(job))).await.is_err() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the store is shutting down",
         );
     }
-    match rx.await {
+    let answer = rx.await;
+    if let (Some(c), Ok(Ok(()) | Err(Refusal::TooMany))) = (&conn, &answer) {
+        c.authenticated();
+    }
+    match answer {
         Ok(Ok(())) => (StatusCode::OK, Json(serde_json::json!({ "stored": true }))).into_response(),
         Ok(Err(Refusal::Unauthorized(m))) => error(StatusCode::UNAUTHORIZED, m),
+        Ok(Err(Refusal::Forbidden(m))) => error(StatusCode::FORBIDDEN, m),
         Ok(Err(Refusal::TooMany)) => error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many heartbeats from this node",
@@ -230,6 +344,115 @@ async fn heartbeat(State(st): State<Arc<AppState>>, headers: HeaderMap, body: By
             "the store is shutting down",
         ),
     }
+}
+
+/// Whether a token of `t` may read `route` (the matched route) at `path`.
+fn may_read(t: &TokenEntry, route: &str, path: &str) -> bool {
+    match t.kind {
+        TokenKind::Admin => true,
+        TokenKind::Client => route != "/metrics",
+        TokenKind::Scrape => route == "/metrics",
+        // An agent (and the gateway on its node) reads its own record and the routing table.
+        TokenKind::Node => {
+            route == "/api/routing"
+                || (route == "/api/nodes/{name}"
+                    && path.strip_prefix("/api/nodes/") == Some(t.name.as_str()))
+        }
+    }
+}
+
+/// Every read needs a token whose kind may read it: 401 without a valid one, 403 for the
+/// wrong kind; the body says only why.
+async fn authorize(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(token) = bearer(req.headers()) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            format!("{MISSING_TOKEN}: every HQ endpoint but /healthz needs a token"),
+        );
+    };
+    let hash = tokens::hash(token);
+    let found = match st.reader.lock() {
+        Ok(s) => s.token_by_hash(&hash, now_ms()),
+        Err(_) => Err("store lock poisoned".to_string()),
+    };
+    let entry = match found {
+        Ok(Some(t)) => t,
+        Ok(None) => return error(StatusCode::UNAUTHORIZED, "invalid or revoked token"),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", |p| p.as_str());
+    if !may_read(&entry, route, req.uri().path()) {
+        let what = match entry.kind {
+            TokenKind::Node => "a node token reads only its own node and /api/routing",
+            TokenKind::Scrape => "a scrape token reads only /metrics",
+            TokenKind::Client => {
+                "a client token does not read /metrics (use a scrape or admin token)"
+            }
+            TokenKind::Admin => "refused",
+        };
+        return error(StatusCode::FORBIDDEN, what);
+    }
+    if let Some(c) = req.extensions().get::<Arc<Conn>>() {
+        c.authenticated();
+    }
+    // Best effort: a full queue only delays the `last used` time.
+    let _ = st.writer.try_send(Msg::Used(entry.name));
+    next.run(req).await
+}
+
+/// Requests without a valid token are limited per client address (429 over the limit):
+/// those without a token are counted before they run, those refused 401 after.
+async fn limit_unauthenticated(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let Some(ip) = ip else {
+        return next.run(req).await;
+    };
+    let has_token = bearer(req.headers()).is_some();
+    if !has_token && !take_unauth(&st, ip) {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests without a valid token from this address",
+        );
+    }
+    let resp = next.run(req).await;
+    if has_token && resp.status() == StatusCode::UNAUTHORIZED {
+        take_unauth(&st, ip);
+    }
+    resp
+}
+
+/// Takes one request from `ip`'s bucket; false when it is empty.
+fn take_unauth(st: &AppState, ip: IpAddr) -> bool {
+    let rate = st.cfg.unauth_rate_per_ip;
+    let burst = (rate * 2.0).max(1.0);
+    let now = Instant::now();
+    let Ok(mut buckets) = st.unauth.lock() else {
+        return true;
+    };
+    // Bounded: when many addresses were seen, the full (idle) buckets are forgotten.
+    if buckets.len() > 10_000 {
+        buckets.retain(|_, (level, last)| {
+            *level + now.duration_since(*last).as_secs_f64() * rate < burst
+        });
+    }
+    let (level, last) = buckets.entry(ip).or_insert((burst, now));
+    *level = (*level + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+    *last = now;
+    if *level < 1.0 {
+        return false;
+    }
+    *level -= 1.0;
+    true
 }
 
 /// Every node's status: the inventory's nodes, plus any node that reported without being in it.
@@ -433,7 +656,7 @@ pub async fn start(
 ) -> Result<Running, String> {
     let writer_store = Store::open(&cfg.db)?;
     let reader = Store::open(&cfg.db)?;
-    let (tx, rx) = mpsc::channel::<Job>(65536);
+    let (tx, rx) = mpsc::channel::<Msg>(65536);
     let metrics = Metrics::new();
     let (stored, batches) = (metrics.heartbeats_stored.clone(), metrics.batches.clone());
     let (history, rate) = (cfg.history, cfg.rate_per_node);
@@ -449,6 +672,7 @@ pub async fn start(
         repo: RwLock::new(Arc::new(repo)),
         reader: Mutex::new(reader),
         writer: tx,
+        unauth: Mutex::new(HashMap::new()),
         metrics,
         cfg,
         conductor_wake: tokio::sync::Notify::new(),
@@ -459,8 +683,7 @@ pub async fn start(
     publish_for_conductor(&state, &mut hysteresis).await;
     spawn_conductor(state.clone(), hysteresis);
     spawn_reload(state.clone());
-    let app = Router::new()
-        .route("/api/heartbeat", post(heartbeat))
+    let reads = Router::new()
         .route("/api/nodes", get(nodes))
         .route("/api/nodes/{name}", get(node))
         .route("/api/routing", get(routing))
@@ -470,16 +693,23 @@ pub async fn start(
             get(crate::hq::workers::manifest),
         )
         .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    let limits = state.cfg.limits.clone();
+    let app = Router::new()
+        .route("/api/heartbeat", post(heartbeat))
         .route("/healthz", get(healthz))
+        .merge(reads)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_unauthenticated,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| e.to_string())
-    });
+    let handle =
+        tokio::spawn(
+            async move { crate::hq::listener::serve(listener, app, limits, shutdown).await },
+        );
     Ok(Running { addr, handle })
 }
 

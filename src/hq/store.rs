@@ -35,7 +35,93 @@ const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL,
         changed_at INTEGER NOT NULL
     );",
+    // Token kinds (scopes) and rotation: the tokens of version 2 were all agent tokens and
+    // stay valid as kind `node`; a rotated token's old hash stays valid until `prev_until`.
+    "ALTER TABLE tokens RENAME COLUMN node TO name;
+    ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'node';
+    ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
+    ALTER TABLE tokens ADD COLUMN prev_hash TEXT;
+    ALTER TABLE tokens ADD COLUMN prev_until INTEGER;
+    CREATE INDEX tokens_by_hash ON tokens (hash);
+    CREATE INDEX tokens_by_prev_hash ON tokens (prev_hash);",
 ];
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// An agent's: posts its node's heartbeats, reads its own record and the routing table.
+    Node,
+    /// A client's (`fleet check`, `fleet route`, …): reads everything but `/metrics`.
+    Client,
+    /// An administrator's: reads everything.
+    Admin,
+    /// A metrics scraper's: reads `/metrics` only.
+    Scrape,
+}
+
+impl TokenKind {
+    /// Its name in the store and in `fleet token list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Node => "node",
+            TokenKind::Client => "client",
+            TokenKind::Admin => "admin",
+            TokenKind::Scrape => "scrape",
+        }
+    }
+
+    fn parse(s: &str) -> Option<TokenKind> {
+        Some(match s {
+            "node" => TokenKind::Node,
+            "client" => TokenKind::Client,
+            "admin" => TokenKind::Admin,
+            "scrape" => TokenKind::Scrape,
+            _ => return None,
+        })
+    }
+}
+
+/// A valid token as the server checks it: its name, kind and the hashes that open it.
+#[derive(Debug, Clone)]
+pub struct TokenEntry {
+    /// Its name (the node's, for a node token).
+    pub name: String,
+    /// What it may do.
+    pub kind: TokenKind,
+    /// The current secret's hash.
+    pub hash: String,
+    /// The secret it replaced and until when (ms) that one still works.
+    pub prev: Option<(String, i64)>,
+}
+
+impl TokenEntry {
+    /// Whether `hash` opens this token at `now` (ms), compared in constant time.
+    pub fn accepts(&self, hash: &str, now: i64) -> bool {
+        let current = crate::hq::tokens::hashes_equal(&self.hash, hash);
+        let previous = self
+            .prev
+            .as_ref()
+            .is_some_and(|(h, until)| now < *until && crate::hq::tokens::hashes_equal(h, hash));
+        current | previous
+    }
+}
+
+/// One token as `fleet token list` shows it (never its secret nor its hash).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenInfo {
+    /// Its name.
+    pub name: String,
+    /// What it may do.
+    pub kind: TokenKind,
+    /// When it was issued or last rotated (RFC 3339).
+    pub created: String,
+    /// When HQ last accepted it (RFC 3339), to within a minute.
+    pub last_used: Option<String>,
+    /// Until when the secret it replaced still works (RFC 3339), during a rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<String>,
+}
 
 pub use crate::util::{now_ms, rfc3339};
 
@@ -58,6 +144,22 @@ pub struct LastSeen {
 
 fn db_err(e: rusqlite::Error) -> String {
     e.to_string()
+}
+
+/// A token row (name, kind, hash, prev_hash, prev_until); None for a kind this fleet does not know.
+fn token_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<TokenEntry>> {
+    let kind: String = r.get(1)?;
+    let prev = match (r.get::<_, Option<String>>(3)?, r.get::<_, Option<i64>>(4)?) {
+        (Some(h), Some(u)) => Some((h, u)),
+        _ => None,
+    };
+    let (name, hash): (String, String) = (r.get(0)?, r.get(2)?);
+    Ok(TokenKind::parse(&kind).map(|kind| TokenEntry {
+        name,
+        kind,
+        hash,
+        prev,
+    }))
 }
 
 impl Store {
@@ -119,39 +221,154 @@ impl Store {
             .unwrap_or(0)
     }
 
-    /// Stores a token's hash for a node (replacing any earlier token).
+    /// Stores a node token's hash (replacing any earlier token of that node).
     pub fn set_token(&self, node: &str, hash: &str) -> Result<(), String> {
+        self.issue_token(node, TokenKind::Node, hash)
+    }
+
+    /// Stores a token's hash under `name` with its kind, replacing an earlier token of that
+    /// name (and ending any rotation overlap).
+    pub fn issue_token(&self, name: &str, kind: TokenKind, hash: &str) -> Result<(), String> {
         self.conn
             .execute(
-                "INSERT INTO tokens (node, hash, issued_at, revoked_at) VALUES (?1, ?2, ?3, NULL)
-                 ON CONFLICT(node) DO UPDATE SET hash = excluded.hash, issued_at = excluded.issued_at, revoked_at = NULL",
-                params![node, hash, now_ms()],
+                "INSERT INTO tokens (name, kind, hash, issued_at, revoked_at, last_used_at, prev_hash, prev_until)
+                 VALUES (?1, ?2, ?3, ?4, NULL, NULL, NULL, NULL)
+                 ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, hash = excluded.hash,
+                   issued_at = excluded.issued_at, revoked_at = NULL, last_used_at = NULL,
+                   prev_hash = NULL, prev_until = NULL",
+                params![name, kind.as_str(), hash, now_ms()],
             )
             .map(|_| ())
             .map_err(db_err)
     }
 
-    /// Revokes a node's token; false when it had none.
-    pub fn revoke_token(&self, node: &str) -> Result<bool, String> {
+    /// The kind of the active token called `name`, if there is one.
+    pub fn token_kind(&self, name: &str) -> Result<Option<TokenKind>, String> {
+        self.conn
+            .query_row(
+                "SELECT kind FROM tokens WHERE name = ?1 AND revoked_at IS NULL",
+                params![name],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|k| k.and_then(|k| TokenKind::parse(&k)))
+            .map_err(db_err)
+    }
+
+    /// Gives the active token `name` a new secret; the old one keeps working until
+    /// `prev_until` (ms). False when there is no such token.
+    pub fn rotate_token(&self, name: &str, hash: &str, prev_until: i64) -> Result<bool, String> {
         self.conn
             .execute(
-                "UPDATE tokens SET revoked_at = ?2 WHERE node = ?1 AND revoked_at IS NULL",
-                params![node, now_ms()],
+                "UPDATE tokens SET prev_hash = hash, prev_until = ?3, hash = ?2, issued_at = ?4
+                 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, hash, prev_until, now_ms()],
             )
             .map(|n| n > 0)
             .map_err(db_err)
     }
 
-    /// Every valid token hash by node.
-    pub fn token_hashes(&self) -> Result<std::collections::HashMap<String, String>, String> {
+    /// Revokes the token called `name` (its old secret too); false when it had none.
+    pub fn revoke_token(&self, name: &str) -> Result<bool, String> {
+        self.conn
+            .execute(
+                "UPDATE tokens SET revoked_at = ?2, prev_hash = NULL, prev_until = NULL
+                 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, now_ms()],
+            )
+            .map(|n| n > 0)
+            .map_err(db_err)
+    }
+
+    /// Every active token by name.
+    pub fn tokens(&self) -> Result<std::collections::HashMap<String, TokenEntry>, String> {
         let mut stmt = self
             .conn
-            .prepare("SELECT node, hash FROM tokens WHERE revoked_at IS NULL")
+            .prepare_cached(
+                "SELECT name, kind, hash, prev_hash, prev_until FROM tokens WHERE revoked_at IS NULL",
+            )
             .map_err(db_err)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], token_entry)
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
             .map_err(db_err)?;
-        rows.collect::<Result<_, _>>().map_err(db_err)
+        Ok(rows
+            .into_iter()
+            .flatten()
+            .map(|t| (t.name.clone(), t))
+            .collect())
+    }
+
+    /// The active token `hash` opens at `now` (ms), if any.
+    pub fn token_by_hash(&self, hash: &str, now: i64) -> Result<Option<TokenEntry>, String> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT name, kind, hash, prev_hash, prev_until FROM tokens
+                 WHERE revoked_at IS NULL AND (hash = ?1 OR (prev_hash = ?1 AND prev_until > ?2))",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![hash, now], token_entry)
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err)?;
+        Ok(rows.into_iter().flatten().find(|t| t.accepts(hash, now)))
+    }
+
+    /// Records when tokens were last accepted (ms), in one transaction.
+    pub fn touch_tokens(&mut self, used: &[(String, i64)]) -> Result<(), String> {
+        let tx = self.conn.transaction().map_err(db_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE name = ?1",
+                )
+                .map_err(db_err)?;
+            for (name, at) in used {
+                stmt.execute(params![name, at]).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    /// Every active token, for `fleet token list`, by name.
+    pub fn token_list(&self) -> Result<Vec<TokenInfo>, String> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, kind, issued_at, last_used_at, prev_until FROM tokens
+                 WHERE revoked_at IS NULL ORDER BY name",
+            )
+            .map_err(db_err)?;
+        let now = now_ms();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, kind, issued, used, prev_until) = row.map_err(db_err)?;
+            let Some(kind) = TokenKind::parse(&kind) else {
+                continue;
+            };
+            out.push(TokenInfo {
+                name,
+                kind,
+                created: rfc3339(issued),
+                last_used: used.map(rfc3339),
+                previous_valid_until: prev_until.filter(|u| *u > now).map(rfc3339),
+            });
+        }
+        Ok(out)
     }
 
     /// Stores a batch of heartbeats in one transaction (one fsync), keeping at most `history`
@@ -332,14 +549,52 @@ mod tests {
         let s = Store::open(&dir.path().join("hq.sqlite")).expect("open");
         s.set_token("a", "h1").expect("set");
         assert_eq!(
-            s.token_hashes()
-                .expect("hashes")
+            s.tokens()
+                .expect("tokens")
                 .get("a")
-                .map(String::as_str),
+                .map(|t| t.hash.as_str()),
             Some("h1")
+        );
+        let now = now_ms();
+        assert!(s.rotate_token("a", "h2", now + 60_000).expect("rotate"));
+        let t = s
+            .token_by_hash("h1", now)
+            .expect("lookup")
+            .expect("old works");
+        assert_eq!((t.name.as_str(), t.kind), ("a", TokenKind::Node));
+        assert!(s.token_by_hash("h2", now).expect("lookup").is_some());
+        assert!(
+            s.token_by_hash("h1", now + 61_000)
+                .expect("lookup")
+                .is_none(),
+            "the old secret ends with the overlap"
         );
         assert!(s.revoke_token("a").expect("revoke"));
         assert!(!s.revoke_token("a").expect("revoke twice"));
-        assert!(s.token_hashes().expect("hashes").is_empty());
+        assert!(s.tokens().expect("tokens").is_empty());
+        assert!(s.token_by_hash("h2", now).expect("lookup").is_none());
+    }
+
+    #[test]
+    fn version_2_tokens_stay_valid_as_node_tokens() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("hq.sqlite");
+        {
+            let conn = Connection::open(&path).expect("open");
+            for sql in &MIGRATIONS[..2] {
+                conn.execute_batch(sql).expect("old schema");
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 2; INSERT INTO tokens (node, hash, issued_at) VALUES ('n1', 'h', 1);",
+            )
+            .expect("old token");
+        }
+        let s = Store::open(&path).expect("migrates");
+        let t = s
+            .token_by_hash("h", now_ms())
+            .expect("lookup")
+            .expect("kept");
+        assert_eq!((t.name.as_str(), t.kind), ("n1", TokenKind::Node));
+        assert_eq!(s.token_list().expect("list")[0].kind, TokenKind::Node);
     }
 }

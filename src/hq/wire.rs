@@ -9,6 +9,7 @@ use crate::spec::inventory::Gpu;
 
 /// What an agent measured on its node.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Resources {
     /// CPU model.
     pub cpu_model: Option<String>,
@@ -30,6 +31,7 @@ pub struct Resources {
 
 /// One service's state on the node.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceState {
     /// Whether it answered.
     pub up: bool,
@@ -118,4 +120,79 @@ pub struct HistoryEntry {
 pub struct ErrorBody {
     /// What was wrong.
     pub error: String,
+}
+
+/// Whether `s` is an RFC 3339 date-time: `YYYY-MM-DDTHH:MM:SS`, optional fraction, then `Z`
+/// or an offset `±HH:MM`, with a real calendar date.
+pub fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 20 || !s.is_ascii() {
+        return false;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let shape = digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b'T' | b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape {
+        return false;
+    }
+    let mut i = 19;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    let zone = &s[i..];
+    let zone_ok = matches!(zone, "Z" | "z")
+        || (zone.len() == 6
+            && matches!(zone.as_bytes()[0], b'+' | b'-')
+            && zone.as_bytes()[3] == b':'
+            && zone[1..3].parse::<u8>().is_ok_and(|h| h < 24)
+            && zone[4..6].parse::<u8>().is_ok_and(|m| m < 60));
+    // humantime checks the calendar (month lengths, leap years) and the clock's ranges.
+    zone_ok && humantime::parse_rfc3339(&format!("{}T{}Z", &s[..10], &s[11..19])).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_rfc3339;
+
+    #[test]
+    fn rfc3339_times() {
+        for ok in [
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T10:00:00.123Z",
+            "2024-02-29T23:59:59+02:00",
+            "2026-11-23t10:00:00-05:30",
+        ] {
+            assert!(is_rfc3339(ok), "{ok}");
+        }
+        for bad in [
+            "y",
+            "",
+            "2026-11-23",
+            "2026-11-23 10:00:00Z",
+            "2026-02-30T10:00:00Z",
+            "2026-11-23T25:00:00Z",
+            "2026-11-23T10:00:00",
+            "2026-11-23T10:00:00.Z",
+            "2026-11-23T10:00:00+2:00",
+            "2026-11-23T10:00:00Zjunk",
+        ] {
+            assert!(!is_rfc3339(bad), "{bad}");
+        }
+    }
 }

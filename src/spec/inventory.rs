@@ -47,6 +47,7 @@ pub struct Hardware {
 
 /// A discrete GPU.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Gpu {
     /// `nvidia` or `amd`.
     pub vendor: String,

@@ -506,3 +506,12 @@ pub fn serve_ssh_banner(listener: std::net::TcpListener) {
         }
     });
 }
+
+/// The client token `fleet serve` keeps for its repo in `.fleet/hq.token` (written before
+/// it listens), for tests that read HQ's API.
+pub fn hq_token(repo: &Path) -> String {
+    std::fs::read_to_string(repo.join(".fleet/hq.token"))
+        .expect("fleet serve writes .fleet/hq.token")
+        .trim()
+        .to_string()
+}
