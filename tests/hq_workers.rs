@@ -39,7 +39,7 @@ impl Serve {
         );
         let base = format!("http://{listen}");
         wait_for(20, "fleet serve to answer /healthz", || {
-            get(&base, "/healthz").ok().filter(|r| r.code == 200)
+            get(&base, "/healthz", None).ok().filter(|r| r.code == 200)
         });
         Serve {
             repo,
@@ -49,7 +49,9 @@ impl Serve {
     }
 
     fn get(&self, path: &str) -> Reply {
-        get(&self.base, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        // Every read but /healthz needs a token: the client token `fleet serve` keeps.
+        let token = support::hq_token(self.repo.path());
+        get(&self.base, path, Some(&token)).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     fn json(&self, path: &str, code: u16) -> serde_json::Value {
@@ -93,15 +95,18 @@ impl Reply {
 
 /// One raw HTTP/1.1 GET (the path is sent exactly as given: no normalisation of `..`);
 /// status, content type and the body's bytes.
-fn get(base: &str, path: &str) -> Result<Reply, String> {
+fn get(base: &str, path: &str, token: Option<&str>) -> Result<Reply, String> {
     use std::io::{Read, Write};
     let host = base.strip_prefix("http://").ok_or("http only")?;
     let mut s = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\n{auth}connection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();

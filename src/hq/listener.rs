@@ -120,9 +120,17 @@ impl Pool {
         self.pending.lock().map(|p| p.len()).unwrap_or(0)
     }
 
-    /// Closes the oldest unauthenticated connection; false when there is none.
+    /// Closes the oldest unauthenticated connection that is not in the middle of a request
+    /// (a request that has arrived is answered; its body is bounded by the body timeout);
+    /// false when there is none.
     fn shed_oldest(&self) -> bool {
-        let oldest = self.pending.lock().ok().and_then(|mut p| p.pop_first());
+        let oldest = self.pending.lock().ok().and_then(|mut p| {
+            let id = p
+                .iter()
+                .find(|(_, c)| c.active.load(Ordering::Acquire) == 0)
+                .map(|(id, _)| *id)?;
+            p.remove_entry(&id)
+        });
         match oldest {
             Some((_, conn)) => {
                 conn.kill.notify_one();
