@@ -398,6 +398,20 @@ fn a_node_removed_from_the_inventory_is_refused_and_revocable_by_name() {
     let forge = hq.token("forge");
     let body = serde_json::to_vec(&beat("forge", 1)).expect("json");
     assert_eq!(hq.post(&forge, &body).0, 200);
+    // A node added to the inventory (as `fleet provision` does) is heard without a SIGHUP:
+    // HQ re-reads an inventory that changed before it refuses a node it does not know.
+    std::fs::write(
+        hq.repo.path().join("inventory/fleet.yaml"),
+        inventory(
+            hq.port,
+            &format!("{NODES}  fresh: {{ host: 127.0.0.1, role: common }}\n"),
+        ),
+    )
+    .expect("write");
+    let fresh = hq.token("fresh");
+    let body_fresh = serde_json::to_vec(&beat("fresh", 1)).expect("json");
+    let (code, answer) = hq.post(&fresh, &body_fresh);
+    assert_eq!(code, 200, "{answer}");
     // forge leaves the inventory (and `late` joins, to see the reload happen).
     std::fs::write(
         hq.repo.path().join("inventory/fleet.yaml"),

@@ -128,6 +128,10 @@ pub(crate) struct AppState {
     metrics: Metrics,
     /// Wakes the conductor publisher (after an inventory reload).
     conductor_wake: tokio::sync::Notify,
+    /// The inventory files' modification times when it was last loaded.
+    inventory_stamp: Mutex<Vec<Option<std::time::SystemTime>>>,
+    /// Held while the inventory is reloaded on demand.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
@@ -304,11 +308,17 @@ async fn heartbeat(State(st): State<Arc<AppState>>, req: Request) -> Response {
     if let Err(e) = check_heartbeat(&hb) {
         return error(StatusCode::BAD_REQUEST, format!("malformed heartbeat: {e}"));
     }
-    let in_inventory = st
-        .repo
-        .read()
-        .map(|r| r.inventory.nodes.contains_key(&hb.node))
-        .unwrap_or(false);
+    let known = |st: &AppState| {
+        st.repo
+            .read()
+            .map(|r| r.inventory.nodes.contains_key(&hb.node))
+            .unwrap_or(false)
+    };
+    let mut in_inventory = known(&st);
+    if !in_inventory {
+        reload_if_changed(&st).await;
+        in_inventory = known(&st);
+    }
     let (tx, rx) = oneshot::channel();
     let job = Job {
         token_hash: tokens::hash(&token),
@@ -668,7 +678,10 @@ pub async fn start(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let stamp = inventory_stamp(&repo);
     let state = Arc::new(AppState {
+        inventory_stamp: Mutex::new(stamp),
+        reloading: tokio::sync::Mutex::new(()),
         repo: RwLock::new(Arc::new(repo)),
         reader: Mutex::new(reader),
         writer: tx,
@@ -779,40 +792,87 @@ fn spawn_reload(state: Arc<AppState>) {
             return;
         };
         while hup.recv().await.is_some() {
-            let root = state.cfg.repo_root.clone();
-            let repo = tokio::task::spawn_blocking(move || {
-                let r = Repo::load(&root);
-                let (diags, _) = crate::validate::validate(&r);
-                (r, diags)
-            })
-            .await;
-            match repo {
-                Ok((r, diags)) if !diags.has_errors() => {
-                    let n = r.inventory.nodes.len();
-                    if let Ok(mut slot) = state.repo.write() {
-                        *slot = Arc::new(r);
-                    }
-                    tracing::info!(
-                        "inventory reloaded: {}",
-                        crate::util::count(n as u64, "node", "nodes")
-                    );
-                    state.conductor_wake.notify_one();
-                }
-                Ok((_, diags)) => {
-                    let errors = diags
-                        .sorted()
-                        .into_iter()
-                        .filter(|d| d.severity == crate::error::Severity::Error);
-                    for d in errors {
-                        tracing::error!("{d}");
-                    }
-                    tracing::error!(
-                        "inventory not reloaded: {} (`fleet validate` shows them); keeping the previous one",
-                        crate::util::count(diags.error_count() as u64, "error", "errors")
-                    );
-                }
-                Err(e) => tracing::error!("inventory not reloaded: {e}"),
-            }
+            reload(&state).await;
         }
     });
+}
+
+/// When the inventory's files (and its directory) were last modified: a new node written by
+/// `fleet provision` changes it.
+fn inventory_stamp(repo: &Repo) -> Vec<Option<std::time::SystemTime>> {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut stamp: Vec<_> = repo.inventory_files.iter().map(|f| modified(f)).collect();
+    stamp.push(modified(&repo.root.join("inventory")));
+    stamp
+}
+
+/// Reloads the inventory when its files changed since it was loaded (at most one reload at a
+/// time). A heartbeat from a node HQ does not know calls this before refusing it, so a node
+/// `fleet provision` just added is accepted without a SIGHUP, while one removed stays out.
+async fn reload_if_changed(state: &Arc<AppState>) {
+    let _one = state.reloading.lock().await;
+    let Ok(repo) = state.repo.read().map(|r| r.clone()) else {
+        return;
+    };
+    let loaded = state
+        .inventory_stamp
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let now = {
+        let repo = repo.clone();
+        tokio::task::spawn_blocking(move || inventory_stamp(&repo))
+            .await
+            .unwrap_or_default()
+    };
+    if now != loaded {
+        reload(state).await;
+    }
+}
+
+/// Reloads the inventory with every check `fleet validate` runs; a repo with errors is refused
+/// (each error logged) and the old one kept.
+async fn reload(state: &Arc<AppState>) {
+    let root = state.cfg.repo_root.clone();
+    let repo = tokio::task::spawn_blocking(move || {
+        let r = Repo::load(&root);
+        let (diags, _) = crate::validate::validate(&r);
+        let stamp = inventory_stamp(&r);
+        (r, diags, stamp)
+    })
+    .await;
+    match repo {
+        Ok((r, diags, stamp)) if !diags.has_errors() => {
+            let n = r.inventory.nodes.len();
+            if let Ok(mut slot) = state.repo.write() {
+                *slot = Arc::new(r);
+            }
+            if let Ok(mut s) = state.inventory_stamp.lock() {
+                *s = stamp;
+            }
+            tracing::info!(
+                "inventory reloaded: {}",
+                crate::util::count(n as u64, "node", "nodes")
+            );
+            state.conductor_wake.notify_one();
+        }
+        Ok((_, diags, stamp)) => {
+            // The same files are not tried again until they change.
+            if let Ok(mut s) = state.inventory_stamp.lock() {
+                *s = stamp;
+            }
+            let errors = diags
+                .sorted()
+                .into_iter()
+                .filter(|d| d.severity == crate::error::Severity::Error);
+            for d in errors {
+                tracing::error!("{d}");
+            }
+            tracing::error!(
+                "inventory not reloaded: {} (`fleet validate` shows them); keeping the previous one",
+                crate::util::count(diags.error_count() as u64, "error", "errors")
+            );
+        }
+        Err(e) => tracing::error!("inventory not reloaded: {e}"),
+    }
 }
