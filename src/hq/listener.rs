@@ -58,7 +58,9 @@ pub struct Conn {
     last_ms: AtomicU64,
     opened: Instant,
     kill: tokio::sync::Notify,
-    /// A request began or ended: the watchdog's deadline moved.
+    /// The first request ended: the watchdog's deadline changes from the header timeout to
+    /// the idle timeout (later requests only move it later, which the watchdog finds when it
+    /// wakes, so they cost no wake-up).
     activity: tokio::sync::Notify,
     pool: Arc<Pool>,
 }
@@ -74,14 +76,14 @@ impl Conn {
 
     fn begin(&self) {
         self.active.fetch_add(1, Ordering::AcqRel);
-        self.activity.notify_one();
     }
 
     fn end(&self) {
-        self.served.store(true, Ordering::Release);
         self.last_ms.store(self.elapsed_ms(), Ordering::Release);
         self.active.fetch_sub(1, Ordering::AcqRel);
-        self.activity.notify_one();
+        if !self.served.swap(true, Ordering::AcqRel) {
+            self.activity.notify_one();
+        }
     }
 
     fn elapsed_ms(&self) -> u64 {
