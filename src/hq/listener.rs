@@ -144,6 +144,25 @@ impl Pool {
     }
 }
 
+/// Connections the kernel queues for `accept` (capped by `net.core.somaxconn`). Deeper than
+/// tokio's default of 1,024: when a flood of connections fills the queue, the kernel drops an
+/// agent's SYN and its connect waits a second for the retry.
+const BACKLOG: u32 = 8192;
+
+/// Listens on `addr` with a deep accept queue.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's and tokio's listeners do on Unix: a restarted HQ can bind at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish (for
 /// at most 5 s).
 pub async fn serve(

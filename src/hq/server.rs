@@ -674,8 +674,7 @@ pub async fn start(
         .name("hq-writer".into())
         .spawn(move || writer_loop(writer_store, rx, history, rate, stored, batches))
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
+    let listener = crate::hq::listener::bind(cfg.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let stamp = inventory_stamp(&repo);
