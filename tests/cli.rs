@@ -240,6 +240,26 @@ fn completions_and_help_cover_every_command() {
         .expect("runs");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
+    // The script asks fleet itself for completions.
+    assert!(text.contains("COMPLETE=\"bash\""), "{text}");
+    assert!(text.contains("complete -o nospace"), "{text}");
+    let words = |line: &[&str]| -> Vec<String> {
+        let out = fleet(&crate_root())
+            .env("COMPLETE", "bash")
+            .env("_CLAP_IFS", "\n")
+            .env("_CLAP_COMPLETE_INDEX", (line.len() - 1).to_string())
+            .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+            .env("_CLAP_COMPLETE_SPACE", "true")
+            .arg("--")
+            .args(line)
+            .output()
+            .expect("runs");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
     for cmd in [
         "validate",
         "plan",
@@ -250,11 +270,112 @@ fn completions_and_help_cover_every_command() {
         "serve",
         "agent",
         "token",
+        "man",
     ] {
-        assert!(text.contains(cmd), "{cmd} missing from completions");
+        assert!(words(&["fleet", ""]).contains(&cmd.to_string()), "{cmd}");
     }
+    // Values from the repo: nodes, groups, roles, playbooks, task types.
+    let nodes = words(&["fleet", "provision", ""]);
+    for n in ["bob", "maestro", "stagehand", "virtuoso", "forge"] {
+        assert!(nodes.contains(&n.to_string()), "{n}: {nodes:?}");
+    }
+    assert_eq!(words(&["fleet", "route", "rea"]), vec!["reason"]);
+    assert_eq!(
+        words(&["fleet", "plan", "playbooks/s"]),
+        vec!["playbooks/site.yaml"]
+    );
+    assert_eq!(
+        words(&["fleet", "apply", "playbooks/site.yaml", "--limit", "gp"]),
+        vec!["gpu"]
+    );
+    assert_eq!(
+        words(&["fleet", "provision", "x", "--role", "full_"]),
+        vec!["full_worker"]
+    );
     fleet(&crate_root())
         .args(["completions", "tcsh"])
         .assert()
         .code(2);
+}
+
+/// Output cut short by the reader (`| head -1`) ends the command quietly, never a panic.
+#[test]
+fn a_closed_pipe_is_never_a_panic() {
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["man"],
+        &["nodes"],
+        &["plan", "playbooks/site.yaml"],
+        &["--help"],
+    ] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleet"))
+            .args(args)
+            .current_dir(crate_root())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Close the read end before fleet writes: every write sees EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_man_pages_are_written() {
+    let out = fleet(&crate_root())
+        .arg("--version")
+        .output()
+        .expect("runs");
+    let v = String::from_utf8_lossy(&out.stdout);
+    let commit = v
+        .trim()
+        .strip_prefix(&format!("fleet {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{v}"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    fleet(&crate_root())
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    for page in [
+        "fleet.1",
+        "fleet-apply.1",
+        "fleet-provision.1",
+        "fleet-serve.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).expect(page);
+        assert!(text.contains(".TH"), "{page}");
+    }
+    assert!(!dir.path().join("fleet-help.1").exists());
+    assert!(
+        !dir.path().join("fleet-docs.1").exists(),
+        "hidden commands have no page"
+    );
+    let help = fleet(&crate_root())
+        .args(["plan", "--help"])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let (own, global) = help
+        .split_once("Global options:")
+        .expect("a heading of its own");
+    assert!(
+        own.contains("--limit") && !own.contains("--inventory"),
+        "{help}"
+    );
+    assert!(
+        global.contains("--inventory") && global.contains("--quiet"),
+        "{help}"
+    );
 }

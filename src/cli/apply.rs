@@ -19,9 +19,10 @@ use crate::template::Library;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The playbook.
+    #[arg(add = crate::cli::candidates::playbooks())]
     pub playbook: PathBuf,
     /// Only hosts matching this pattern.
-    #[arg(short, long)]
+    #[arg(short, long, add = crate::cli::candidates::patterns())]
     pub limit: Option<String>,
     /// Only tasks with these tags (comma-separated).
     #[arg(long, value_delimiter = ',')]

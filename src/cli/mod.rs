@@ -9,12 +9,14 @@ use crate::error::Result;
 
 pub mod agent;
 pub mod apply;
+pub mod candidates;
 pub mod check;
 pub mod completions;
 pub mod docs;
 pub mod eligible;
 pub mod facts;
 pub mod init;
+pub mod man;
 pub mod nodes;
 pub mod plan;
 pub mod provision;
@@ -26,9 +28,20 @@ pub mod style;
 pub mod token;
 pub mod validate;
 
+/// The heading the global flags are listed under, apart from each command's own.
+const GLOBAL: &str = "Global options";
+
+/// The version `--version` prints: the crate's, and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FLEET_GIT_COMMIT"),
+    ")"
+);
+
 /// fleet: provision and run a fleet of AI worker machines from a declarative repo.
 #[derive(Debug, Parser)]
-#[command(name = "fleet", version, about, propagate_version = true)]
+#[command(name = "fleet", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// The fleet repo (the directory holding `inventory/`); default: the current directory or
     /// its nearest parent holding `inventory/`.
@@ -37,18 +50,19 @@ pub struct Cli {
         long = "inventory",
         global = true,
         value_name = "DIR",
-        env = "FLEET_REPO"
+        env = "FLEET_REPO",
+        help_heading = GLOBAL
     )]
     pub inventory: Option<PathBuf>,
     /// More output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Errors only: no notes, warnings or progress, and nothing on stdout unless asked for
     /// data (`--json`, completions, a token); the exit code says how it went.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// No colors (also when NO_COLOR is set or output is not a terminal).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_color: bool,
     /// What to do.
     #[command(subcommand)]
@@ -90,6 +104,8 @@ pub enum Command {
     Init(init::Args),
     /// Print shell completions (`fleet completions bash > /etc/bash_completion.d/fleet`).
     Completions(completions::Args),
+    /// Write the man pages (`fleet man --out /usr/local/share/man/man1`).
+    Man(man::Args),
     /// Generate reference docs from the code (`fleet docs modules > docs/modules.md`).
     #[command(hide = true)]
     Docs(docs::Args),
@@ -97,6 +113,9 @@ pub enum Command {
 
 /// Parses the process arguments and runs the command; returns the exit code.
 pub fn run() -> Result<u8> {
+    // A completion request (`COMPLETE=bash fleet -- …`, from the script `fleet completions`
+    // prints) is answered here, before anything else prints.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let cli = Cli::parse();
     style::init(cli.no_color);
     style::set_quiet(cli.quiet, asks_for_data(&cli.command));
@@ -114,6 +133,7 @@ pub fn run() -> Result<u8> {
         Command::Facts(a) => facts::run(repo_dir.as_deref(), &a),
         Command::Provision(a) => provision::run(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Completions(a) => completions::run(&a),
+        Command::Man(a) => man::run(&a),
         Command::Check(a) => check::run(repo_dir.as_deref(), &a),
         Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
         Command::Agent(a) => agent::run(&a),
@@ -136,6 +156,7 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Check(a) => a.json,
         Command::Token(a) => matches!(a.action, token::Action::Issue { out: None, .. }),
         Command::Completions(_) | Command::Docs(_) => true,
+        Command::Man(a) => a.out.is_none(),
         Command::Validate(_)
         | Command::Render(_)
         | Command::Serve(_)

@@ -23,9 +23,10 @@ use crate::template::Library;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The node (new or in the inventory).
+    #[arg(add = crate::cli::candidates::nodes())]
     pub node: String,
     /// Its role (required for a new node).
-    #[arg(long)]
+    #[arg(long, add = crate::cli::candidates::roles())]
     pub role: Option<String>,
     /// Its address or ssh alias (required for a new node).
     #[arg(long)]
