@@ -33,7 +33,7 @@ pub struct Args {
 
 /// Runs `fleet agent`.
 pub fn run(args: &Args) -> Result<u8> {
-    crate::cli::init_logging(args.log_file.as_deref());
+    crate::cli::init_logging(args.log_file.as_deref(), true);
     if args.interval < Duration::from_millis(100) {
         return Err(Error::Usage("--interval must be at least 100ms".into()));
     }

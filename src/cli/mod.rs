@@ -64,10 +64,26 @@ pub struct Cli {
     /// No colors (also when NO_COLOR is set or output is not a terminal).
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_color: bool,
+    /// How log lines (`-v`, `-vv`, `serve`, `agent`) are written: text, or one JSON object a line.
+    #[arg(long, global = true, value_enum, default_value = "text", help_heading = GLOBAL)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-12-01T10:00:00Z  INFO host{node=bob}: exec rc=0 ms=12`
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, fields, spans).
+    Json,
+}
+
+/// Verbosity and format of the logs, set once from the global flags.
+static LOGS: std::sync::OnceLock<(u8, LogFormat)> = std::sync::OnceLock::new();
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -119,6 +135,12 @@ pub fn run() -> Result<u8> {
     let cli = Cli::parse();
     style::init(cli.no_color);
     style::set_quiet(cli.quiet, asks_for_data(&cli.command));
+    let _ = LOGS.set((cli.verbose, cli.log_format));
+    // Daemons start their own logging (with a file, at `info`); every other command logs
+    // warnings by default, `-v` info, `-vv` debug (each ssh exec and its time), `-vvv` trace.
+    if !matches!(cli.command, Command::Serve(_) | Command::Agent(_)) {
+        init_logging(None, false);
+    }
     let repo_dir = cli.inventory.clone();
     match cli.command {
         Command::Validate(a) => validate::run(repo_dir.as_deref(), &a, cli.quiet),
@@ -165,14 +187,26 @@ fn asks_for_data(c: &Command) -> bool {
     }
 }
 
-/// Logs (tracing) to stderr, and also to `file` when given. `RUST_LOG` / `FLEET_LOG` filter
-/// (default `info`).
-pub fn init_logging(file: Option<&std::path::Path>) {
+/// Logs (tracing) to stderr, and also to `file` when given, as text or JSON
+/// (`--log-format`). The level: `-q` errors only; else `FLEET_LOG`/`RUST_LOG` when set; else
+/// by `-v` count — `serve` and `agent` log `info` by default, other commands `warn`.
+pub fn init_logging(file: Option<&std::path::Path>, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::fmt::writer::MakeWriterExt;
-    let filter = EnvFilter::try_from_env("FLEET_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(if style::quiet() { "error" } else { "info" }));
+    let (verbose, format) = LOGS.get().copied().unwrap_or_default();
+    let level = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        (2, _) => "debug",
+        _ => "trace",
+    };
+    let filter = if style::quiet() {
+        EnvFilter::new("error")
+    } else {
+        EnvFilter::try_from_env("FLEET_LOG")
+            .or_else(|_| EnvFilter::try_from_default_env())
+            .unwrap_or_else(|_| EnvFilter::new(level))
+    };
     let log_file = file.and_then(|p| {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
@@ -187,13 +221,20 @@ pub fn init_logging(file: Option<&std::path::Path>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(style::colors_on());
-    let _ = match log_file {
-        Some(f) => builder
-            .with_ansi(false)
+        .with_ansi(style::colors_on() && log_file.is_none());
+    let _ = match (format, log_file) {
+        (LogFormat::Json, Some(f)) => builder
+            .json()
             .with_writer(MaskSecrets(std::io::stderr.and(std::sync::Mutex::new(f))))
             .try_init(),
-        None => builder.with_writer(MaskSecrets(std::io::stderr)).try_init(),
+        (LogFormat::Json, None) => builder
+            .json()
+            .with_writer(MaskSecrets(std::io::stderr))
+            .try_init(),
+        (LogFormat::Text, Some(f)) => builder
+            .with_writer(MaskSecrets(std::io::stderr.and(std::sync::Mutex::new(f))))
+            .try_init(),
+        (LogFormat::Text, None) => builder.with_writer(MaskSecrets(std::io::stderr)).try_init(),
     };
 }
 
@@ -230,7 +271,16 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
 /// on any error (nothing is touched).
 pub fn load_repo(repo_dir: Option<&std::path::Path>) -> Result<crate::repo::Repo> {
     let root = crate::repo::find_root(repo_dir)?;
+    let started = std::time::Instant::now();
     let mut repo = crate::repo::Repo::load(&root);
+    tracing::info!(
+        root = %root.display(),
+        nodes = repo.inventory.nodes.len(),
+        roles = repo.roles.len(),
+        templates = repo.templates.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "repo loaded"
+    );
     for w in repo.diags.take_warnings() {
         crate::noteln!("{}", style::diagnostic(&w));
     }

@@ -85,7 +85,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Err(Error::Config(diags));
     }
     let root = repo.root.clone();
-    crate::cli::init_logging(None);
+    crate::cli::init_logging(None, true);
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let listen = resolve_listen(&repo, args.listen.as_deref()).await?;

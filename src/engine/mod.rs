@@ -146,10 +146,15 @@ pub async fn run_playbook(
                 .unwrap_or_else(|| host::HostState::new(&name));
             let (shared, pb, tx, permits) =
                 (shared.clone(), pb.clone(), tx.clone(), permits.clone());
-            let job = tokio::spawn(crate::panic::CatchUnwind::new(async move {
-                let _permit = permits.acquire_owned().await.ok();
-                host::run_play(shared, pb, pi, state, tx).await
-            }));
+            // Every log line of this host's run (`-v`, `-vv`) names the node.
+            let span = tracing::info_span!("host", node = %name);
+            let job = tokio::spawn(tracing::Instrument::instrument(
+                crate::panic::CatchUnwind::new(async move {
+                    let _permit = permits.acquire_owned().await.ok();
+                    host::run_play(shared, pb, pi, state, tx).await
+                }),
+                span,
+            ));
             joins.push((name, job));
         }
         for (name, mut job) in joins {
