@@ -8,14 +8,13 @@ use support::{build_repo, crate_root, fleet, parse_case};
 const CANARY: &str = "log-canary-7Q2x9";
 
 fn repo() -> tempfile::TempDir {
-    let r = build_repo(
+    build_repo(
         &crate_root().join("tests/corpus/base"),
         &parse_case(
             "logs",
             "--- inventory/fleet.yaml\nfleet: { name: t }\nvars: { app_dir: /tmp/fleet-logs-test-app }\nnodes:\n  me: { host: 127.0.0.1, role: common, vars: { connection: local } }\n--- playbooks/canary.yaml\n- name: canary\n  hosts: all\n  tasks:\n    - name: secret argument\n      command: { argv: [\"true\", \"{{ env('FLEET_LOG_CANARY') }}\"] }\n",
         ),
-    );
-    r
+    )
 }
 
 fn run(r: &tempfile::TempDir, args: &[&str]) -> (i32, String, String) {
