@@ -136,6 +136,7 @@ pub async fn report(
                 let show = bad
                     || s == Status::Changed
                     || verbose
+                    || e.stdout.is_some()
                     || (e.module.as_deref() == Some("debug") && s == Status::Ok);
                 if style::quiet() {
                     // Errors only: what failed, on stderr (stdout is silent under -q).
@@ -166,6 +167,23 @@ pub async fn report(
                                 .unwrap_or_default()
                         ),
                     );
+                    // A command's output (ad-hoc runs), under its host's line.
+                    let said = |t: &Option<String>| t.as_deref().is_some_and(|t| !t.is_empty());
+                    if said(&e.stdout) || said(&e.stderr) || e.rc.is_some_and(|rc| rc != 0) {
+                        say(&bar, style::dim(&format!("    rc={}", e.rc.unwrap_or(-1))));
+                    }
+                    for (text, err) in [(&e.stdout, false), (&e.stderr, true)] {
+                        for line in text.as_deref().unwrap_or("").lines() {
+                            say(
+                                &bar,
+                                if err {
+                                    format!("    {} {}", style::red("!"), line)
+                                } else {
+                                    format!("    {} {line}", style::dim("|"))
+                                },
+                            );
+                        }
+                    }
                     if let Some(d) = &e.diff {
                         for line in d.lines() {
                             let l = match line.chars().next() {
@@ -213,23 +231,6 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     if diags.has_errors() {
         return Err(Error::Config(diags));
     }
-    // Nothing runs until the whole playbook renders for every host (exit 2, nothing touched).
-    let library = Library::new(&repo.templates);
-    let (plan, mut plan_diags) = crate::plan::plan_playbook(
-        &repo,
-        &library,
-        &pb,
-        &crate::plan::PlanOptions {
-            limit: args.limit.clone(),
-            extra: extra.clone(),
-            with_content: false,
-        },
-    );
-    plan_diags.extend(crate::plan::missing_agent_binaries(&plan, true));
-    if plan_diags.has_errors() {
-        return Err(Error::Config(plan_diags));
-    }
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let opts = RunOptions {
         check: args.check,
         diff: args.diff,
@@ -240,7 +241,38 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         extra,
         ssh_config: args.ssh_config.clone(),
         connect_timeout: Duration::from_secs(10),
+        show_output: false,
     };
+    execute(repo, pb, opts, args.json, verbose)
+}
+
+/// Plans `pb` (nothing runs unless it renders for every host: exit 2, nothing touched), runs
+/// it, reports as it goes, prints the recap; exit 1 when a host failed or was unreachable.
+/// `fleet apply` and the ad-hoc commands share it.
+pub fn execute(
+    repo: crate::repo::Repo,
+    pb: crate::spec::playbook::Playbook,
+    opts: RunOptions,
+    json: bool,
+    verbose: bool,
+) -> Result<u8> {
+    let library = Library::new(&repo.templates);
+    let (plan, mut plan_diags) = crate::plan::plan_playbook(
+        &repo,
+        &library,
+        &pb,
+        &crate::plan::PlanOptions {
+            limit: opts.limit.clone(),
+            extra: opts.extra.clone(),
+            with_content: false,
+        },
+    );
+    plan_diags.extend(crate::plan::missing_agent_binaries(&plan, true));
+    if plan_diags.has_errors() {
+        return Err(Error::Config(plan_diags));
+    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let check = opts.check;
     let shared = Arc::new(Shared {
         repo,
         library,
@@ -250,12 +282,12 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     let rt = crate::cli::runtime()?;
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
-        let reporter = tokio::spawn(report(rx, args.json, verbose, args.check));
+        let reporter = tokio::spawn(report(rx, json, verbose, check));
         let pb = Arc::new(pb);
         run_playbook(shared, pb, tx).await;
         reporter.await.unwrap_or_default()
     });
-    if !args.json {
+    if !json {
         crate::outln!("\n{}", recap_table(&recap));
     }
     let bad: Vec<&str> = recap

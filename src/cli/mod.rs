@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 
+pub mod adhoc;
 pub mod agent;
 pub mod apply;
 pub mod candidates;
@@ -96,6 +97,10 @@ pub enum Command {
     Plan(plan::Args),
     /// Run a playbook on its hosts over SSH (`--check`: predict, change nothing).
     Apply(apply::Args),
+    /// Ad-hoc: one module on the hosts a pattern selects (`fleet run all -m file -a 'path=/x state=directory'`).
+    Run(adhoc::RunArgs),
+    /// Ad-hoc: a shell command on the hosts a pattern selects, each host's output shown.
+    Sh(adhoc::ShArgs),
     /// Bring one node (new or known) to its role: facts, requirements, role, verify, inventory, render.
     Provision(provision::Args),
     /// Gather facts of nodes over SSH (one round trip each) and cache them.
@@ -152,6 +157,8 @@ pub fn run() -> Result<u8> {
         Command::Eligible(a) => eligible::run(repo_dir.as_deref(), &a),
         Command::Resources(a) => resources::run(&a),
         Command::Apply(a) => apply::run(repo_dir.as_deref(), &a, cli.verbose > 0),
+        Command::Run(a) => adhoc::run(repo_dir.as_deref(), &a, cli.verbose > 0),
+        Command::Sh(a) => adhoc::sh(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Facts(a) => facts::run(repo_dir.as_deref(), &a),
         Command::Provision(a) => provision::run(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Completions(a) => completions::run(&a),
@@ -170,6 +177,8 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Nodes(a) => a.json,
         Command::Plan(a) => a.json,
         Command::Apply(a) => a.json,
+        Command::Run(a) => a.common.json,
+        Command::Sh(a) => a.common.json,
         Command::Provision(a) => a.json,
         Command::Facts(a) => a.json,
         Command::Route(a) => a.json,

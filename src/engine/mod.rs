@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub ssh_config: Option<PathBuf>,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Put each task's output (rc, stdout, stderr) in its event: ad-hoc commands show it.
+    pub show_output: bool,
 }
 
 impl Default for RunOptions {
@@ -62,6 +64,7 @@ impl Default for RunOptions {
             extra: ExtraVars::default(),
             ssh_config: None,
             connect_timeout: Duration::from_secs(10),
+            show_output: false,
         }
     }
 }
