@@ -34,7 +34,7 @@ pub struct Common {
     /// Hosts at once.
     #[arg(long, default_value_t = 50)]
     pub forks: usize,
-    /// Extra variables (`-e key=value`), highest precedence.
+    /// Extra variables, highest precedence: `-e key=value`, `-e @vars.yaml`, `-e '{"key": 1}'`.
     #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
     pub extra: Vec<String>,
     /// An ssh config file (`-F`), instead of the inventory's `ssh_config`.

@@ -16,12 +16,27 @@ use crate::template::{self, Context};
 pub struct ExtraVars(pub Vec<(String, J)>);
 
 impl ExtraVars {
-    /// Parses `key=value` pairs; values read like plain YAML scalars (`8080` is a number).
+    /// Parses `-e` values, in order (a later one wins): `key=value` (the value reads like a
+    /// plain YAML scalar: `8080` is a number), `@FILE` (a YAML or JSON mapping in a file) or
+    /// an inline mapping (`'{"port": 8080, "tags": [a, b]}'`).
     pub fn parse(pairs: &[String]) -> Result<ExtraVars, String> {
         let mut out = Vec::new();
         for p in pairs {
+            let t = p.trim_start();
+            if let Some(path) = t.strip_prefix('@') {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("`-e @{path}`: cannot read it: {e}"))?;
+                out.extend(mapping(&text, path)?);
+                continue;
+            }
+            if t.starts_with('{') {
+                out.extend(mapping(t, "<-e>")?);
+                continue;
+            }
             let Some((k, v)) = p.split_once('=') else {
-                return Err(format!("`-e {p}`: expected `name=value`"));
+                return Err(format!(
+                    "`-e {p}`: expected `name=value`, `@FILE` or a mapping (`{{\"name\": value}}`)"
+                ));
             };
             let k = k.trim();
             if !crate::spec::decode::is_identifier(k) {
@@ -38,6 +53,30 @@ impl ExtraVars {
         }
         Ok(ExtraVars(out))
     }
+}
+
+/// The variables of a YAML/JSON mapping given with `-e` (a file's errors are located in it).
+fn mapping(text: &str, file: &str) -> Result<Vec<(String, J)>, String> {
+    let node = crate::spec::yaml::parse(&file.into(), text).map_err(|d| d.to_string())?;
+    let J::Object(map) = node.to_json() else {
+        return Err(format!(
+            "`-e` {}: expected a mapping of variable names to values",
+            if file == "<-e>" {
+                "value".to_string()
+            } else {
+                format!("file `{file}`")
+            }
+        ));
+    };
+    map.into_iter()
+        .map(|(k, v)| {
+            if crate::spec::decode::is_identifier(&k) {
+                Ok((k, v))
+            } else {
+                Err(format!("`-e` {file}: `{k}` is not a variable name"))
+            }
+        })
+        .collect()
 }
 
 /// The `node` variable: what templates and conditions know about the host.
@@ -334,6 +373,41 @@ pub fn remember_strings(v: &J) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_vars_from_pairs_files_and_mappings() {
+        let d = tempfile::tempdir().expect("tmp");
+        let f = d.path().join("vars.yaml");
+        std::fs::write(&f, "port: 8080\ntags: [a, b]\nname: from-file\n").expect("w");
+        let e = ExtraVars::parse(&[
+            "name=first".into(),
+            format!("@{}", f.display()),
+            r#"{"name": "inline", "nested": {"k": true}}"#.into(),
+        ])
+        .expect("parses");
+        let get = |k: &str| {
+            e.0.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("port"), Some(json!(8080)));
+        assert_eq!(get("tags"), Some(json!(["a", "b"])));
+        assert_eq!(get("name"), Some(json!("inline")), "a later -e wins");
+        assert_eq!(get("nested"), Some(json!({"k": true})));
+        for bad in [
+            "@/no/such/file",
+            "{x: [}",
+            "[1, 2]",
+            "{\"not a name\": 1}",
+            "novalue",
+        ] {
+            assert!(ExtraVars::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+        std::fs::write(&f, "- 1\n").expect("w");
+        let err = ExtraVars::parse(&[format!("@{}", f.display())]).expect_err("a list");
+        assert!(err.contains("expected a mapping"), "{err}");
+    }
     use crate::spec::decode::Decoder;
     use crate::spec::yaml::parse;
     use std::sync::Arc;
