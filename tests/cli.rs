@@ -379,3 +379,46 @@ fn version_names_the_commit_and_man_pages_are_written() {
         "{help}"
     );
 }
+
+#[test]
+fn apply_lists_hosts_tasks_and_tags_and_refuses_unknown_tags() {
+    let r = support::build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &support::parse_case(
+            "lists",
+            "--- inventory/fleet.yaml\nfleet: { name: t }\nvars: { app_dir: /opt/app }\ngroups:\n  g: [b]\nnodes:\n  a: { host: a.invalid, role: common }\n  b: { host: b.invalid, role: common }\n--- playbooks/tagged.yaml\n- name: tagged\n  hosts: all\n  tasks:\n    - name: one\n      debug: { msg: one }\n      tags: [web]\n    - name: two\n      debug: { msg: two }\n      tags: [db, always]\n    - name: three\n      debug: { msg: three }\n",
+        ),
+    );
+    let out = |args: &[&str]| -> (i32, String, String) {
+        let o = fleet(r.path())
+            .args(["apply", "playbooks/tagged.yaml"])
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(out(&["--list-tags"]).1, "always, db, web\n");
+    assert_eq!(
+        out(&["--list-hosts", "--limit", "g"]).1,
+        "play tagged (1 host): b\n",
+        "nothing contacted: the hosts do not resolve"
+    );
+    let (code, tasks, _) = out(&["--list-tasks", "--tags", "web"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        tasks, "play tagged:\n  one  [web]\n  two  [db, always]\n",
+        "`always` runs whatever --tags says"
+    );
+    let (code, _, err) = out(&["--tags", "webb"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no task of this playbook has the tag `webb`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `web`?"), "{err}");
+    assert_eq!(out(&["--skip-tags", "nope"]).0, 2);
+}

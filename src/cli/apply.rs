@@ -48,6 +48,140 @@ pub struct Args {
     /// JSON lines on stdout instead of the human output.
     #[arg(long)]
     pub json: bool,
+    /// List each play's hosts (after --limit) and stop; nothing is contacted.
+    #[arg(long)]
+    pub list_hosts: bool,
+    /// List each play's tasks (after --tags/--skip-tags) and stop.
+    #[arg(long)]
+    pub list_tasks: bool,
+    /// List the tags the playbook's tasks carry and stop.
+    #[arg(long)]
+    pub list_tags: bool,
+}
+
+/// Every tag the playbook's tasks (its roles' included) carry, and where each play's tasks
+/// come from.
+fn playbook_tags(
+    repo: &crate::repo::Repo,
+    pb: &crate::spec::playbook::Playbook,
+) -> std::collections::BTreeSet<String> {
+    pb.plays
+        .iter()
+        .filter_map(|p| crate::play::expand(&repo.roles, p).ok())
+        .flat_map(|e| {
+            e.tasks
+                .iter()
+                .chain(e.handlers.iter())
+                .flat_map(|(_, t)| t.tags.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Whether `--tags`/`--skip-tags` select a task (as the engine decides).
+fn selected(tags: &[String], skip: &[String], task: &crate::spec::task::Task) -> bool {
+    if task.tags.iter().any(|t| skip.contains(t)) {
+        return false;
+    }
+    tags.is_empty() || task.tags.iter().any(|t| tags.contains(t) || t == "always")
+}
+
+/// `--list-hosts`, `--list-tasks`, `--list-tags`: what a run would touch, from the repo alone.
+fn list(
+    repo: &crate::repo::Repo,
+    pb: &crate::spec::playbook::Playbook,
+    args: &Args,
+    extra: &ExtraVars,
+) -> Result<u8> {
+    if args.list_tags {
+        let tags = playbook_tags(repo, pb);
+        crate::outln!(
+            "{}",
+            if tags.is_empty() {
+                "(no tags)".to_string()
+            } else {
+                tags.into_iter().collect::<Vec<_>>().join(", ")
+            }
+        );
+    }
+    if args.list_hosts {
+        let library = Library::new(&repo.templates);
+        let (plan, diags) = crate::plan::plan_playbook(
+            repo,
+            &library,
+            pb,
+            &crate::plan::PlanOptions {
+                limit: args.limit.clone(),
+                extra: extra.clone(),
+                with_content: false,
+            },
+        );
+        if diags.has_errors() {
+            return Err(Error::Config(diags));
+        }
+        for play in &plan.plays {
+            crate::outln!(
+                "play {} ({}): {}",
+                play.name,
+                crate::util::count(play.targets.len() as u64, "host", "hosts"),
+                play.targets
+                    .iter()
+                    .map(|t| t.node.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    if args.list_tasks {
+        for play in &pb.plays {
+            let expanded = crate::play::expand(&repo.roles, play).map_err(Error::config)?;
+            crate::outln!("play {}:", play.name);
+            for (role, t) in &expanded.tasks {
+                if !selected(&args.tags, &args.skip_tags, t) {
+                    continue;
+                }
+                let tags = if t.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", t.tags.join(", "))
+                };
+                match role {
+                    Some(r) => crate::outln!("  {r}: {}{tags}", t.name),
+                    None => crate::outln!("  {}{tags}", t.name),
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `--tags`/`--skip-tags` that no task carries are typos, not a request to run nothing.
+fn check_tags(
+    repo: &crate::repo::Repo,
+    pb: &crate::spec::playbook::Playbook,
+    args: &Args,
+) -> Result<()> {
+    let known = playbook_tags(repo, pb);
+    for t in args.tags.iter().chain(args.skip_tags.iter()) {
+        if t == "always" || known.contains(t) {
+            continue;
+        }
+        let help =
+            crate::error::did_you_mean(t, known.iter().map(String::as_str)).unwrap_or_else(|| {
+                if known.is_empty() {
+                    "this playbook's tasks carry no tags".to_string()
+                } else {
+                    format!(
+                        "tags in this playbook: {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                }
+            });
+        return Err(Error::Usage(format!(
+            "no task of this playbook has the tag `{t}`\n  help: {help}"
+        )));
+    }
+    Ok(())
 }
 
 /// Prints events as they come: human lines or JSON lines. Returns the recap.
@@ -230,6 +364,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     let (pb, diags) = repo.load_playbook(&args.playbook)?;
     if diags.has_errors() {
         return Err(Error::Config(diags));
+    }
+    check_tags(&repo, &pb, args)?;
+    if args.list_hosts || args.list_tasks || args.list_tags {
+        return list(&repo, &pb, args, &extra);
     }
     let opts = RunOptions {
         check: args.check,

@@ -176,7 +176,7 @@ fn asks_for_data(c: &Command) -> bool {
     match c {
         Command::Nodes(a) => a.json,
         Command::Plan(a) => a.json,
-        Command::Apply(a) => a.json,
+        Command::Apply(a) => a.json || a.list_hosts || a.list_tasks || a.list_tags,
         Command::Run(a) => a.common.json,
         Command::Sh(a) => a.common.json,
         Command::Provision(a) => a.json,
