@@ -422,3 +422,46 @@ fn apply_lists_hosts_tasks_and_tags_and_refuses_unknown_tags() {
     assert!(err.contains("did you mean `web`?"), "{err}");
     assert_eq!(out(&["--skip-tags", "nope"]).0, 2);
 }
+
+#[test]
+fn group_vars_and_host_vars_directories() {
+    let files = "--- inventory/fleet.yaml\nfleet: { name: t, hq: a, hq_url: \"http://127.0.0.1:9\" }\nvars: { app_dir: /opt/app, who: fleet }\ngroups:\n  pair: { nodes: [a, b], vars: { who: inline } }\nnodes:\n  a: { host: a.invalid, role: common }\n  b: { host: b.invalid, role: common, vars: { port: 1 } }\n--- inventory/group_vars/pair/who.yaml\nwho: group-file\n--- inventory/group_vars/all.yml\ngreeting: hello\n--- inventory/host_vars/b.yaml\nport: 2\n--- playbooks/show.yaml\n- name: show\n  hosts: all\n  tasks:\n    - name: say\n      debug: { msg: \"{{ who }} {{ greeting }} {{ port | default('none') }}\" }\n";
+    let r = support::build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &support::parse_case("vars", files),
+    );
+    let out = fleet(r.path())
+        .args(["plan", "playbooks/show.yaml", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let msg = |node: &str| {
+        plan["plays"][0]["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .find(|t| t["node"] == node)
+            .map(|t| t["tasks"][0]["args"]["msg"].clone())
+            .expect("node")
+    };
+    assert_eq!(msg("a"), "group-file hello none");
+    assert_eq!(
+        msg("b"),
+        "group-file hello 2",
+        "host_vars beat the inline node vars"
+    );
+    // A file for a node or group the inventory does not have is a located error.
+    std::fs::write(r.path().join("inventory/host_vars/c.yaml"), "x: 1\n").expect("w");
+    fleet(r.path())
+        .arg("validate")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "inventory/host_vars/c.yaml:1:1: error: host_vars for `c`, which is not a node of the inventory",
+        ));
+}
