@@ -465,3 +465,34 @@ fn group_vars_and_host_vars_directories() {
             "inventory/host_vars/c.yaml:1:1: error: host_vars for `c`, which is not a node of the inventory",
         ));
 }
+
+#[test]
+fn vars_files_are_read_relative_to_the_playbook() {
+    let files = "--- inventory/fleet.yaml\nfleet: { name: t, hq: a, hq_url: \"http://127.0.0.1:9\" }\nvars: { app_dir: /opt/app }\nnodes:\n  a: { host: a.invalid, role: common }\n--- playbooks/vars/common.yaml\nport: 8080\nwho: file\n--- playbooks/show.yaml\n- name: show\n  hosts: all\n  vars: { who: play, other: kept }\n  vars_files: [vars/common.yaml]\n  tasks:\n    - name: say\n      debug: { msg: \"{{ who }} {{ port }} {{ other }}\" }\n";
+    let r = support::build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &support::parse_case("vf", files),
+    );
+    let out = fleet(r.path())
+        .args(["plan", "playbooks/show.yaml", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        plan["plays"][0]["targets"][0]["tasks"][0]["args"]["msg"],
+        "file 8080 kept"
+    );
+    let pb = r.path().join("playbooks/show.yaml");
+    let text = std::fs::read_to_string(&pb).expect("read");
+    std::fs::write(&pb, text.replace("vars/common.yaml", "vars/missing.yaml")).expect("w");
+    fleet(r.path())
+        .args(["plan", "playbooks/show.yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error: `vars_files`: no file"));
+}

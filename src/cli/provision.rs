@@ -128,6 +128,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             Loc::file_start(&"<fleet provision>".into()),
         ),
         vars: Default::default(),
+        vars_files: Vec::new(),
         roles: vec![Spanned::new(
             role.clone(),
             Loc::file_start(&"<fleet provision>".into()),

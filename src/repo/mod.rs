@@ -329,13 +329,34 @@ impl Repo {
         };
         let mut diags = Diagnostics::default();
         let mut d = Decoder::with_modules(crate::modules::SPECS);
-        let pb = match read_yaml(&full, &mut diags) {
+        let mut pb = match read_yaml(&full, &mut diags) {
             Some(n) => decode_playbook(&mut d, shown(&full), &n),
             None => Playbook {
                 file: shown(&full),
                 plays: Vec::new(),
             },
         };
+        // `vars_files`, relative to the playbook's directory; their variables over `vars`.
+        let base = full.parent().map(Path::to_path_buf).unwrap_or_default();
+        for play in &mut pb.plays {
+            for vf in play.vars_files.clone() {
+                let path = base.join(&vf.value);
+                if !path.is_file() {
+                    diags.push(
+                        Diagnostic::error(
+                            vf.loc.clone(),
+                            format!("`vars_files`: no file `{}`", shown(&path)),
+                        )
+                        .with_help("paths are relative to the playbook's directory"),
+                    );
+                    continue;
+                }
+                if let Some(n) = read_yaml(&path, &mut diags) {
+                    let vars = d.vars(&n, &format!("variables file `{}`", shown(&path)));
+                    play.vars.extend(vars);
+                }
+            }
+        }
         diags.extend(d.diags);
         Ok((pb, diags))
     }
