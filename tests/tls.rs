@@ -396,7 +396,7 @@ fn the_hq_role_reissues_a_certificate_due_for_renewal_and_leaves_a_fresh_one() {
     let gitignore = std::fs::read_to_string(root.join(".gitignore")).expect(".gitignore");
     assert!(gitignore.lines().any(|l| l == ".fleet/"), "{gitignore}");
     let cert = root.join(".fleet/tls/hq.pem");
-    let first = std::fs::read(&cert).expect("hq cert");
+    let first = std::fs::read_to_string(&cert).expect("hq cert");
     let (node_cert, node_key) = (
         node.path().join("tls/hq.pem"),
         node.path().join("tls/hq.key"),
@@ -412,33 +412,40 @@ fn the_hq_role_reissues_a_certificate_due_for_renewal_and_leaves_a_fresh_one() {
     assert_eq!(apply(&["--check"]), BTreeSet::from([task.clone()]));
     assert!(!node_cert.exists(), "check placed nothing");
     assert_eq!(apply(&[]), BTreeSet::from([task.clone()]));
-    assert_eq!(std::fs::read(&node_cert).expect("placed"), first);
+    assert_eq!(std::fs::read_to_string(&node_cert).expect("placed"), first);
     #[cfg(unix)]
     assert_eq!(mode(&node_key), 0o600);
     assert_eq!(apply(&[]), BTreeSet::new(), "second run");
     assert_eq!(apply(&["--check"]), BTreeSet::new(), "check after");
-    assert_eq!(std::fs::read(&cert).expect("cert"), first, "not re-issued");
+    assert_eq!(
+        std::fs::read_to_string(&cert).expect("cert"),
+        first,
+        "not re-issued"
+    );
 
     // Within the renewal window (20 days left, renewal at 30): re-issued by the task.
     fleet(root)
         .args(["tls", "issue-hq", "--force", "--days", "20"])
         .assert()
         .success();
-    let short = std::fs::read(&cert).expect("cert");
+    let short = std::fs::read_to_string(&cert).expect("cert");
     assert!(expires_within_days(&cert, 30));
     assert_eq!(apply(&["--check"]), BTreeSet::from([task.clone()]));
     assert_eq!(
-        std::fs::read(&cert).expect("cert"),
+        std::fs::read_to_string(&cert).expect("cert"),
         short,
         "check issues nothing"
     );
     assert_eq!(apply(&[]), BTreeSet::from([task.clone()]));
-    let renewed = std::fs::read(&cert).expect("cert");
+    let renewed = std::fs::read_to_string(&cert).expect("cert");
     assert_ne!(renewed, short, "re-issued");
     assert!(!expires_within_days(&cert, 80), "valid 90 days again");
-    assert_eq!(std::fs::read(&node_cert).expect("node cert"), renewed);
-    let key = std::fs::read(root.join(".fleet/tls/hq.key")).expect("key");
-    assert_eq!(std::fs::read(&node_key).expect("node key"), key);
+    assert_eq!(
+        std::fs::read_to_string(&node_cert).expect("node cert"),
+        renewed
+    );
+    let key = std::fs::read_to_string(root.join(".fleet/tls/hq.key")).expect("key");
+    assert_eq!(std::fs::read_to_string(&node_key).expect("node key"), key);
     assert_eq!(apply(&[]), BTreeSet::new(), "second run after renewal");
     assert_eq!(apply(&["--check"]), BTreeSet::new());
     // The key never reaches the output.

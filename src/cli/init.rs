@@ -243,7 +243,7 @@ routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_k
     }
     // The fleet CA and HQ's certificate: agents and CLI commands reach HQ over HTTPS.
     let repo = crate::repo::Repo::load(&dir);
-    crate::cli::tls::init(
+    let made_ca = crate::cli::tls::init(
         &dir,
         &repo,
         &crate::cli::tls::IssueArgs {
@@ -252,7 +252,9 @@ routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_k
             force: false,
         },
     )?;
-    written.push(dir.join(crate::hq::tls::CA_CERT).display().to_string());
+    if made_ca {
+        written.push(dir.join(crate::hq::tls::CA_CERT).display().to_string());
+    }
     crate::noteln!(
         "created fleet `{name}` in {} ({})",
         dir.display(),

@@ -67,8 +67,9 @@ fn ignore_state(root: &Path) -> Result<()> {
 }
 
 /// Creates the CA of the repo at `root` when missing (`.fleet/` git-ignored first) and issues
-/// HQ's certificate for the inventory's names when it is missing or due. Shared with `fleet init`.
-pub fn init(root: &Path, repo: &crate::repo::Repo, a: &IssueArgs) -> Result<()> {
+/// HQ's certificate for the inventory's names when it is missing or due; true when it made the
+/// CA. Shared with `fleet init`.
+pub fn init(root: &Path, repo: &crate::repo::Repo, a: &IssueArgs) -> Result<bool> {
     ignore_state(root)?;
     let name = repo
         .inventory
@@ -76,14 +77,16 @@ pub fn init(root: &Path, repo: &crate::repo::Repo, a: &IssueArgs) -> Result<()> 
         .name
         .clone()
         .unwrap_or_else(|| "fleet".into());
-    if tls::init_ca(root, &name)? {
+    let made = tls::init_ca(root, &name)?;
+    if made {
         crate::noteln!(
             "created the fleet CA: {} (commit it: agents and CLI commands trust only it); its key {} stays on this machine (0600, git-ignored)",
             tls::CA_CERT,
             tls::CA_KEY
         );
     }
-    issue_hq(root, repo, a)
+    issue_hq(root, repo, a)?;
+    Ok(made)
 }
 
 fn issue_hq(root: &Path, repo: &crate::repo::Repo, a: &IssueArgs) -> Result<()> {
@@ -113,7 +116,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let repo = crate::cli::load_repo(repo_dir)?;
     let root = repo.root.clone();
     match &args.action {
-        Action::Init(a) => init(&root, &repo, a)?,
+        Action::Init(a) => {
+            init(&root, &repo, a)?;
+        }
         Action::IssueHq(a) => issue_hq(&root, &repo, a)?,
     }
     Ok(0)
