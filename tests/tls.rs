@@ -2,7 +2,8 @@
 //! the fleet CA; the agent and the CLI's client pin that CA (a handshake succeeds) and refuse
 //! HQ's certificate when they pin another fleet's CA; plain HTTP is refused off loopback; the
 //! CA key is 0600 and git-ignored; the hq role's TLS task re-issues a certificate within the
-//! renewal window and leaves a fresh one alone.
+//! renewal window and leaves a fresh one alone; `fleet_agent` places the CA on a real sshd
+//! host, whose agent then reports over HTTPS.
 
 mod support;
 
@@ -459,4 +460,83 @@ fn the_hq_role_reissues_a_certificate_due_for_renewal_and_leaves_a_fresh_one() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!all.contains("PRIVATE KEY"), "{all}");
+}
+
+#[test]
+fn provisioned_agents_get_the_fleet_ca_and_report_over_https() {
+    let hosts = support::Hosts::up(1);
+    hosts.install_standins(1);
+    let port = free_port();
+    let inv = format!(
+        "fleet: {{ name: t, hq: hq1, hq_url: \"https://127.0.0.1:{port}\", ssh_config: \"{}\" }}\nvars: {{ app_dir: /opt/app, fleet_user: root }}\nnodes:\n  hq1: {{ host: 127.0.0.1, role: common, vars: {{ connection: local }} }}\n",
+        hosts.ssh_config().display()
+    );
+    let role = "description: the agent only\ntasks:\n  - name: agent\n    fleet_agent: { hq_url: \"{{ fleet.hq_url }}\", interval: 200ms }\n";
+    let r = build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &parse_case(
+            "a",
+            &format!("--- inventory/fleet.yaml\n{inv}--- roles/agentonly/role.yaml\n{role}"),
+        ),
+    );
+    fleet(r.path()).args(["tls", "init"]).assert().success();
+    let db = r.path().join(".fleet/hq.sqlite");
+    let _serve = spawn_fleet(
+        r.path(),
+        &[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--db",
+            &db.display().to_string(),
+        ],
+        &r.path().join("serve.log"),
+    );
+    let (url, ca) = (
+        format!("https://127.0.0.1:{port}"),
+        r.path().join("tls/ca.pem"),
+    );
+    wait_for(20, "HQ over HTTPS", || nodes_with_ca(&url, &ca).ok());
+
+    let out = fleet(r.path())
+        .args(["provision", "a1", "--role", "agentonly", "--host", "host1"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The CA is placed next to the token; the unit names no CA (the agent's default is it).
+    let placed = hosts.sh(
+        1,
+        "stat -c '%a %n' /etc/fleet/ca.pem; cat /etc/fleet/ca.pem",
+    );
+    let ca_text = std::fs::read_to_string(&ca).expect("ca");
+    assert!(placed.contains("644 /etc/fleet/ca.pem"), "{placed}");
+    assert!(placed.contains(ca_text.trim()), "{placed}");
+    // The agent on the host pins it and HQ hears it over HTTPS.
+    wait_for(30, "a1 to report over HTTPS", || {
+        let nodes = nodes_with_ca(&url, &ca).ok()?;
+        nodes
+            .nodes
+            .iter()
+            .any(|n| n.name == "a1" && n.last_heartbeat.is_some())
+            .then_some(())
+    });
+    let again = fleet(r.path())
+        .args(["provision", "a1", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&again.stdout).contains("\"status\":\"changed\""),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
 }
