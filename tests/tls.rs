@@ -126,6 +126,16 @@ fn https_hq_answers_clients_that_pin_its_fleet_ca_and_only_them() {
         "{log}"
     );
 
+    // A client that connects and never says a word holds up no one else's handshake.
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let started = std::time::Instant::now();
+    nodes_with_ca(&url, &ca).expect("answered beside a silent client");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
     // Plain HTTP to it gets no HTTP answer.
     assert!(
         support::http(

@@ -436,10 +436,12 @@ pub fn server_config(files: &CertFiles) -> Result<Arc<rustls::ServerConfig>, Tls
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once.
+const MAX_HANDSHAKES: usize = 256;
 
 /// A TCP listener that hands axum only connections whose TLS handshake succeeded. Handshakes
-/// run concurrently (a slow or silent client holds up no other), each bounded in time; a
-/// failed one is logged at debug level and dropped.
+/// run concurrently (a slow or silent client holds up no other), each bounded in time and at
+/// most [`MAX_HANDSHAKES`] at once; a failed one is logged at debug level and dropped.
 pub struct TlsListener {
     rx: tokio::sync::mpsc::Receiver<(
         tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
@@ -458,8 +460,13 @@ impl TlsListener {
         let addr = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let task = tokio::spawn(async move {
             loop {
+                // At most MAX_HANDSHAKES at once: past that, connections wait in the backlog.
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -470,7 +477,9 @@ impl TlsListener {
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                    drop(permit);
+                    match done {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
