@@ -459,6 +459,32 @@ fn the_hq_role_reissues_a_certificate_due_for_renewal_and_leaves_a_fresh_one() {
     assert_eq!(std::fs::read_to_string(&node_key).expect("node key"), key);
     assert_eq!(apply(&[]), BTreeSet::new(), "second run after renewal");
     assert_eq!(apply(&["--check"]), BTreeSet::new());
+    // Without the CA key (a clone of the repo elsewhere), nothing is issued and nothing is
+    // lost: `issue-hq` refuses, and the task fails on a certificate due for renewal.
+    fleet(root)
+        .args(["tls", "issue-hq", "--force", "--days", "20"])
+        .assert()
+        .success();
+    let due = std::fs::read_to_string(&cert).expect("cert");
+    let ca_key = root.join(".fleet/tls/ca.key");
+    let aside = root.join("ca.key.aside");
+    std::fs::rename(&ca_key, &aside).expect("move the CA key away");
+    fleet(root)
+        .args(["tls", "issue-hq", "--force"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("is not on this machine"));
+    assert_eq!(std::fs::read_to_string(&cert).expect("cert"), due);
+    assert_eq!(apply(&["--check"]), BTreeSet::from([task.clone()]));
+    let (code, events, err) = support::apply_json(root, "playbooks/site.yaml", &[]);
+    assert_ne!(code, 0, "{events:?}");
+    let all = format!("{events:?}{err}");
+    assert!(all.contains("is not on this machine"), "{all}");
+    assert_eq!(std::fs::read_to_string(&cert).expect("cert"), due);
+    std::fs::rename(&aside, &ca_key).expect("put the CA key back");
+    assert_eq!(apply(&[]), BTreeSet::from([task.clone()]));
+    assert_eq!(apply(&[]), BTreeSet::new());
+
     // The key never reaches the output.
     let out = fleet(root)
         .args(["apply", "playbooks/site.yaml", "--json", "-v"])

@@ -92,10 +92,15 @@ pub fn init(root: &Path, repo: &crate::repo::Repo, a: &IssueArgs) -> Result<bool
 fn issue_hq(root: &Path, repo: &crate::repo::Repo, a: &IssueArgs) -> Result<()> {
     let names = tls::hq_names(repo);
     let within = Duration::from_secs(u64::from(a.renew_within.min(a.days - 1)) * 86_400);
-    if a.force {
-        let _ = std::fs::remove_file(root.join(tls::HQ_CERT));
-    }
-    match tls::ensure_hq(root, &names, a.days, within)? {
+    let done = if a.force {
+        // Issued first: a failure leaves the current certificate in place.
+        let (cert, key) = tls::issue(root, &names, a.days)?;
+        tls::save_hq(root, &cert, &key)?;
+        Issued::Renewed("--force".into())
+    } else {
+        tls::ensure_hq(root, &names, a.days, within)?
+    };
+    match done {
         Issued::Fresh => crate::noteln!(
             "HQ's certificate {} is fresh (more than {} days left); nothing to do",
             tls::HQ_CERT,

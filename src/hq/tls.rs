@@ -66,6 +66,12 @@ pub enum TlsError {
         .0.display()
     )]
     NoCa(PathBuf),
+    /// The repo has the CA certificate but not its key: not the controller that made it.
+    #[error(
+        "cannot issue HQ's certificate: the fleet CA's key `{}` is not on this machine\n  help: run this on the controller that made the CA (it holds `{CA_KEY}`), or copy HQ's certificate and key from there into `.fleet/tls/`",
+        .0.display()
+    )]
+    NoCaKey(PathBuf),
     /// Making a key or certificate failed.
     #[error("cannot make the certificate: {0}")]
     Make(String),
@@ -234,6 +240,9 @@ pub fn issue(root: &Path, names: &[String], valid_days: u32) -> Result<(String, 
     if !ca_cert_path.exists() {
         return Err(TlsError::NoCa(ca_cert_path));
     }
+    if !ca_key_path.exists() {
+        return Err(TlsError::NoCaKey(ca_key_path));
+    }
     let ca_pem = String::from_utf8_lossy(&read(&ca_cert_path)?).into_owned();
     let ca_key_pem = String::from_utf8_lossy(&read(&ca_key_path)?).into_owned();
     let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).map_err(|e| TlsError::Bad {
@@ -257,6 +266,18 @@ pub fn issue(root: &Path, names: &[String], valid_days: u32) -> Result<(String, 
     params.not_after = offset(now + days(valid_days));
     params.serial_number = Some(random_serial());
     let cert = params.signed_by(&key, &issuer).map_err(make)?;
+    // A CA key that is not the CA certificate's signs certificates no client accepts.
+    if let Some(why) = renewal_reason(
+        cert.pem().as_bytes(),
+        ca_pem.as_bytes(),
+        names,
+        Duration::ZERO,
+    ) {
+        return Err(TlsError::Bad {
+            path: ca_key_path,
+            why: format!("does not go with `{CA_CERT}`: a certificate it signs {why}"),
+        });
+    }
     Ok((cert.pem(), key.serialize_pem()))
 }
 
