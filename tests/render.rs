@@ -699,7 +699,7 @@ fn route_uses_live_status_from_hq() {
     );
     copy_tree(&crate_root().join("roles"), &repo.path().join("roles"));
     let inv = repo.path().join("inventory/fleet.yaml");
-    std::fs::write(&inv, read(&inv).replace("http://bob.local:8765", &hq)).expect("write");
+    std::fs::write(&inv, read(&inv).replace("https://bob.local:8765", &hq)).expect("write");
     let out = fleet(repo.path())
         .args(["route", "reason", "--json"])
         .output()

@@ -216,7 +216,7 @@ pub fn run(args: &Args) -> Result<u8> {
     };
     let inventory = format!(
         "# The fleet `{name}`. Add nodes under `nodes:`; `fleet validate` checks this file.\n\
-fleet:\n  name: {n}\n  hq: {hq}\n  hq_url: http://{hq_host}:8765\n\n\
+fleet:\n  name: {n}\n  hq: {hq}\n  hq_url: https://{hq_host}:8765   # HTTPS with the fleet's own CA (tls/ca.pem; `fleet tls`)\n\n\
 vars:\n  ssh_user: fleet\n  fleet_user: fleet\n  ollama_port: 11434\n\n\
 nodes:\n  {hq}:\n    host: {h}\n    role: hq\n    hardware: {{ os: {hq_os}, arch: {arch}, ram_gb: {ram} }}\n    models: [llama3.2:3b]\n\n\
 routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_key_env: {key_env}   # export {key_env}=... where fleet runs; never write the key here\n  rules:\n    - task: classify\n      model: llama3.2:3b\n      fallback: [cloud_api]\n",
@@ -238,8 +238,22 @@ routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_k
     if !gitignore.exists() {
         write_atomic(
             &gitignore,
-            b"# fleet's local state (facts cache, HQ database)\n.fleet/\n*.sqlite\n",
+            b"# fleet's local state (facts cache, HQ database, tokens, the CA key and HQ's key)\n.fleet/\n*.sqlite\n",
         )?;
+    }
+    // The fleet CA and HQ's certificate: agents and CLI commands reach HQ over HTTPS.
+    let repo = crate::repo::Repo::load(&dir);
+    let made_ca = crate::cli::tls::init(
+        &dir,
+        &repo,
+        &crate::cli::tls::IssueArgs {
+            days: crate::hq::tls::HQ_DAYS,
+            renew_within: crate::hq::tls::RENEW_WITHIN_DAYS,
+            force: false,
+        },
+    )?;
+    if made_ca {
+        written.push(dir.join(crate::hq::tls::CA_CERT).display().to_string());
     }
     crate::noteln!(
         "created fleet `{name}` in {} ({})",

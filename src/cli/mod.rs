@@ -26,6 +26,7 @@ pub mod resources;
 pub mod route;
 pub mod serve;
 pub mod style;
+pub mod tls;
 pub mod token;
 pub mod validate;
 
@@ -121,6 +122,8 @@ pub enum Command {
     Agent(agent::Args),
     /// Issue or revoke a node's agent token.
     Token(token::Args),
+    /// The fleet CA and HQ's certificate (HTTPS between agents, CLI and HQ).
+    Tls(tls::Args),
     /// Create a new fleet repo.
     Init(init::Args),
     /// Print shell completions (`fleet completions bash > /etc/bash_completion.d/fleet`).
@@ -167,6 +170,7 @@ pub fn run() -> Result<u8> {
         Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
         Command::Agent(a) => agent::run(&a),
         Command::Token(a) => token::run(repo_dir.as_deref(), &a),
+        Command::Tls(a) => tls::run(repo_dir.as_deref(), &a),
         Command::Docs(a) => docs::run(&a),
     }
 }
@@ -192,6 +196,7 @@ fn asks_for_data(c: &Command) -> bool {
         | Command::Render(_)
         | Command::Serve(_)
         | Command::Agent(_)
+        | Command::Tls(_)
         | Command::Init(_) => false,
     }
 }

@@ -288,7 +288,16 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             && let Some(u) = &shared.repo.inventory.fleet.hq_url
         {
             let url = format!("{}/healthz", u.value.trim_end_matches('/'));
-            match client.get(&url).send().await {
+            let ca = crate::hq::client::repo_ca(&shared.repo.root);
+            let hq = crate::hq::client::hq_client(&u.value, Duration::from_secs(5), Some(&ca));
+            let answer = match hq {
+                Ok(hq) => hq.get(&url).send().await,
+                Err(e) => {
+                    problems.push(format!("the HQ registry at {url}: {e}"));
+                    return;
+                }
+            };
+            match answer {
                 Ok(r) if r.status().is_success() => crate::noteln!(
                     "{} the HQ registry answers at {url}",
                     style::green("verified:")

@@ -56,7 +56,12 @@ pub fn live_status(repo: &Repo, timeout: Duration) -> Result<BTreeMap<String, Li
     let Some(url) = &repo.inventory.fleet.hq_url else {
         return Err("the inventory sets no `fleet.hq_url`".into());
     };
-    let resp = crate::hq::client::block_on(crate::hq::client::fetch_nodes(&url.value, timeout))??;
+    let ca = crate::hq::client::repo_ca(&repo.root);
+    let resp = crate::hq::client::block_on(crate::hq::client::fetch_nodes(
+        &url.value,
+        timeout,
+        Some(&ca),
+    ))??;
     Ok(resp
         .nodes
         .into_iter()

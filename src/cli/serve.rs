@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::hq::server::{Config, start};
+use crate::hq::tls::{self, CertFiles};
 use crate::repo::Repo;
 
 /// Arguments of `fleet serve`.
@@ -26,6 +27,13 @@ pub struct Args {
     /// Heartbeats accepted per second per node (bursts of twice that).
     #[arg(long, default_value_t = 5.0)]
     pub rate_limit: f64,
+    /// HQ's certificate (PEM); with `--tls-key`, HQ serves HTTPS. Default when `fleet.hq_url`
+    /// is `https://`: `.fleet/tls/hq.pem` in the repo, else `/var/lib/fleet/tls/hq.pem`.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// HQ's private key (PEM), with `--tls-cert`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The default store path of a repo.
@@ -72,6 +80,69 @@ async fn resolve_listen(repo: &Repo, listen: Option<&str>) -> Result<SocketAddr>
         .ok_or_else(|| Error::Usage(format!("`{target}` resolves to no address")))
 }
 
+/// HQ's certificate and key: the flags, else (for an `https://` hq_url) the repo's
+/// `.fleet/tls/`, else `/var/lib/fleet/tls/` (where the hq role places them).
+fn tls_files(repo: &Repo, args: &Args) -> Option<CertFiles> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return Some(CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    let https = repo
+        .inventory
+        .fleet
+        .hq_url
+        .as_ref()
+        .is_some_and(|u| u.value.starts_with("https://"));
+    if !https {
+        return None;
+    }
+    [
+        (repo.root.join(tls::HQ_CERT), repo.root.join(tls::HQ_KEY)),
+        (
+            PathBuf::from(tls::NODE_HQ_CERT),
+            PathBuf::from(tls::NODE_HQ_KEY),
+        ),
+    ]
+    .into_iter()
+    .find(|(c, k)| c.is_file() && k.is_file())
+    .map(|(cert, key)| CertFiles { cert, key })
+}
+
+/// The TLS configuration HQ serves with, or `None` for plain HTTP where that is allowed: on a
+/// loopback address, or with `fleet.insecure_http: true`.
+fn tls_config(
+    repo: &Repo,
+    args: &Args,
+    listen: SocketAddr,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    if let Some(files) = tls_files(repo, args) {
+        return Ok(Some(tls::server_config(&files)?));
+    }
+    let https = repo
+        .inventory
+        .fleet
+        .hq_url
+        .as_ref()
+        .filter(|u| u.value.starts_with("https://"));
+    if let Some(url) = https {
+        return Err(Error::Usage(format!(
+            "`fleet.hq_url` is `{}` but HQ has no certificate (looked for {} and {})\n  help: run `fleet tls issue-hq` on the controller (it writes {}), apply the hq role to place it on HQ, or pass `--tls-cert` and `--tls-key`",
+            url.value,
+            repo.root.join(tls::HQ_CERT).display(),
+            tls::NODE_HQ_CERT,
+            tls::HQ_CERT
+        )));
+    }
+    if tls::is_loopback(&listen) || repo.inventory.fleet.insecure_http {
+        return Ok(None);
+    }
+    Err(Error::Usage(format!(
+        "refusing to serve plain HTTP on {listen}, which is not a loopback address: agent tokens would cross the network in clear\n  help: serve HTTPS: `fleet tls init` makes the fleet CA and HQ's certificate; set `fleet.hq_url` to `https://…` (or pass `--tls-cert` and `--tls-key`). To accept plain HTTP anyway, set `fleet: {{ insecure_http: true }}` in the inventory"
+    )))
+}
+
 /// Runs `fleet serve` until SIGTERM or Ctrl-C.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     // Every check `fleet validate` runs: HQ serves only a repo it would accept on a reload.
@@ -89,6 +160,8 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let listen = resolve_listen(&repo, args.listen.as_deref()).await?;
+        let tls = tls_config(&repo, args, listen)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let cfg = Config {
             listen,
             db: args.db.clone().unwrap_or_else(|| default_db(&root)),
@@ -96,13 +169,14 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             offline_after: args.offline_after,
             history: args.history.max(1),
             rate_per_node: args.rate_limit,
+            tls,
         };
         let db = cfg.db.clone();
         let running = start(cfg, repo, shutdown_signal())
             .await
             .map_err(Error::Failed)?;
         tracing::info!(
-            "fleet HQ listening on http://{} (store {})",
+            "fleet HQ listening on {scheme}://{} (store {})",
             running.addr,
             db.display()
         );

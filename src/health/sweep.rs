@@ -114,10 +114,29 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
         .as_ref()
         .map(|u| u.value.clone());
     let hq_task = {
-        let client = client.clone();
+        // HQ over HTTPS: trust exactly the fleet CA (`tls/ca.pem`).
+        let ca = crate::hq::client::repo_ca(&repo.root);
+        let hq_client = match &hq_url {
+            Some(u) => crate::hq::client::hq_client(u, opts.timeout * 2, Some(&ca)),
+            None => Ok(client.clone()),
+        };
         let timeout = opts.timeout;
         let url = hq_url.clone();
-        tokio::spawn(async move { fetch_hq(&client, url.as_deref(), timeout).await })
+        tokio::spawn(async move {
+            match hq_client {
+                Ok(c) => fetch_hq(&c, url.as_deref(), timeout).await,
+                Err(detail) => (
+                    Probe {
+                        ok: false,
+                        target: url.unwrap_or_default(),
+                        detail,
+                        ms: 0,
+                        models: None,
+                    },
+                    None,
+                ),
+            }
+        })
     };
 
     let mut tasks = Vec::new();

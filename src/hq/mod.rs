@@ -7,6 +7,7 @@ pub mod conductor;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod wire;
 pub mod workers;

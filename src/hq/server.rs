@@ -47,6 +47,8 @@ pub struct Config {
     pub history: u32,
     /// Heartbeats per second per node (burst: twice that).
     pub rate_per_node: f64,
+    /// HTTPS with this configuration (see `hq::tls`); `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Why a heartbeat was refused.
@@ -445,6 +447,7 @@ pub async fn start(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let tls = cfg.tls.clone();
     let state = Arc::new(AppState {
         repo: RwLock::new(Arc::new(repo)),
         reader: Mutex::new(reader),
@@ -474,12 +477,24 @@ pub async fn start(
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| e.to_string())
-    });
+    let handle = match tls {
+        Some(tls) => {
+            let listener =
+                crate::hq::tls::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    };
     Ok(Running { addr, handle })
 }
 

@@ -20,6 +20,8 @@ pub struct FleetSettings {
     pub ssh_config: Option<String>,
     /// Webhook for `fleet check --alert`; may name an environment variable with `env:NAME`.
     pub alert_webhook_env: Option<String>,
+    /// `fleet serve` may serve plain HTTP on a non-loopback address (default: HTTPS only).
+    pub insecure_http: bool,
 }
 
 /// Declared hardware of a node; gathered facts override it when known.
@@ -212,7 +214,14 @@ pub fn provider_example_model(provider: &str) -> &'static str {
 pub const CLOUD_FALLBACK: &str = "cloud_api";
 
 const TOP: &[&str] = &["fleet", "vars", "groups", "nodes", "routing"];
-const FLEET: &[&str] = &["name", "hq", "hq_url", "ssh_config", "alert_webhook_env"];
+const FLEET: &[&str] = &[
+    "name",
+    "hq",
+    "hq_url",
+    "ssh_config",
+    "alert_webhook_env",
+    "insecure_http",
+];
 const NODE: &[&str] = &[
     "host",
     "address",
@@ -323,6 +332,9 @@ impl Inventory {
         if let Some(h) = hook {
             check_env_name(d, &h, "`fleet.alert_webhook_env`");
             self.fleet.alert_webhook_env = Some(h.value);
+        }
+        if let Some(v) = f.get("insecure_http") {
+            self.fleet.insecure_http = d.boolean(v, "`fleet.insecure_http`").unwrap_or(false);
         }
         if let Some(url) = &self.fleet.hq_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
