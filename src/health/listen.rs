@@ -55,7 +55,7 @@ impl Listener {
             (Some(p), Some(pid)) => format!(" ({p}, pid {pid})"),
             (Some(p), None) => format!(" ({p})"),
             (None, Some(pid)) => format!(" (pid {pid})"),
-            (None, None) => " (process unknown: not visible to the login user)".to_string(),
+            (None, None) => " (process unknown)".to_string(),
         };
         format!("{addr}:{}{who}", self.port)
     }
@@ -148,12 +148,12 @@ pub fn parse_lsof(text: &str) -> Vec<Listener> {
     out
 }
 
-/// Parses [`COMMAND`]'s output.
-pub fn parse(text: &str) -> Option<Vec<Listener>> {
+/// Parses [`COMMAND`]'s output: the tool that listed them (`ss`, `lsof`) and the sockets.
+pub fn parse(text: &str) -> Option<(&'static str, Vec<Listener>)> {
     let (marker, rest) = text.split_once('\n').unwrap_or((text, ""));
     match marker.trim() {
-        "#ss" => Some(parse_ss(rest)),
-        "#lsof" => Some(parse_lsof(rest)),
+        "#ss" => Some(("ss", parse_ss(rest))),
+        "#lsof" => Some(("lsof", parse_lsof(rest))),
         _ => None,
     }
 }
@@ -215,7 +215,8 @@ mod tests {
                     ollama      812 symphony    3u  IPv4 0x5678      0t0  TCP 10.0.0.7:11434 (LISTEN)\n\
                     Google\\x20 9000 symphony  40u  IPv4 0x9abc      0t0  TCP 127.0.0.1:9222 (LISTEN)\n\
                     nc          777 symphony    3u  IPv6 0xdef0      0t0  TCP [fe80::1%en0]:7000 (LISTEN)\n";
-        let l = parse(text).expect("lsof");
+        let (tool, l) = parse(text).expect("lsof");
+        assert_eq!(tool, "lsof");
         assert_eq!(l.len(), 4);
         assert_eq!(l[0].describe(), "*:22 (launchd, pid 1)");
         assert_eq!(l[1].describe(), "10.0.0.7:11434 (ollama, pid 812)");

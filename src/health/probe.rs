@@ -352,10 +352,17 @@ pub async fn listeners_over_ssh(
         Ok(o) => {
             let text = String::from_utf8_lossy(&o.stdout);
             match crate::health::listen::parse(&text) {
-                Some(l) if o.status.success() => (
+                Some((tool, l)) if o.status.success() => (
                     probe(
                         true,
-                        crate::util::count(l.len() as u64, "listening socket", "listening sockets"),
+                        format!(
+                            "{} ({tool})",
+                            crate::util::count(
+                                l.len() as u64,
+                                "listening socket",
+                                "listening sockets"
+                            )
+                        ),
                     ),
                     Some(l),
                 ),
