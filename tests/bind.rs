@@ -224,3 +224,52 @@ fn a_node_without_an_ip_is_refused_unless_a_variable_opens_every_interface() {
         assert!(text.contains(&format!("OLLAMA_HOST={want}")), "{text}");
     }
 }
+
+#[test]
+fn docker_publishes_ports_on_loopback_only() {
+    let hosts = Hosts::up(1);
+    hosts.install_standins(1);
+    hosts.install(1, "tests/standins/docker", "/usr/local/lib/standins/docker");
+    let r = build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &parse_case(
+            "docker",
+            &format!(
+                "--- inventory/fleet.yaml\nfleet: {{ name: t, ssh_config: \"{}\" }}\nvars: {{ app_dir: /opt/app, fleet_user: root }}\nnodes:\n  w1: {{ host: 127.0.0.1, role: docker, hardware: {{ os: linux, ram_gb: 32 }}, vars: {{ ssh_port: {} }} }}\n--- playbooks/docker.yaml\n- name: Docker\n  hosts: w1\n  roles: [docker]\n",
+                hosts.ssh_config().display(),
+                hosts.port(1)
+            ),
+        ),
+    );
+    let to = r.path().join("roles/docker");
+    std::fs::create_dir_all(&to).expect("role dir");
+    std::fs::copy(
+        crate_root().join("roles/docker/role.yaml"),
+        to.join("role.yaml"),
+    )
+    .expect("role");
+    let run = |args: &[&str]| support::apply_json(r.path(), "playbooks/docker.yaml", args);
+    let (code, predicted, err) = run(&["--check"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, real, err) = run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        changed(&predicted),
+        changed(&real),
+        "--check predicts the run"
+    );
+    let conf: serde_json::Value =
+        serde_json::from_str(&hosts.sh(1, "cat /etc/docker/daemon.json")).expect("daemon.json");
+    assert_eq!(conf, serde_json::json!({ "ip": "127.0.0.1" }));
+    // The engine was restarted to read it.
+    assert!(
+        hosts
+            .sh(1, "cat /var/lib/standin-systemd/docker.history")
+            .contains("restart"),
+    );
+    let (code, again, err) = run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(changed(&again).is_empty(), "{:?}", changed(&again));
+    let (_, check, _) = run(&["--check"]);
+    assert!(changed(&check).is_empty(), "{:?}", changed(&check));
+}
