@@ -273,3 +273,54 @@ fn docker_publishes_ports_on_loopback_only() {
     let (_, check, _) = run(&["--check"]);
     assert!(changed(&check).is_empty(), "{:?}", changed(&check));
 }
+
+#[test]
+fn the_example_hq_listens_on_its_fleet_address() {
+    // bob (macOS) in the example fleet: HQ and Ollama on its `address`, in its launchd plists.
+    let out = fleet(&crate_root())
+        .args([
+            "plan",
+            "playbooks/site.yaml",
+            "--limit",
+            "bob",
+            "--diff",
+            "--json",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let tasks: Vec<&serde_json::Value> = v["plays"]
+        .as_array()
+        .expect("plays")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().expect("targets").iter())
+        .flat_map(|t| t["tasks"].as_array().expect("tasks").iter())
+        .collect();
+    let file = |dest: &str| -> String {
+        tasks
+            .iter()
+            .find_map(|t| {
+                (t["file"]["dest"] == dest)
+                    .then(|| t["file"]["content"].as_str().unwrap_or("").to_string())
+            })
+            .unwrap_or_else(|| panic!("no {dest} in the plan"))
+    };
+    let hq = file("/Library/LaunchDaemons/com.fleet.hq.plist");
+    assert!(hq.contains("<string>192.168.1.10:8765</string>"), "{hq}");
+    let ollama = file("/Library/LaunchDaemons/com.fleet.ollama.plist");
+    assert!(
+        ollama.contains("<string>192.168.1.10:11434</string>"),
+        "{ollama}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("http://192.168.1.10:8765/healthz"),
+        "HQ is waited for where it listens"
+    );
+    assert!(!hq.contains("0.0.0.0") && !ollama.contains("0.0.0.0"));
+}
