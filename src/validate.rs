@@ -490,9 +490,6 @@ fn check_bind_addresses(repo: &Repo, diags: &mut Diagnostics) {
         let Ok(closure) = role_order(&repo.roles, std::slice::from_ref(&n.role)) else {
             continue;
         };
-        if crate::inventory::vars::bind_address(inv, n, None).is_some() {
-            continue;
-        }
         let empty = |k: &str| {
             lookup
                 .get(n, k)
@@ -513,6 +510,32 @@ fn check_bind_addresses(repo: &Repo, diags: &mut Diagnostics) {
         let Some((_, var)) = services.first() else {
             continue;
         };
+        if let Some(ip) = crate::inventory::vars::bind_address(inv, n, None) {
+            // Facts a run gathered say which addresses the node has: one it does not have is
+            // nothing its services can bind to (they would fail to start).
+            let facts = crate::facts::load_cached(&repo.root, &n.name);
+            let loopback = ip
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback());
+            if let Some(f) = facts.filter(|f| !f.addresses.is_empty())
+                && !loopback
+                && !f.addresses.contains(&ip)
+            {
+                let loc = n.address.as_ref().map_or(n.loc.clone(), |a| a.loc.clone());
+                diags.push(
+                    Diagnostic::warning(
+                        loc,
+                        format!(
+                            "node `{}` would listen on {ip}, which is none of its addresses when its facts were gathered ({})",
+                            n.name,
+                            f.addresses.join(", ")
+                        ),
+                    )
+                    .with_help("correct its `address`, or gather its facts again (`fleet facts NODE`) if it changed"),
+                );
+            }
+            continue;
+        }
         let what = services
             .iter()
             .map(|(s, _)| *s)

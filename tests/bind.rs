@@ -166,7 +166,7 @@ fn ollama_listens_on_the_fleet_address_only() {
 #[test]
 fn a_node_without_an_ip_is_refused_unless_a_variable_opens_every_interface() {
     let r = ollama_repo(
-        "fleet: { name: t }\nvars: { app_dir: /opt/app }\nnodes:\n  w1: { host: w1.lan, role: ollama, hardware: { os: linux, ram_gb: 32 } }\n",
+        "fleet: { name: t, hq: w1, hq_url: \"http://w1.lan:8765\" }\nvars: { app_dir: /opt/app }\nnodes:\n  w1: { host: w1.lan, role: ollama, hardware: { os: linux, ram_gb: 32 } }\n",
     );
     let out = fleet(r.path()).arg("validate").output().expect("runs");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -198,7 +198,7 @@ fn a_node_without_an_ip_is_refused_unless_a_variable_opens_every_interface() {
     ] {
         std::fs::write(
             r.path().join("inventory/fleet.yaml"),
-            format!("fleet: {{ name: t }}\nvars: {{ app_dir: /opt/app }}\n{fix}"),
+            format!("fleet: {{ name: t, hq: w1, hq_url: \"http://w1.lan:8765\" }}\nvars: {{ app_dir: /opt/app }}\n{fix}"),
         )
         .expect("write");
         let out = fleet(r.path())
@@ -223,6 +223,26 @@ fn a_node_without_an_ip_is_refused_unless_a_variable_opens_every_interface() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(&format!("OLLAMA_HOST={want}")), "{text}");
     }
+
+    // Gathered facts that know the node's addresses catch an `address` it does not have.
+    std::fs::write(
+        r.path().join("inventory/fleet.yaml"),
+        "fleet: { name: t, hq: w1, hq_url: \"http://w1.lan:8765\" }\nvars: { app_dir: /opt/app }\nnodes:\n  w1: { host: w1.lan, address: 10.0.0.7, role: ollama, hardware: { os: linux, ram_gb: 32 } }\n",
+    )
+    .expect("write");
+    std::fs::create_dir_all(r.path().join(".fleet/facts")).expect("dir");
+    std::fs::write(
+        r.path().join(".fleet/facts/w1.json"),
+        r#"{"os": "linux", "addresses": ["10.0.0.8", "fe80::1"]}"#,
+    )
+    .expect("facts");
+    let out = fleet(r.path()).arg("validate").output().expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("inventory/fleet.yaml:4:32: warning: node `w1` would listen on 10.0.0.7, which is none of its addresses when its facts were gathered (10.0.0.8, fe80::1)"),
+        "{err}"
+    );
 }
 
 #[test]
