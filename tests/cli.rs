@@ -12,7 +12,7 @@ fn example_fleet_validates() {
         .arg("validate")
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("5 nodes, 8 roles, 1 playbook,"));
+        .stdout(predicate::str::contains("5 nodes, 9 roles, 1 playbook,"));
 }
 
 #[test]
@@ -105,7 +105,8 @@ fn plan_limit_and_extra_vars() {
     assert_eq!(targets, ["forge"]);
     let text = serde_json::to_string(&v).expect("s");
     assert!(
-        text.contains("http://127.0.0.1:11500/api/version"),
+        // forge's Ollama listens on its fleet address (its `address`), where the node waits for it.
+        text.contains("http://192.168.1.20:11500/api/version"),
         "-e overrides every layer"
     );
     assert!(!text.contains(":11434/"), "no task keeps the default port");
@@ -118,7 +119,7 @@ fn plan_diff_shows_rendered_files() {
         .assert()
         .success()
         .stdout(
-            predicate::str::contains("+ Environment=\"OLLAMA_HOST=0.0.0.0:11434\"").and(
+            predicate::str::contains("+ Environment=\"OLLAMA_HOST=192.168.1.20:11434\"").and(
                 predicate::str::contains("+ Environment=\"OLLAMA_NUM_PARALLEL=4\""),
             ),
         );

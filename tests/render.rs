@@ -900,7 +900,7 @@ fn a_browser_task_routes_to_the_browser_endpoint() {
         .output()
         .expect("runs");
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("http://virtuoso.local:9222"), "{text}");
+    assert!(text.contains("http://192.168.1.13:9222"), "{text}");
     assert!(!text.contains(":11434"), "{text}");
 }
 

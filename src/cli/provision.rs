@@ -247,8 +247,17 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         .flat_map(|r| r.capabilities.iter().cloned())
         .collect();
     let lookup = crate::repo::lookup::VarLookup::new(&shared.repo);
-    let address =
-        crate::connection::ssh::resolve_hostname(&crate::engine::host::ssh_target(&shared, &node));
+    // Where the services listen and other machines reach them: the node's `address` (on a
+    // Tailscale fleet its tailnet address), else what ssh resolves `host` to.
+    let address = if node.address.is_some() || shared.repo.inventory.fleet.tailscale() {
+        crate::render::routing::url_host(&crate::inventory::vars::fleet_address(
+            &shared.repo.inventory,
+            &node,
+            None,
+        ))
+    } else {
+        crate::connection::ssh::resolve_hostname(&crate::engine::host::ssh_target(&shared, &node))
+    };
     let port_of = |name: &str, default: u16| -> u16 {
         shared
             .opts

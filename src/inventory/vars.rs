@@ -107,8 +107,12 @@ pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
     json!({
         "name": node.name,
         "host": node.host,
-        // Where other machines reach it: `address`, else `host` (which may be an ssh alias).
-        "address": node.address.as_ref().map_or(node.host.as_str(), |a| a.value.as_str()),
+        // Where other machines reach it: `address`, else `host` (which may be an ssh alias);
+        // on a Tailscale fleet, its tailnet address (`address`, else `<node>.<tailnet>`).
+        "address": fleet_address(inv, node, facts),
+        // The IP its services listen on (`null` when the inventory does not say): see
+        // [`bind_address`].
+        "bind_address": bind_address(inv, node, facts),
         "role": node.role.value,
         "hardware": hw,
         "os": os,
@@ -120,6 +124,49 @@ pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
         "capabilities": node.capabilities,
         "groups": groups,
     })
+}
+
+/// Where other machines reach `node`: its `address`, else (on a Tailscale fleet) its MagicDNS
+/// name `<node>.<tailnet>` or its gathered Tailscale IP, else its `host`.
+pub fn fleet_address(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> String {
+    if let Some(a) = &node.address {
+        return a.value.clone();
+    }
+    if inv.fleet.tailscale() {
+        if let Some(t) = &inv.fleet.tailnet {
+            return format!("{}.{}", node.name, t.value.trim_end_matches('.'));
+        }
+        if let Some(ip) = facts
+            .and_then(|f| f.get("tailscale_ip"))
+            .and_then(J::as_str)
+        {
+            return ip.to_string();
+        }
+    }
+    node.host.clone()
+}
+
+/// The address `node`'s services listen on: its fleet IP. On a Tailscale fleet its `address`
+/// when that is an IP, else its gathered Tailscale IP; otherwise its `address`, else its
+/// `host`, when that is an IP. A DNS name or an ssh alias is not something a server can bind
+/// to, and "every interface" is never a default: `None` when none of these is known.
+pub fn bind_address(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> Option<String> {
+    let ip = |s: &str| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .filter(|a| !a.is_unspecified())
+            .map(|a| a.to_string())
+    };
+    let written = node.address.as_ref().map(|a| a.value.as_str());
+    if inv.fleet.tailscale() {
+        return written.and_then(ip).or_else(|| {
+            facts
+                .and_then(|f| f.get("tailscale_ip"))
+                .and_then(J::as_str)
+                .and_then(ip)
+        });
+    }
+    ip(written.unwrap_or(&node.host))
 }
 
 /// The `fleet` variable.
@@ -134,6 +181,8 @@ pub fn fleet_json(inv: &Inventory) -> J {
         "hq": hq,
         "hq_url": inv.fleet.hq_url.as_ref().map(|u| u.value.clone()),
         "hq_host": hq_host,
+        "network": if inv.fleet.tailscale() { "tailscale" } else { "lan" },
+        "tailnet": inv.fleet.tailnet.as_ref().map(|t| t.value.clone()),
     })
 }
 
