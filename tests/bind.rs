@@ -339,7 +339,7 @@ fn the_example_hq_listens_on_its_fleet_address() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("http://192.168.1.10:8765/healthz"),
+        text.contains("https://192.168.1.10:8765/healthz"),
         "HQ is waited for where it listens"
     );
     assert!(!hq.contains("0.0.0.0") && !ollama.contains("0.0.0.0"));
