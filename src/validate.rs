@@ -34,6 +34,7 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
     check_inventory_refs(repo, &mut diags);
     check_roles(repo, &mut diags);
     check_routing(repo, &mut diags);
+    check_bind_addresses(repo, &mut diags);
 
     let library = Library::new(&repo.templates);
     let env = crate::inventory::vars::with_nodes(
@@ -476,6 +477,93 @@ fn check_play_handlers(repo: &Repo, pb: &crate::spec::playbook::Playbook, diags:
                 }
             }
         }
+    }
+}
+
+/// Services that listen on the node's fleet address (issue 16): a node whose role runs one
+/// needs an IP to bind it to — a DNS name or an ssh alias is none — unless its bind variable
+/// names one. Located at the node, before the plan would stop on the role's `fail()`.
+fn check_bind_addresses(repo: &Repo, diags: &mut Diagnostics) {
+    let lookup = crate::repo::lookup::VarLookup::new(repo);
+    let inv = &repo.inventory;
+    for n in inv.nodes.values() {
+        let Ok(closure) = role_order(&repo.roles, std::slice::from_ref(&n.role)) else {
+            continue;
+        };
+        let empty = |k: &str| {
+            lookup
+                .get(n, k)
+                .is_none_or(|v| v.is_null() || v.as_str() == Some(""))
+        };
+        let mut services = Vec::new();
+        // The roles that run them are the ones whose defaults have their bind variable.
+        let runs = |var: &str| closure.iter().any(|r| r.defaults.contains_key(var));
+        if runs("ollama_bind") && empty("ollama_bind") {
+            services.push(("Ollama", "ollama_bind"));
+        }
+        if runs("hq_bind")
+            && lookup.get(n, "hq_service") != Some(serde_json::Value::Bool(false))
+            && empty("hq_bind")
+        {
+            services.push(("HQ", "hq_bind"));
+        }
+        let Some((_, var)) = services.first() else {
+            continue;
+        };
+        if let Some(ip) = crate::inventory::vars::bind_address(inv, n, None) {
+            // Facts a run gathered say which addresses the node has: one it does not have is
+            // nothing its services can bind to (they would fail to start).
+            let facts = crate::facts::load_cached(&repo.root, &n.name);
+            let loopback = ip
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback());
+            if let Some(f) = facts.filter(|f| !f.addresses.is_empty())
+                && !loopback
+                && !f.addresses.contains(&ip)
+            {
+                let loc = n.address.as_ref().map_or(n.loc.clone(), |a| a.loc.clone());
+                diags.push(
+                    Diagnostic::warning(
+                        loc,
+                        format!(
+                            "node `{}` would listen on {ip}, which is none of its addresses when its facts were gathered ({})",
+                            n.name,
+                            f.addresses.join(", ")
+                        ),
+                    )
+                    .with_help("correct its `address`, or gather its facts again (`fleet facts NODE`) if it changed"),
+                );
+            }
+            continue;
+        }
+        let what = services
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let what = if services.len() == 1 {
+            format!("{what}, which listens")
+        } else {
+            format!("{what}, which listen")
+        };
+        let (loc, given) = match &n.address {
+            Some(a) => (a.loc.clone(), format!("its `address` {:?}", a.value)),
+            None => (n.loc.clone(), format!("its `host` {:?}", n.host)),
+        };
+        let msg = if inv.fleet.tailscale() {
+            format!(
+                "node `{}` runs {what} on its Tailscale IP, and none is known: {given} is not an IP",
+                n.name
+            )
+        } else {
+            format!(
+                "node `{}` runs {what} on its fleet address, and {given} is not an IP a server can bind to",
+                n.name
+            )
+        };
+        diags.push(Diagnostic::error(loc, msg).with_help(format!(
+            "write the node's fleet IP as `address:` (on a Tailscale fleet its `tailscale ip -4`), or set `{var}` for it; `{var}: 0.0.0.0` listens on every network the node is on (docs/roles.md, \"Listening addresses\")"
+        )));
     }
 }
 

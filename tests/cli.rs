@@ -12,7 +12,7 @@ fn example_fleet_validates() {
         .arg("validate")
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("5 nodes, 8 roles, 1 playbook,"));
+        .stdout(predicate::str::contains("5 nodes, 9 roles, 1 playbook,"));
 }
 
 #[test]
@@ -105,7 +105,8 @@ fn plan_limit_and_extra_vars() {
     assert_eq!(targets, ["forge"]);
     let text = serde_json::to_string(&v).expect("s");
     assert!(
-        text.contains("http://127.0.0.1:11500/api/version"),
+        // forge's Ollama listens on its fleet address (its `address`), where the node waits for it.
+        text.contains("http://192.168.1.20:11500/api/version"),
         "-e overrides every layer"
     );
     assert!(!text.contains(":11434/"), "no task keeps the default port");
@@ -118,7 +119,7 @@ fn plan_diff_shows_rendered_files() {
         .assert()
         .success()
         .stdout(
-            predicate::str::contains("+ Environment=\"OLLAMA_HOST=0.0.0.0:11434\"").and(
+            predicate::str::contains("+ Environment=\"OLLAMA_HOST=192.168.1.20:11434\"").and(
                 predicate::str::contains("+ Environment=\"OLLAMA_NUM_PARALLEL=4\""),
             ),
         );
@@ -240,6 +241,26 @@ fn completions_and_help_cover_every_command() {
         .expect("runs");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
+    // The script asks fleet itself for completions.
+    assert!(text.contains("COMPLETE=\"bash\""), "{text}");
+    assert!(text.contains("complete -o nospace"), "{text}");
+    let words = |line: &[&str]| -> Vec<String> {
+        let out = fleet(&crate_root())
+            .env("COMPLETE", "bash")
+            .env("_CLAP_IFS", "\n")
+            .env("_CLAP_COMPLETE_INDEX", (line.len() - 1).to_string())
+            .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+            .env("_CLAP_COMPLETE_SPACE", "true")
+            .arg("--")
+            .args(line)
+            .output()
+            .expect("runs");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
     for cmd in [
         "validate",
         "plan",
@@ -250,11 +271,229 @@ fn completions_and_help_cover_every_command() {
         "serve",
         "agent",
         "token",
+        "man",
     ] {
-        assert!(text.contains(cmd), "{cmd} missing from completions");
+        assert!(words(&["fleet", ""]).contains(&cmd.to_string()), "{cmd}");
     }
+    // Values from the repo: nodes, groups, roles, playbooks, task types.
+    let nodes = words(&["fleet", "provision", ""]);
+    for n in ["bob", "maestro", "stagehand", "virtuoso", "forge"] {
+        assert!(nodes.contains(&n.to_string()), "{n}: {nodes:?}");
+    }
+    assert_eq!(words(&["fleet", "route", "rea"]), vec!["reason"]);
+    assert_eq!(
+        words(&["fleet", "plan", "playbooks/s"]),
+        vec!["playbooks/site.yaml"]
+    );
+    assert_eq!(
+        words(&["fleet", "apply", "playbooks/site.yaml", "--limit", "gp"]),
+        vec!["gpu"]
+    );
+    assert_eq!(
+        words(&["fleet", "provision", "x", "--role", "full_"]),
+        vec!["full_worker"]
+    );
     fleet(&crate_root())
         .args(["completions", "tcsh"])
         .assert()
         .code(2);
+}
+
+/// Output cut short by the reader (`| head -1`) ends the command quietly, never a panic.
+#[test]
+fn a_closed_pipe_is_never_a_panic() {
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["man"],
+        &["nodes"],
+        &["plan", "playbooks/site.yaml"],
+        &["--help"],
+    ] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleet"))
+            .args(args)
+            .current_dir(crate_root())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Close the read end before fleet writes: every write sees EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_man_pages_are_written() {
+    let out = fleet(&crate_root())
+        .arg("--version")
+        .output()
+        .expect("runs");
+    let v = String::from_utf8_lossy(&out.stdout);
+    let commit = v
+        .trim()
+        .strip_prefix(&format!("fleet {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{v}"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    fleet(&crate_root())
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    for page in [
+        "fleet.1",
+        "fleet-apply.1",
+        "fleet-provision.1",
+        "fleet-serve.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).expect(page);
+        assert!(text.contains(".TH"), "{page}");
+    }
+    assert!(!dir.path().join("fleet-help.1").exists());
+    assert!(
+        !dir.path().join("fleet-docs.1").exists(),
+        "hidden commands have no page"
+    );
+    let help = fleet(&crate_root())
+        .args(["plan", "--help"])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let (own, global) = help
+        .split_once("Global options:")
+        .expect("a heading of its own");
+    assert!(
+        own.contains("--limit") && !own.contains("--inventory"),
+        "{help}"
+    );
+    assert!(
+        global.contains("--inventory") && global.contains("--quiet"),
+        "{help}"
+    );
+}
+
+#[test]
+fn apply_lists_hosts_tasks_and_tags_and_refuses_unknown_tags() {
+    let r = support::build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &support::parse_case(
+            "lists",
+            "--- inventory/fleet.yaml\nfleet: { name: t }\nvars: { app_dir: /opt/app }\ngroups:\n  g: [b]\nnodes:\n  a: { host: a.invalid, role: common }\n  b: { host: b.invalid, role: common }\n--- playbooks/tagged.yaml\n- name: tagged\n  hosts: all\n  tasks:\n    - name: one\n      debug: { msg: one }\n      tags: [web]\n    - name: two\n      debug: { msg: two }\n      tags: [db, always]\n    - name: three\n      debug: { msg: three }\n",
+        ),
+    );
+    let out = |args: &[&str]| -> (i32, String, String) {
+        let o = fleet(r.path())
+            .args(["apply", "playbooks/tagged.yaml"])
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(out(&["--list-tags"]).1, "always, db, web\n");
+    assert_eq!(
+        out(&["--list-hosts", "--limit", "g"]).1,
+        "play tagged (1 host): b\n",
+        "nothing contacted: the hosts do not resolve"
+    );
+    let (code, tasks, _) = out(&["--list-tasks", "--tags", "web"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        tasks, "play tagged:\n  one  [web]\n  two  [db, always]\n",
+        "`always` runs whatever --tags says"
+    );
+    let (code, _, err) = out(&["--tags", "webb"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no task of this playbook has the tag `webb`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `web`?"), "{err}");
+    assert_eq!(out(&["--skip-tags", "nope"]).0, 2);
+}
+
+#[test]
+fn group_vars_and_host_vars_directories() {
+    let files = "--- inventory/fleet.yaml\nfleet: { name: t, hq: a, hq_url: \"http://127.0.0.1:9\" }\nvars: { app_dir: /opt/app, who: fleet }\ngroups:\n  pair: { nodes: [a, b], vars: { who: inline } }\nnodes:\n  a: { host: a.invalid, role: common }\n  b: { host: b.invalid, role: common, vars: { port: 1 } }\n--- inventory/group_vars/pair/who.yaml\nwho: group-file\n--- inventory/group_vars/all.yml\ngreeting: hello\n--- inventory/host_vars/b.yaml\nport: 2\n--- playbooks/show.yaml\n- name: show\n  hosts: all\n  tasks:\n    - name: say\n      debug: { msg: \"{{ who }} {{ greeting }} {{ port | default('none') }}\" }\n";
+    let r = support::build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &support::parse_case("vars", files),
+    );
+    let out = fleet(r.path())
+        .args(["plan", "playbooks/show.yaml", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let msg = |node: &str| {
+        plan["plays"][0]["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .find(|t| t["node"] == node)
+            .map(|t| t["tasks"][0]["args"]["msg"].clone())
+            .expect("node")
+    };
+    assert_eq!(msg("a"), "group-file hello none");
+    assert_eq!(
+        msg("b"),
+        "group-file hello 2",
+        "host_vars beat the inline node vars"
+    );
+    // A file for a node or group the inventory does not have is a located error.
+    std::fs::write(r.path().join("inventory/host_vars/c.yaml"), "x: 1\n").expect("w");
+    fleet(r.path())
+        .arg("validate")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "inventory/host_vars/c.yaml:1:1: error: host_vars for `c`, which is not a node of the inventory",
+        ));
+}
+
+#[test]
+fn vars_files_are_read_relative_to_the_playbook() {
+    let files = "--- inventory/fleet.yaml\nfleet: { name: t, hq: a, hq_url: \"http://127.0.0.1:9\" }\nvars: { app_dir: /opt/app }\nnodes:\n  a: { host: a.invalid, role: common }\n--- playbooks/vars/common.yaml\nport: 8080\nwho: file\n--- playbooks/show.yaml\n- name: show\n  hosts: all\n  vars: { who: play, other: kept }\n  vars_files: [vars/common.yaml]\n  tasks:\n    - name: say\n      debug: { msg: \"{{ who }} {{ port }} {{ other }}\" }\n";
+    let r = support::build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &support::parse_case("vf", files),
+    );
+    let out = fleet(r.path())
+        .args(["plan", "playbooks/show.yaml", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        plan["plays"][0]["targets"][0]["tasks"][0]["args"]["msg"],
+        "file 8080 kept"
+    );
+    let pb = r.path().join("playbooks/show.yaml");
+    let text = std::fs::read_to_string(&pb).expect("read");
+    std::fs::write(&pb, text.replace("vars/common.yaml", "vars/missing.yaml")).expect("w");
+    fleet(r.path())
+        .args(["plan", "playbooks/show.yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error: `vars_files`: no file"));
 }

@@ -20,7 +20,7 @@ fn the_readme_demo_runs_end_to_end() {
     );
     assert!(out.status.success(), "{text}");
     for want in [
-        "ok: 4 nodes, 8 roles, 1 playbook,",
+        "ok: 4 nodes, 9 roles, 1 playbook,",
         "changes of provision bob",
         "changes of provision maestro",
         "changes of provision stagehand",

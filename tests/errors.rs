@@ -162,7 +162,8 @@ fn init_counts_files_in_the_singular_and_the_plural() {
         .expect("runs");
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(" (10 files)"), "{err}");
+    // The scaffold and the fleet CA (tls/ca.pem).
+    assert!(err.contains(" (11 files)"), "{err}");
     // The scaffold's roles and playbook are there: only the inventory is written again.
     std::fs::remove_dir_all(dir.path().join("f/inventory")).expect("rm");
     let out = fleet(dir.path())

@@ -250,6 +250,34 @@ fn the_mac_roles_install_with_homebrew_and_run_under_launchd() {
             .sh(1, "cat /Library/LaunchDaemons/com.fleet.ollama.plist")
             .contains("<string>30m</string>")
     );
+
+    // `fleet check --deep` lists a Mac's listening sockets with lsof (uname says Darwin): the
+    // Ollama launchd runs is found, on loopback, named, and no problem.
+    let out = fleet(r.path())
+        .args([
+            "check",
+            "--deep",
+            "--json",
+            "--node",
+            "m1",
+            "--timeout",
+            "5s",
+        ])
+        .output()
+        .expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let listeners = &v["nodes"][0]["checks"]["listeners"];
+    assert!(
+        listeners["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("listening socket") && d.ends_with("(lsof)")),
+        "{v}"
+    );
+    let reasons = v["nodes"][0]["reasons"].to_string();
+    assert!(
+        !reasons.contains(&format!("port {ollama_port} ")),
+        "{reasons}"
+    );
 }
 
 #[test]

@@ -699,7 +699,7 @@ fn route_uses_live_status_from_hq() {
     );
     copy_tree(&crate_root().join("roles"), &repo.path().join("roles"));
     let inv = repo.path().join("inventory/fleet.yaml");
-    std::fs::write(&inv, read(&inv).replace("http://bob.local:8765", &hq)).expect("write");
+    std::fs::write(&inv, read(&inv).replace("https://bob.local:8765", &hq)).expect("write");
     let out = fleet(repo.path())
         .args(["route", "reason", "--json"])
         .output()
@@ -900,7 +900,7 @@ fn a_browser_task_routes_to_the_browser_endpoint() {
         .output()
         .expect("runs");
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("http://virtuoso.local:9222"), "{text}");
+    assert!(text.contains("http://192.168.1.13:9222"), "{text}");
     assert!(!text.contains(":11434"), "{text}");
 }
 

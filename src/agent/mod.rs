@@ -24,6 +24,9 @@ pub struct Config {
     pub ollama_url: String,
     /// Send one heartbeat and exit (its success is the exit code).
     pub once: bool,
+    /// The fleet CA that HQ's certificate must be signed by (for an `https://` HQ): the agent
+    /// trusts exactly this CA, not the system roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// Longest wait between attempts while HQ is down.
@@ -235,7 +238,7 @@ pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let client = crate::hq::client::http_client(Duration::from_secs(10))?;
+    let client = crate::hq::client::hq_client(&cfg.hq, Duration::from_secs(10), cfg.ca.as_deref())?;
     let ollama_client = crate::hq::client::http_client(Duration::from_secs(2))?;
     tokio::pin!(shutdown);
     let mut failures: u32 = 0;

@@ -8,9 +8,13 @@ use crate::error::{Error, Result};
 /// Arguments of `fleet agent`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// HQ's URL, e.g. http://bob.local:8765.
+    /// HQ's URL, e.g. https://bob.local:8765.
     #[arg(long)]
     pub hq: String,
+    /// The fleet CA (PEM) HQ's certificate must be signed by, for an `https://` HQ; the agent
+    /// trusts exactly this CA. Default: /etc/fleet/ca.pem (where the agent role puts it).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// This node's name in the inventory.
     #[arg(long)]
     pub node: String,
@@ -33,11 +37,20 @@ pub struct Args {
 
 /// Runs `fleet agent`.
 pub fn run(args: &Args) -> Result<u8> {
-    crate::cli::init_logging(args.log_file.as_deref());
+    crate::cli::init_logging(args.log_file.as_deref(), true);
     if args.interval < Duration::from_millis(100) {
         return Err(Error::Usage("--interval must be at least 100ms".into()));
     }
+    let ca = args.ca.clone().or_else(|| {
+        args.hq
+            .starts_with("https://")
+            .then(|| PathBuf::from(crate::hq::tls::NODE_CA))
+    });
+    // A missing or unreadable CA is a configuration error (exit 2), found before the loop.
+    crate::hq::client::hq_client(&args.hq, Duration::from_secs(10), ca.as_deref())
+        .map_err(Error::Usage)?;
     let cfg = crate::agent::Config {
+        ca,
         hq: args.hq.clone(),
         node: args.node.clone(),
         token_file: args.token_file.clone(),

@@ -19,9 +19,10 @@ use crate::template::Library;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The playbook.
+    #[arg(add = crate::cli::candidates::playbooks())]
     pub playbook: PathBuf,
     /// Only hosts matching this pattern.
-    #[arg(short, long)]
+    #[arg(short, long, add = crate::cli::candidates::patterns())]
     pub limit: Option<String>,
     /// Only tasks with these tags (comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -38,7 +39,7 @@ pub struct Args {
     /// Hosts at once.
     #[arg(long, default_value_t = 50)]
     pub forks: usize,
-    /// Extra variables (`-e key=value`), highest precedence.
+    /// Extra variables, highest precedence: `-e key=value`, `-e @vars.yaml`, `-e '{"key": 1}'`.
     #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
     pub extra: Vec<String>,
     /// An ssh config file (`-F`), instead of the inventory's `ssh_config`.
@@ -47,6 +48,140 @@ pub struct Args {
     /// JSON lines on stdout instead of the human output.
     #[arg(long)]
     pub json: bool,
+    /// List each play's hosts (after --limit) and stop; nothing is contacted.
+    #[arg(long)]
+    pub list_hosts: bool,
+    /// List each play's tasks (after --tags/--skip-tags) and stop.
+    #[arg(long)]
+    pub list_tasks: bool,
+    /// List the tags the playbook's tasks carry and stop.
+    #[arg(long)]
+    pub list_tags: bool,
+}
+
+/// Every tag the playbook's tasks (its roles' included) carry, and where each play's tasks
+/// come from.
+fn playbook_tags(
+    repo: &crate::repo::Repo,
+    pb: &crate::spec::playbook::Playbook,
+) -> std::collections::BTreeSet<String> {
+    pb.plays
+        .iter()
+        .filter_map(|p| crate::play::expand(&repo.roles, p).ok())
+        .flat_map(|e| {
+            e.tasks
+                .iter()
+                .chain(e.handlers.iter())
+                .flat_map(|(_, t)| t.tags.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Whether `--tags`/`--skip-tags` select a task (as the engine decides).
+fn selected(tags: &[String], skip: &[String], task: &crate::spec::task::Task) -> bool {
+    if task.tags.iter().any(|t| skip.contains(t)) {
+        return false;
+    }
+    tags.is_empty() || task.tags.iter().any(|t| tags.contains(t) || t == "always")
+}
+
+/// `--list-hosts`, `--list-tasks`, `--list-tags`: what a run would touch, from the repo alone.
+fn list(
+    repo: &crate::repo::Repo,
+    pb: &crate::spec::playbook::Playbook,
+    args: &Args,
+    extra: &ExtraVars,
+) -> Result<u8> {
+    if args.list_tags {
+        let tags = playbook_tags(repo, pb);
+        crate::outln!(
+            "{}",
+            if tags.is_empty() {
+                "(no tags)".to_string()
+            } else {
+                tags.into_iter().collect::<Vec<_>>().join(", ")
+            }
+        );
+    }
+    if args.list_hosts {
+        let library = Library::new(&repo.templates);
+        let (plan, diags) = crate::plan::plan_playbook(
+            repo,
+            &library,
+            pb,
+            &crate::plan::PlanOptions {
+                limit: args.limit.clone(),
+                extra: extra.clone(),
+                with_content: false,
+            },
+        );
+        if diags.has_errors() {
+            return Err(Error::Config(diags));
+        }
+        for play in &plan.plays {
+            crate::outln!(
+                "play {} ({}): {}",
+                play.name,
+                crate::util::count(play.targets.len() as u64, "host", "hosts"),
+                play.targets
+                    .iter()
+                    .map(|t| t.node.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    if args.list_tasks {
+        for play in &pb.plays {
+            let expanded = crate::play::expand(&repo.roles, play).map_err(Error::config)?;
+            crate::outln!("play {}:", play.name);
+            for (role, t) in &expanded.tasks {
+                if !selected(&args.tags, &args.skip_tags, t) {
+                    continue;
+                }
+                let tags = if t.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", t.tags.join(", "))
+                };
+                match role {
+                    Some(r) => crate::outln!("  {r}: {}{tags}", t.name),
+                    None => crate::outln!("  {}{tags}", t.name),
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `--tags`/`--skip-tags` that no task carries are typos, not a request to run nothing.
+fn check_tags(
+    repo: &crate::repo::Repo,
+    pb: &crate::spec::playbook::Playbook,
+    args: &Args,
+) -> Result<()> {
+    let known = playbook_tags(repo, pb);
+    for t in args.tags.iter().chain(args.skip_tags.iter()) {
+        if t == "always" || known.contains(t) {
+            continue;
+        }
+        let help =
+            crate::error::did_you_mean(t, known.iter().map(String::as_str)).unwrap_or_else(|| {
+                if known.is_empty() {
+                    "this playbook's tasks carry no tags".to_string()
+                } else {
+                    format!(
+                        "tags in this playbook: {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                }
+            });
+        return Err(Error::Usage(format!(
+            "no task of this playbook has the tag `{t}`\n  help: {help}"
+        )));
+    }
+    Ok(())
 }
 
 /// Prints events as they come: human lines or JSON lines. Returns the recap.
@@ -135,6 +270,7 @@ pub async fn report(
                 let show = bad
                     || s == Status::Changed
                     || verbose
+                    || e.stdout.is_some()
                     || (e.module.as_deref() == Some("debug") && s == Status::Ok);
                 if style::quiet() {
                     // Errors only: what failed, on stderr (stdout is silent under -q).
@@ -165,6 +301,23 @@ pub async fn report(
                                 .unwrap_or_default()
                         ),
                     );
+                    // A command's output (ad-hoc runs), under its host's line.
+                    let said = |t: &Option<String>| t.as_deref().is_some_and(|t| !t.is_empty());
+                    if said(&e.stdout) || said(&e.stderr) || e.rc.is_some_and(|rc| rc != 0) {
+                        say(&bar, style::dim(&format!("    rc={}", e.rc.unwrap_or(-1))));
+                    }
+                    for (text, err) in [(&e.stdout, false), (&e.stderr, true)] {
+                        for line in text.as_deref().unwrap_or("").lines() {
+                            say(
+                                &bar,
+                                if err {
+                                    format!("    {} {}", style::red("!"), line)
+                                } else {
+                                    format!("    {} {line}", style::dim("|"))
+                                },
+                            );
+                        }
+                    }
                     if let Some(d) = &e.diff {
                         for line in d.lines() {
                             let l = match line.chars().next() {
@@ -212,23 +365,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     if diags.has_errors() {
         return Err(Error::Config(diags));
     }
-    // Nothing runs until the whole playbook renders for every host (exit 2, nothing touched).
-    let library = Library::new(&repo.templates);
-    let (plan, mut plan_diags) = crate::plan::plan_playbook(
-        &repo,
-        &library,
-        &pb,
-        &crate::plan::PlanOptions {
-            limit: args.limit.clone(),
-            extra: extra.clone(),
-            with_content: false,
-        },
-    );
-    plan_diags.extend(crate::plan::missing_agent_binaries(&plan, true));
-    if plan_diags.has_errors() {
-        return Err(Error::Config(plan_diags));
+    check_tags(&repo, &pb, args)?;
+    if args.list_hosts || args.list_tasks || args.list_tags {
+        return list(&repo, &pb, args, &extra);
     }
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let opts = RunOptions {
         check: args.check,
         diff: args.diff,
@@ -239,7 +379,38 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         extra,
         ssh_config: args.ssh_config.clone(),
         connect_timeout: Duration::from_secs(10),
+        show_output: false,
     };
+    execute(repo, pb, opts, args.json, verbose)
+}
+
+/// Plans `pb` (nothing runs unless it renders for every host: exit 2, nothing touched), runs
+/// it, reports as it goes, prints the recap; exit 1 when a host failed or was unreachable.
+/// `fleet apply` and the ad-hoc commands share it.
+pub fn execute(
+    repo: crate::repo::Repo,
+    pb: crate::spec::playbook::Playbook,
+    opts: RunOptions,
+    json: bool,
+    verbose: bool,
+) -> Result<u8> {
+    let library = Library::new(&repo.templates);
+    let (plan, mut plan_diags) = crate::plan::plan_playbook(
+        &repo,
+        &library,
+        &pb,
+        &crate::plan::PlanOptions {
+            limit: opts.limit.clone(),
+            extra: opts.extra.clone(),
+            with_content: false,
+        },
+    );
+    plan_diags.extend(crate::plan::missing_agent_binaries(&plan, true));
+    if plan_diags.has_errors() {
+        return Err(Error::Config(plan_diags));
+    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let check = opts.check;
     let shared = Arc::new(Shared {
         repo,
         library,
@@ -249,12 +420,12 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     let rt = crate::cli::runtime()?;
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
-        let reporter = tokio::spawn(report(rx, args.json, verbose, args.check));
+        let reporter = tokio::spawn(report(rx, json, verbose, check));
         let pb = Arc::new(pb);
         run_playbook(shared, pb, tx).await;
         reporter.await.unwrap_or_default()
     });
-    if !args.json {
+    if !json {
         crate::outln!("\n{}", recap_table(&recap));
     }
     let bad: Vec<&str> = recap

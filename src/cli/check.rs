@@ -15,10 +15,10 @@ use crate::health::sweep::{Options, Report, sweep};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only this node.
-    #[arg(long, conflicts_with = "limit")]
+    #[arg(long, conflicts_with = "limit", add = crate::cli::candidates::nodes())]
     pub node: Option<String>,
     /// Only nodes matching this pattern (node, group, role, glob).
-    #[arg(short, long)]
+    #[arg(short, long, add = crate::cli::candidates::patterns())]
     pub limit: Option<String>,
     /// JSON on stdout.
     #[arg(long)]

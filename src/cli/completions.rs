@@ -1,8 +1,8 @@
-//! `fleet completions SHELL`: shell completion scripts, generated from the command definitions.
+//! `fleet completions SHELL`: the shell's completion script. It registers fleet itself as the
+//! completer (clap_complete's dynamic completion), so node names, groups, roles, playbooks
+//! and task types complete from the repo at hand, not from a list frozen at install time.
 
-use clap::CommandFactory;
-
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Arguments of `fleet completions`.
 #[derive(Debug, clap::Args)]
@@ -12,9 +12,26 @@ pub struct Args {
     pub shell: clap_complete::Shell,
 }
 
-/// Prints the completion script.
+/// Prints the completion script (written whole to a buffer first: a closed pipe ends the
+/// command quietly instead of failing half-way).
 pub fn run(args: &Args) -> Result<u8> {
-    let mut cmd = crate::cli::Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "fleet", &mut std::io::stdout());
+    use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+    let shell: &dyn EnvCompleter = match args.shell {
+        clap_complete::Shell::Bash => &Bash,
+        clap_complete::Shell::Zsh => &Zsh,
+        clap_complete::Shell::Fish => &Fish,
+        clap_complete::Shell::Elvish => &Elvish,
+        clap_complete::Shell::PowerShell => &Powershell,
+        other => {
+            return Err(Error::Usage(format!(
+                "no completions for {other}: bash, zsh, fish, elvish or powershell"
+            )));
+        }
+    };
+    let mut buf = Vec::new();
+    shell
+        .write_registration("COMPLETE", "fleet", "fleet", "fleet", &mut buf)
+        .map_err(|e| Error::Failed(format!("cannot write the completion script: {e}")))?;
+    crate::out!("{}", String::from_utf8_lossy(&buf));
     Ok(0)
 }

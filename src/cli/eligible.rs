@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// One node (default: all).
+    #[arg(add = crate::cli::candidates::nodes())]
     pub node: Option<String>,
     /// JSON on stdout.
     #[arg(long)]

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Nodes or patterns (default: all).
+    #[arg(add = crate::cli::candidates::patterns())]
     pub nodes: Vec<String>,
     /// JSON on stdout.
     #[arg(long)]

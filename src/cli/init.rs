@@ -63,6 +63,10 @@ pub struct Args {
     /// The HQ node's address (default: `<hq>.local`).
     #[arg(long)]
     pub hq_host: Option<String>,
+    /// The HQ node's IP on the fleet network, where its services listen (default: what its
+    /// address resolves to, else 127.0.0.1 until you set it).
+    #[arg(long)]
+    pub hq_address: Option<String>,
     /// HQ's OS: `macos` or `linux`.
     #[arg(long, value_parser = ["macos", "linux"])]
     pub hq_os: Option<String>,
@@ -165,6 +169,25 @@ pub fn run(args: &Args) -> Result<u8> {
         )));
     }
     let hq_host = asker.ask("HQ address", args.hq_host.clone(), &format!("{hq}.local"))?;
+    // Services listen on the node's fleet IP, and a name is nothing a server can bind to.
+    let resolved = {
+        use std::net::ToSocketAddrs;
+        (hq_host.as_str(), 0)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.find(|a| !a.ip().is_loopback() && a.is_ipv4()))
+            .map(|a| a.ip().to_string())
+    };
+    let hq_address = asker.ask(
+        "HQ's IP on the fleet network (its services listen there)",
+        args.hq_address.clone(),
+        resolved.as_deref().unwrap_or("127.0.0.1"),
+    )?;
+    if hq_address.parse::<std::net::IpAddr>().is_err() {
+        return Err(Error::Usage(format!(
+            "HQ's fleet address must be an IP address (services bind to it), not `{hq_address}`"
+        )));
+    }
     let hq_os = asker.ask(
         "HQ operating system (macos/linux)",
         args.hq_os.clone(),
@@ -216,13 +239,18 @@ pub fn run(args: &Args) -> Result<u8> {
     };
     let inventory = format!(
         "# The fleet `{name}`. Add nodes under `nodes:`; `fleet validate` checks this file.\n\
-fleet:\n  name: {n}\n  hq: {hq}\n  hq_url: http://{hq_host}:8765\n\n\
+fleet:\n  name: {n}\n  hq: {hq}\n  hq_url: https://{hq_host}:8765   # HTTPS with the fleet's own CA (tls/ca.pem; `fleet tls`)\n\n\
 vars:\n  ssh_user: fleet\n  fleet_user: fleet\n  ollama_port: 11434\n\n\
-nodes:\n  {hq}:\n    host: {h}\n    role: hq\n    hardware: {{ os: {hq_os}, arch: {arch}, ram_gb: {ram} }}\n    models: [llama3.2:3b]\n\n\
+nodes:\n  {hq}:\n    host: {h}\n    address: {hq_address}   # its IP on the fleet network: its services listen here{unset}\n    role: hq\n    hardware: {{ os: {hq_os}, arch: {arch}, ram_gb: {ram} }}\n    models: [llama3.2:3b]\n\n\
 routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_key_env: {key_env}   # export {key_env}=... where fleet runs; never write the key here\n  rules:\n    - task: classify\n      model: llama3.2:3b\n      fallback: [cloud_api]\n",
         n = yaml_str(&name),
         h = yaml_str(&hq_host),
         m = yaml_str(&model),
+        unset = if hq_address == "127.0.0.1" {
+            " (127.0.0.1: this machine only, until you set it)"
+        } else {
+            ""
+        },
     );
     write_atomic(&inv, inventory.as_bytes())?;
     let mut written = vec![inv.display().to_string()];
@@ -238,8 +266,22 @@ routing:\n  cloud_fallback:\n    provider: {provider}\n    model: {m}\n    api_k
     if !gitignore.exists() {
         write_atomic(
             &gitignore,
-            b"# fleet's local state (facts cache, HQ database)\n.fleet/\n*.sqlite\n",
+            b"# fleet's local state (facts cache, HQ database, tokens, the CA key and HQ's key)\n.fleet/\n*.sqlite\n",
         )?;
+    }
+    // The fleet CA and HQ's certificate: agents and CLI commands reach HQ over HTTPS.
+    let repo = crate::repo::Repo::load(&dir);
+    let made_ca = crate::cli::tls::init(
+        &dir,
+        &repo,
+        &crate::cli::tls::IssueArgs {
+            days: crate::hq::tls::HQ_DAYS,
+            renew_within: crate::hq::tls::RENEW_WITHIN_DAYS,
+            force: false,
+        },
+    )?;
+    if made_ca {
+        written.push(dir.join(crate::hq::tls::CA_CERT).display().to_string());
     }
     crate::noteln!(
         "created fleet `{name}` in {} ({})",

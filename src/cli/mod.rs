@@ -7,14 +7,17 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 
+pub mod adhoc;
 pub mod agent;
 pub mod apply;
+pub mod candidates;
 pub mod check;
 pub mod completions;
 pub mod docs;
 pub mod eligible;
 pub mod facts;
 pub mod init;
+pub mod man;
 pub mod nodes;
 pub mod plan;
 pub mod provision;
@@ -23,12 +26,24 @@ pub mod resources;
 pub mod route;
 pub mod serve;
 pub mod style;
+pub mod tls;
 pub mod token;
 pub mod validate;
 
+/// The heading the global flags are listed under, apart from each command's own.
+const GLOBAL: &str = "Global options";
+
+/// The version `--version` prints: the crate's, and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FLEET_GIT_COMMIT"),
+    ")"
+);
+
 /// fleet: provision and run a fleet of AI worker machines from a declarative repo.
 #[derive(Debug, Parser)]
-#[command(name = "fleet", version, about, propagate_version = true)]
+#[command(name = "fleet", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// The fleet repo (the directory holding `inventory/`); default: the current directory or
     /// its nearest parent holding `inventory/`.
@@ -37,23 +52,40 @@ pub struct Cli {
         long = "inventory",
         global = true,
         value_name = "DIR",
-        env = "FLEET_REPO"
+        env = "FLEET_REPO",
+        help_heading = GLOBAL
     )]
     pub inventory: Option<PathBuf>,
     /// More output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Errors only: no notes, warnings or progress, and nothing on stdout unless asked for
     /// data (`--json`, completions, a token); the exit code says how it went.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// No colors (also when NO_COLOR is set or output is not a terminal).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_color: bool,
+    /// How log lines (`-v`, `-vv`, `serve`, `agent`) are written: text, or one JSON object a line.
+    #[arg(long, global = true, value_enum, default_value = "text", help_heading = GLOBAL)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-12-01T10:00:00Z  INFO host{node=bob}: exec rc=0 ms=12`
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, fields, spans).
+    Json,
+}
+
+/// Verbosity and format of the logs, set once from the global flags.
+static LOGS: std::sync::OnceLock<(u8, LogFormat)> = std::sync::OnceLock::new();
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -66,6 +98,10 @@ pub enum Command {
     Plan(plan::Args),
     /// Run a playbook on its hosts over SSH (`--check`: predict, change nothing).
     Apply(apply::Args),
+    /// Ad-hoc: one module on the hosts a pattern selects (`fleet run all -m file -a 'path=/x state=directory'`).
+    Run(adhoc::RunArgs),
+    /// Ad-hoc: a shell command on the hosts a pattern selects, each host's output shown.
+    Sh(adhoc::ShArgs),
     /// Bring one node (new or known) to its role: facts, requirements, role, verify, inventory, render.
     Provision(provision::Args),
     /// Gather facts of nodes over SSH (one round trip each) and cache them.
@@ -86,10 +122,14 @@ pub enum Command {
     Agent(agent::Args),
     /// Issue or revoke a node's agent token.
     Token(token::Args),
+    /// The fleet CA and HQ's certificate (HTTPS between agents, CLI and HQ).
+    Tls(tls::Args),
     /// Create a new fleet repo.
     Init(init::Args),
     /// Print shell completions (`fleet completions bash > /etc/bash_completion.d/fleet`).
     Completions(completions::Args),
+    /// Write the man pages (`fleet man --out /usr/local/share/man/man1`).
+    Man(man::Args),
     /// Generate reference docs from the code (`fleet docs modules > docs/modules.md`).
     #[command(hide = true)]
     Docs(docs::Args),
@@ -97,9 +137,18 @@ pub enum Command {
 
 /// Parses the process arguments and runs the command; returns the exit code.
 pub fn run() -> Result<u8> {
+    // A completion request (`COMPLETE=bash fleet -- …`, from the script `fleet completions`
+    // prints) is answered here, before anything else prints.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let cli = Cli::parse();
     style::init(cli.no_color);
     style::set_quiet(cli.quiet, asks_for_data(&cli.command));
+    let _ = LOGS.set((cli.verbose, cli.log_format));
+    // Daemons start their own logging (with a file, at `info`); every other command logs
+    // warnings by default, `-v` info, `-vv` debug (each ssh exec and its time), `-vvv` trace.
+    if !matches!(cli.command, Command::Serve(_) | Command::Agent(_)) {
+        init_logging(None, false);
+    }
     let repo_dir = cli.inventory.clone();
     match cli.command {
         Command::Validate(a) => validate::run(repo_dir.as_deref(), &a, cli.quiet),
@@ -111,13 +160,17 @@ pub fn run() -> Result<u8> {
         Command::Eligible(a) => eligible::run(repo_dir.as_deref(), &a),
         Command::Resources(a) => resources::run(&a),
         Command::Apply(a) => apply::run(repo_dir.as_deref(), &a, cli.verbose > 0),
+        Command::Run(a) => adhoc::run(repo_dir.as_deref(), &a, cli.verbose > 0),
+        Command::Sh(a) => adhoc::sh(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Facts(a) => facts::run(repo_dir.as_deref(), &a),
         Command::Provision(a) => provision::run(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Completions(a) => completions::run(&a),
+        Command::Man(a) => man::run(&a),
         Command::Check(a) => check::run(repo_dir.as_deref(), &a),
         Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
         Command::Agent(a) => agent::run(&a),
         Command::Token(a) => token::run(repo_dir.as_deref(), &a),
+        Command::Tls(a) => tls::run(repo_dir.as_deref(), &a),
         Command::Docs(a) => docs::run(&a),
     }
 }
@@ -127,7 +180,9 @@ fn asks_for_data(c: &Command) -> bool {
     match c {
         Command::Nodes(a) => a.json,
         Command::Plan(a) => a.json,
-        Command::Apply(a) => a.json,
+        Command::Apply(a) => a.json || a.list_hosts || a.list_tasks || a.list_tags,
+        Command::Run(a) => a.common.json,
+        Command::Sh(a) => a.common.json,
         Command::Provision(a) => a.json,
         Command::Facts(a) => a.json,
         Command::Route(a) => a.json,
@@ -136,22 +191,36 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Check(a) => a.json,
         Command::Token(a) => a.action.prints_data(),
         Command::Completions(_) | Command::Docs(_) => true,
+        Command::Man(a) => a.out.is_none(),
         Command::Validate(_)
         | Command::Render(_)
         | Command::Serve(_)
         | Command::Agent(_)
+        | Command::Tls(_)
         | Command::Init(_) => false,
     }
 }
 
-/// Logs (tracing) to stderr, and also to `file` when given. `RUST_LOG` / `FLEET_LOG` filter
-/// (default `info`).
-pub fn init_logging(file: Option<&std::path::Path>) {
+/// Logs (tracing) to stderr, and also to `file` when given, as text or JSON
+/// (`--log-format`). The level: `-q` errors only; else `FLEET_LOG`/`RUST_LOG` when set; else
+/// by `-v` count — `serve` and `agent` log `info` by default, other commands `warn`.
+pub fn init_logging(file: Option<&std::path::Path>, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::fmt::writer::MakeWriterExt;
-    let filter = EnvFilter::try_from_env("FLEET_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(if style::quiet() { "error" } else { "info" }));
+    let (verbose, format) = LOGS.get().copied().unwrap_or_default();
+    let level = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        (2, _) => "debug",
+        _ => "trace",
+    };
+    let filter = if style::quiet() {
+        EnvFilter::new("error")
+    } else {
+        EnvFilter::try_from_env("FLEET_LOG")
+            .or_else(|_| EnvFilter::try_from_default_env())
+            .unwrap_or_else(|_| EnvFilter::new(level))
+    };
     let log_file = file.and_then(|p| {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
@@ -166,13 +235,20 @@ pub fn init_logging(file: Option<&std::path::Path>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(style::colors_on());
-    let _ = match log_file {
-        Some(f) => builder
-            .with_ansi(false)
+        .with_ansi(style::colors_on() && log_file.is_none());
+    let _ = match (format, log_file) {
+        (LogFormat::Json, Some(f)) => builder
+            .json()
             .with_writer(MaskSecrets(std::io::stderr.and(std::sync::Mutex::new(f))))
             .try_init(),
-        None => builder.with_writer(MaskSecrets(std::io::stderr)).try_init(),
+        (LogFormat::Json, None) => builder
+            .json()
+            .with_writer(MaskSecrets(std::io::stderr))
+            .try_init(),
+        (LogFormat::Text, Some(f)) => builder
+            .with_writer(MaskSecrets(std::io::stderr.and(std::sync::Mutex::new(f))))
+            .try_init(),
+        (LogFormat::Text, None) => builder.with_writer(MaskSecrets(std::io::stderr)).try_init(),
     };
 }
 
@@ -209,7 +285,16 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
 /// on any error (nothing is touched).
 pub fn load_repo(repo_dir: Option<&std::path::Path>) -> Result<crate::repo::Repo> {
     let root = crate::repo::find_root(repo_dir)?;
+    let started = std::time::Instant::now();
     let mut repo = crate::repo::Repo::load(&root);
+    tracing::info!(
+        root = %root.display(),
+        nodes = repo.inventory.nodes.len(),
+        roles = repo.roles.len(),
+        templates = repo.templates.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "repo loaded"
+    );
     for w in repo.diags.take_warnings() {
         crate::noteln!("{}", style::diagnostic(&w));
     }

@@ -12,11 +12,12 @@ use crate::template::Library;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The playbook (path relative to here or to the repo).
+    #[arg(add = crate::cli::candidates::playbooks())]
     pub playbook: PathBuf,
     /// Only hosts matching this pattern (node, group, role, glob; `!x` excludes).
-    #[arg(short, long)]
+    #[arg(short, long, add = crate::cli::candidates::patterns())]
     pub limit: Option<String>,
-    /// Extra variables, highest precedence (`-e ollama_port=11500`).
+    /// Extra variables, highest precedence: `-e ollama_port=11500`, `-e @vars.yaml`, `-e '{"key": 1}'`.
     #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
     pub extra: Vec<String>,
     /// Show the contents of every file a task would place.

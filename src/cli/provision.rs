@@ -23,9 +23,10 @@ use crate::template::Library;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The node (new or in the inventory).
+    #[arg(add = crate::cli::candidates::nodes())]
     pub node: String,
     /// Its role (required for a new node).
-    #[arg(long)]
+    #[arg(long, add = crate::cli::candidates::roles())]
     pub role: Option<String>,
     /// Its address or ssh alias (required for a new node).
     #[arg(long)]
@@ -127,6 +128,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             Loc::file_start(&"<fleet provision>".into()),
         ),
         vars: Default::default(),
+        vars_files: Vec::new(),
         roles: vec![Spanned::new(
             role.clone(),
             Loc::file_start(&"<fleet provision>".into()),
@@ -245,8 +247,17 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         .flat_map(|r| r.capabilities.iter().cloned())
         .collect();
     let lookup = crate::repo::lookup::VarLookup::new(&shared.repo);
-    let address =
-        crate::connection::ssh::resolve_hostname(&crate::engine::host::ssh_target(&shared, &node));
+    // Where the services listen and other machines reach them: the node's `address` (on a
+    // Tailscale fleet its tailnet address), else what ssh resolves `host` to.
+    let address = if node.address.is_some() || shared.repo.inventory.fleet.tailscale() {
+        crate::render::routing::url_host(&crate::inventory::vars::fleet_address(
+            &shared.repo.inventory,
+            &node,
+            None,
+        ))
+    } else {
+        crate::connection::ssh::resolve_hostname(&crate::engine::host::ssh_target(&shared, &node))
+    };
     let port_of = |name: &str, default: u16| -> u16 {
         shared
             .opts
@@ -286,7 +297,16 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             && let Some(u) = &shared.repo.inventory.fleet.hq_url
         {
             let url = format!("{}/healthz", u.value.trim_end_matches('/'));
-            match client.get(&url).send().await {
+            let ca = crate::hq::client::repo_ca(&shared.repo.root);
+            let hq = crate::hq::client::hq_client(&u.value, Duration::from_secs(5), Some(&ca));
+            let answer = match hq {
+                Ok(hq) => hq.get(&url).send().await,
+                Err(e) => {
+                    problems.push(format!("the HQ registry at {url}: {e}"));
+                    return;
+                }
+            };
+            match answer {
                 Ok(r) if r.status().is_success() => crate::noteln!(
                     "{} the HQ registry answers at {url}",
                     style::green("verified:")

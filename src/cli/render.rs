@@ -57,10 +57,12 @@ pub fn live_status(repo: &Repo, timeout: Duration) -> Result<BTreeMap<String, Li
         return Err("the inventory sets no `fleet.hq_url`".into());
     };
     let token = crate::hq::client::client_token(&repo.root);
+    let ca = crate::hq::client::repo_ca(&repo.root);
     let resp = crate::hq::client::block_on(crate::hq::client::fetch_nodes(
         &url.value,
         token.as_deref(),
         timeout,
+        Some(&ca),
     ))??;
     Ok(resp
         .nodes

@@ -11,6 +11,7 @@ use crate::render::routing;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The task type (a routing rule's `task`).
+    #[arg(add = crate::cli::candidates::tasks())]
     pub task: String,
     /// JSON on stdout.
     #[arg(long)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::hq::listener::Limits;
 use crate::hq::server::{Config, start};
+use crate::hq::tls::{self, CertFiles};
 use crate::repo::Repo;
 
 /// Arguments of `fleet serve`.
@@ -44,6 +45,13 @@ pub struct Args {
     /// 16384); a quarter of them is kept for connections that showed a valid token.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// HQ's certificate (PEM); with `--tls-key`, HQ serves HTTPS. Default when `fleet.hq_url`
+    /// is `https://`: `.fleet/tls/hq.pem` in the repo, else `/var/lib/fleet/tls/hq.pem`.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// HQ's private key (PEM), with `--tls-cert`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Where commands of this repo find a client token for HQ when `FLEET_HQ_TOKEN` is not set.
@@ -139,6 +147,69 @@ async fn resolve_listen(repo: &Repo, listen: Option<&str>) -> Result<SocketAddr>
         .ok_or_else(|| Error::Usage(format!("`{target}` resolves to no address")))
 }
 
+/// HQ's certificate and key: the flags, else (for an `https://` hq_url) the repo's
+/// `.fleet/tls/`, else `/var/lib/fleet/tls/` (where the hq role places them).
+fn tls_files(repo: &Repo, args: &Args) -> Option<CertFiles> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return Some(CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    let https = repo
+        .inventory
+        .fleet
+        .hq_url
+        .as_ref()
+        .is_some_and(|u| u.value.starts_with("https://"));
+    if !https {
+        return None;
+    }
+    [
+        (repo.root.join(tls::HQ_CERT), repo.root.join(tls::HQ_KEY)),
+        (
+            PathBuf::from(tls::NODE_HQ_CERT),
+            PathBuf::from(tls::NODE_HQ_KEY),
+        ),
+    ]
+    .into_iter()
+    .find(|(c, k)| c.is_file() && k.is_file())
+    .map(|(cert, key)| CertFiles { cert, key })
+}
+
+/// The TLS configuration HQ serves with, or `None` for plain HTTP where that is allowed: on a
+/// loopback address, or with `fleet.insecure_http: true`.
+fn tls_config(
+    repo: &Repo,
+    args: &Args,
+    listen: SocketAddr,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    if let Some(files) = tls_files(repo, args) {
+        return Ok(Some(tls::server_config(&files)?));
+    }
+    let https = repo
+        .inventory
+        .fleet
+        .hq_url
+        .as_ref()
+        .filter(|u| u.value.starts_with("https://"));
+    if let Some(url) = https {
+        return Err(Error::Usage(format!(
+            "`fleet.hq_url` is `{}` but HQ has no certificate (looked for {} and {})\n  help: run `fleet tls issue-hq` on the controller (it writes {}), apply the hq role to place it on HQ, or pass `--tls-cert` and `--tls-key`",
+            url.value,
+            repo.root.join(tls::HQ_CERT).display(),
+            tls::NODE_HQ_CERT,
+            tls::HQ_CERT
+        )));
+    }
+    if tls::is_loopback(&listen) || repo.inventory.fleet.insecure_http {
+        return Ok(None);
+    }
+    Err(Error::Usage(format!(
+        "refusing to serve plain HTTP on {listen}, which is not a loopback address: agent tokens would cross the network in clear\n  help: serve HTTPS: `fleet tls init` makes the fleet CA and HQ's certificate; set `fleet.hq_url` to `https://…` (or pass `--tls-cert` and `--tls-key`). To accept plain HTTP anyway, set `fleet: {{ insecure_http: true }}` in the inventory"
+    )))
+}
+
 /// Runs `fleet serve` until SIGTERM or Ctrl-C.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     // Every check `fleet validate` runs: HQ serves only a repo it would accept on a reload.
@@ -152,7 +223,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Err(Error::Config(diags));
     }
     let root = repo.root.clone();
-    crate::cli::init_logging(None);
+    crate::cli::init_logging(None, true);
     let db = args.db.clone().unwrap_or_else(|| default_db(&root));
     let token_file = ensure_local_token(&root, &db)?;
     // Connections are files: take the hard limit, then keep the cap well under it.
@@ -179,6 +250,8 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let listen = resolve_listen(&repo, args.listen.as_deref()).await?;
+        let tls = tls_config(&repo, args, listen)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let cfg = Config {
             listen,
             db,
@@ -188,13 +261,14 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             rate_per_node: args.rate_limit,
             unauth_rate_per_ip: args.unauth_rate_limit.max(0.001),
             limits,
+            tls,
         };
         let db = cfg.db.clone();
         let running = start(cfg, repo, shutdown_signal())
             .await
             .map_err(Error::Failed)?;
         tracing::info!(
-            "fleet HQ listening on http://{} (store {}; at most {max_connections} connections; client token for this repo in {})",
+            "fleet HQ listening on {scheme}://{} (store {}; at most {max_connections} connections; client token for this repo in {})",
             running.addr,
             db.display(),
             token_file.display()

@@ -136,6 +136,37 @@ impl AnyConnection {
         who: RunAs<'_>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, ConnError> {
+        let started = std::time::Instant::now();
+        let result = self.exec_inner(script, stdin, who, timeout).await;
+        // -vv: every script sent, its size and how long it took (never its text, which holds
+        // the task's values).
+        match &result {
+            Ok(out) => tracing::debug!(
+                account = who.account().unwrap_or("login"),
+                script_bytes = script.len(),
+                stdin_bytes = stdin.map_or(0, <[u8]>::len),
+                rc = out.status,
+                ms = started.elapsed().as_millis() as u64,
+                "exec"
+            ),
+            Err(e) => tracing::debug!(
+                account = who.account().unwrap_or("login"),
+                script_bytes = script.len(),
+                ms = started.elapsed().as_millis() as u64,
+                error = %e,
+                "exec failed"
+            ),
+        }
+        result
+    }
+
+    async fn exec_inner(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        who: RunAs<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, ConnError> {
         if let Some(data) = stdin {
             let line = run_as(&format!("sh -c {}", shquote(script)), who);
             return self.transport.exec_line(&line, Some(data), timeout).await;

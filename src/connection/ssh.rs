@@ -115,9 +115,16 @@ impl SshConnection {
             b.keyfile(k);
         }
         let mut last = String::new();
+        let started = std::time::Instant::now();
         for attempt in 0..3u32 {
             match b.connect_mux(&t.host).await {
                 Ok(session) => {
+                    tracing::debug!(
+                        host = %t.host,
+                        attempts = attempt + 1,
+                        ms = started.elapsed().as_millis() as u64,
+                        "ssh master up"
+                    );
                     let session = Arc::new(session);
                     let keepalive = tokio::spawn(keep_alive(Arc::downgrade(&session), persist));
                     return Ok(SshConnection {
@@ -127,6 +134,7 @@ impl SshConnection {
                 }
                 Err(e) => {
                     last = describe(&e);
+                    tracing::debug!(host = %t.host, attempt = attempt + 1, error = %last, "ssh connect failed");
                     // Authentication and host-key failures will not heal by retrying.
                     if last.contains("Permission denied")
                         || last.contains("Host key verification failed")

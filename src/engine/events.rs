@@ -52,6 +52,16 @@ pub struct Event {
     /// Per-host counts (`recap`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counts: Option<HostRecap>,
+    /// A command's exit status, standard output and error, when the run shows output
+    /// (ad-hoc commands; secrets masked, `***` whole when the command read a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rc: Option<i64>,
+    /// See [`Event::rc`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// See [`Event::rc`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
 }
 
 /// Counts per host.
@@ -108,6 +118,12 @@ impl Event {
         if let Some(x) = self.diff.as_mut() {
             m(x);
         }
+        if let Some(x) = self.stdout.as_mut() {
+            m(x);
+        }
+        if let Some(x) = self.stderr.as_mut() {
+            m(x);
+        }
         if let Some(i) = self.item.as_mut() {
             crate::secret::mask_json(i);
         }
@@ -126,6 +142,9 @@ impl Event {
             ms: None,
             hosts: None,
             counts: None,
+            rc: None,
+            stdout: None,
+            stderr: None,
         }
     }
 

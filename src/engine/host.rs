@@ -196,7 +196,9 @@ impl Run<'_> {
         let Some(node) = self.shared.repo.inventory.nodes.get(&self.state.name) else {
             return Err(format!("no node `{}`", self.state.name));
         };
-        let conn = if is_local(self.shared, node) {
+        let started = std::time::Instant::now();
+        let local = is_local(self.shared, node);
+        let conn = if local {
             AnyConnection::new(Transport::Local(crate::connection::local::LocalConnection))
         } else {
             AnyConnection::new(Transport::Ssh(
@@ -205,6 +207,11 @@ impl Run<'_> {
                     .map_err(|e| e.to_string())?,
             ))
         };
+        tracing::info!(
+            via = if local { "local" } else { "ssh" },
+            ms = started.elapsed().as_millis() as u64,
+            "connected"
+        );
         self.state.conn = Some(conn);
         Ok(())
     }
@@ -217,7 +224,14 @@ impl Run<'_> {
         let Some(conn) = &self.state.conn else {
             return Err("not connected".into());
         };
+        let started = std::time::Instant::now();
         let facts = crate::facts::probe::gather(conn).await?;
+        tracing::info!(
+            os = facts.os.as_deref().unwrap_or("?"),
+            arch = facts.arch.as_deref().unwrap_or("?"),
+            ms = started.elapsed().as_millis() as u64,
+            "facts gathered"
+        );
         // File I/O off the runtime's threads, which the other hosts are using.
         let (root, name, f) = (
             self.shared.repo.root.clone(),

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub ssh_config: Option<PathBuf>,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Put each task's output (rc, stdout, stderr) in its event: ad-hoc commands show it.
+    pub show_output: bool,
 }
 
 impl Default for RunOptions {
@@ -62,6 +64,7 @@ impl Default for RunOptions {
             extra: ExtraVars::default(),
             ssh_config: None,
             connect_timeout: Duration::from_secs(10),
+            show_output: false,
         }
     }
 }
@@ -146,10 +149,15 @@ pub async fn run_playbook(
                 .unwrap_or_else(|| host::HostState::new(&name));
             let (shared, pb, tx, permits) =
                 (shared.clone(), pb.clone(), tx.clone(), permits.clone());
-            let job = tokio::spawn(crate::panic::CatchUnwind::new(async move {
-                let _permit = permits.acquire_owned().await.ok();
-                host::run_play(shared, pb, pi, state, tx).await
-            }));
+            // Every log line of this host's run (`-v`, `-vv`) names the node.
+            let span = tracing::info_span!("host", node = %name);
+            let job = tokio::spawn(tracing::Instrument::instrument(
+                crate::panic::CatchUnwind::new(async move {
+                    let _permit = permits.acquire_owned().await.ok();
+                    host::run_play(shared, pb, pi, state, tx).await
+                }),
+                span,
+            ));
             joins.push((name, job));
         }
         for (name, mut job) in joins {

@@ -96,6 +96,20 @@ impl Run<'_> {
             e.item = item;
             e.msg = outcome.msg;
             e.diff = outcome.diff;
+            if self.shared.opts.show_output {
+                let text = |k: &str| {
+                    outcome.result[k].as_str().map(|s| {
+                        if secret {
+                            crate::secret::MASK.to_string()
+                        } else {
+                            s.to_string()
+                        }
+                    })
+                };
+                e.rc = outcome.result["rc"].as_i64();
+                e.stdout = text("stdout");
+                e.stderr = text("stderr");
+            }
             e.ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
             let failed = outcome.status == Status::Failed;
             self.record(task, stales, e);

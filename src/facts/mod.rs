@@ -58,6 +58,13 @@ pub struct Facts {
     /// The account fleet logs in as (what `become` switches from).
     #[serde(default)]
     pub user: Option<String>,
+    /// The host's IP addresses (every interface's, loopback excluded): what a server on it
+    /// can bind to.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Its Tailscale IPv4 address (`tailscale ip -4`), when it is on a tailnet.
+    #[serde(default)]
+    pub tailscale_ip: Option<String>,
 }
 
 impl Facts {

@@ -37,6 +37,14 @@ for o in ollama /opt/homebrew/bin/ollama /usr/local/bin/ollama; do
   if command -v $o >/dev/null 2>&1; then echo "ollama_version=$($o --version 2>/dev/null | awk '{print $NF}' | tail -n1)"; break; fi
 done
 echo "user=${USER:-$(id -un)}"
+if command -v ip >/dev/null 2>&1; then
+  ip -o addr show 2>/dev/null | awk '{split($4, a, "/"); print "address=" a[1]}'
+elif command -v ifconfig >/dev/null 2>&1; then
+  ifconfig 2>/dev/null | awk '$1 == "inet" || $1 == "inet6" {split($2, a, "%"); print "address=" a[1]}'
+fi
+for t in tailscale /opt/homebrew/bin/tailscale /usr/local/bin/tailscale /Applications/Tailscale.app/Contents/MacOS/Tailscale; do
+  if command -v $t >/dev/null 2>&1; then echo "tailscale_ip=$($t ip -4 2>/dev/null | head -n1)"; break; fi
+done
 "#;
 
 /// Runs the probe on an open connection and parses it.
@@ -127,6 +135,17 @@ pub fn parse(text: &str) -> Facts {
             }
             "ollama_version" => f.ollama_version = Some(v.to_string()),
             "user" => f.user = Some(v.to_string()),
+            "address" => {
+                if let Ok(ip) = v.parse::<std::net::IpAddr>()
+                    && !ip.is_loopback()
+                    && !f.addresses.contains(&ip.to_string())
+                {
+                    f.addresses.push(ip.to_string());
+                }
+            }
+            "tailscale_ip" if v.parse::<std::net::Ipv4Addr>().is_ok() => {
+                f.tailscale_ip = Some(v.to_string());
+            }
             _ => {}
         }
     }
@@ -189,6 +208,16 @@ mod tests {
         let hw = f.overlay(&Default::default());
         assert_eq!(hw.cpu.as_deref(), Some("apple_silicon"));
         assert_eq!(hw.chip.as_deref(), Some("M4"));
+    }
+
+    #[test]
+    fn addresses_and_the_tailscale_ip() {
+        let f = parse(
+            "address=127.0.0.1\naddress=10.0.0.7\naddress=fe80::1\naddress=10.0.0.7\naddress=junk\ntailscale_ip=100.101.102.103\n",
+        );
+        assert_eq!(f.addresses, ["10.0.0.7", "fe80::1"]);
+        assert_eq!(f.tailscale_ip.as_deref(), Some("100.101.102.103"));
+        assert_eq!(parse("tailscale_ip=Logged out.").tailscale_ip, None);
     }
 
     #[test]

@@ -246,9 +246,8 @@ pub struct SshTarget {
     pub config: Option<String>,
 }
 
-/// Runs `docker info` on the node over SSH (`--deep`).
-pub async fn docker_over_ssh(t: &SshTarget, timeout: Duration) -> Probe {
-    let start = Instant::now();
+/// `ssh … HOST REMOTE` for a target.
+fn ssh_command(t: &SshTarget, timeout: Duration, remote: &str) -> tokio::process::Command {
     let secs = timeout.as_secs().max(1).to_string();
     let mut cmd = tokio::process::Command::new("ssh");
     cmd.args([
@@ -270,22 +269,58 @@ pub async fn docker_over_ssh(t: &SshTarget, timeout: Duration) -> Probe {
         cmd.args(["-i", k]);
     }
     cmd.arg(&t.host)
-        .arg("docker info --format '{{.ServerVersion}}'")
+        .arg(remote)
         .kill_on_drop(true)
         .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// Runs `remote` on the node; its exit code and output, or why it did not run.
+async fn run_over_ssh(
+    t: &SshTarget,
+    timeout: Duration,
+    remote: &str,
+) -> Result<std::process::Output, String> {
+    match tokio::time::timeout(timeout, ssh_command(t, timeout, remote).output()).await {
+        Ok(Ok(o)) if o.status.code() == Some(255) => Err(format!(
+            "ssh failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+        )),
+        Ok(Ok(o)) => Ok(o),
+        Ok(Err(e)) => Err(format!("cannot run ssh: {e}")),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// Runs `docker info` on the node over SSH (`--deep`).
+pub async fn docker_over_ssh(t: &SshTarget, timeout: Duration) -> Probe {
+    let start = Instant::now();
     let target = format!("ssh {} docker info", t.host);
-    match tokio::time::timeout(timeout, cmd.output()).await {
-        Ok(Ok(o)) if o.status.success() => Probe {
+    let fail = |detail: String| Probe {
+        ok: false,
+        target: target.clone(),
+        detail,
+        ms: elapsed_ms(start),
+        models: None,
+    };
+    match run_over_ssh(t, timeout, "docker info --format '{{.ServerVersion}}'").await {
+        Ok(o) if o.status.success() => Probe {
             ok: true,
-            target,
+            target: target.clone(),
             detail: format!("docker {}", String::from_utf8_lossy(&o.stdout).trim()),
             ms: elapsed_ms(start),
             models: None,
         },
-        Ok(Ok(o)) => {
+        Ok(o) => {
             let err = String::from_utf8_lossy(&o.stderr);
-            let detail = match o.status.code() {
-                Some(255) => format!("ssh failed: {}", err.lines().last().unwrap_or("").trim()),
+            fail(match o.status.code() {
                 Some(127) => "docker is not installed".to_string(),
                 _ => err
                     .lines()
@@ -293,28 +328,149 @@ pub async fn docker_over_ssh(t: &SshTarget, timeout: Duration) -> Probe {
                     .unwrap_or("docker info failed")
                     .trim()
                     .to_string(),
-            };
-            Probe {
-                ok: false,
-                target,
-                detail,
-                ms: elapsed_ms(start),
-                models: None,
+            })
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// The node's listening TCP sockets over SSH (`--deep`): the probe, and what it found.
+pub async fn listeners_over_ssh(
+    t: &SshTarget,
+    timeout: Duration,
+) -> (Probe, Option<Vec<crate::health::listen::Listener>>) {
+    let start = Instant::now();
+    let target = format!("ssh {} listening sockets", t.host);
+    let probe = |ok: bool, detail: String| Probe {
+        ok,
+        target: target.clone(),
+        detail,
+        ms: elapsed_ms(start),
+        models: None,
+    };
+    match run_over_ssh(t, timeout, crate::health::listen::COMMAND).await {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            match crate::health::listen::parse(&text) {
+                Some((tool, l)) if o.status.success() => (
+                    probe(
+                        true,
+                        format!(
+                            "{} ({tool})",
+                            crate::util::count(
+                                l.len() as u64,
+                                "listening socket",
+                                "listening sockets"
+                            )
+                        ),
+                    ),
+                    Some(l),
+                ),
+                _ => {
+                    let err = String::from_utf8_lossy(&o.stderr);
+                    (
+                        probe(
+                            false,
+                            format!(
+                                "cannot list listening sockets: {}",
+                                err.lines().last().unwrap_or("no ss or lsof").trim()
+                            ),
+                        ),
+                        None,
+                    )
+                }
             }
         }
-        Ok(Err(e)) => Probe {
-            ok: false,
-            target,
-            detail: format!("cannot run ssh: {e}"),
-            ms: elapsed_ms(start),
-            models: None,
-        },
-        Err(_) => Probe {
-            ok: false,
-            target,
-            detail: format!("no answer within {}", humantime::format_duration(timeout)),
-            ms: elapsed_ms(start),
-            models: None,
-        },
+        Err(e) => (probe(false, e), None),
+    }
+}
+
+/// `tailscale status --json` on the node over SSH (`--deep` on a Tailscale fleet): ok when
+/// the node is logged in and connected (`BackendState` `Running`).
+pub async fn tailscale_over_ssh(t: &SshTarget, timeout: Duration) -> Probe {
+    let start = Instant::now();
+    let target = format!("ssh {} tailscale status", t.host);
+    let remote = "for T in tailscale /opt/homebrew/bin/tailscale /usr/local/bin/tailscale /Applications/Tailscale.app/Contents/MacOS/Tailscale; do command -v \"$T\" >/dev/null 2>&1 && exec \"$T\" status --json; done; exit 127";
+    let probe = |ok: bool, detail: String| Probe {
+        ok,
+        target: target.clone(),
+        detail,
+        ms: elapsed_ms(start),
+        models: None,
+    };
+    match run_over_ssh(t, timeout, remote).await {
+        Ok(o) if o.status.code() == Some(127) => probe(false, "tailscale is not installed".into()),
+        Ok(o) => {
+            let v: Option<serde_json::Value> = serde_json::from_slice(&o.stdout).ok();
+            match v {
+                Some(v) => {
+                    let (ok, detail) = tailscale_state(&v);
+                    probe(ok, detail)
+                }
+                None => {
+                    let err = String::from_utf8_lossy(&o.stderr);
+                    probe(
+                        false,
+                        format!(
+                            "tailscaled does not answer: {}",
+                            err.lines().last().unwrap_or("no status").trim()
+                        ),
+                    )
+                }
+            }
+        }
+        Err(e) => probe(false, e),
+    }
+}
+
+/// What `tailscale status --json` says, in words: `(connected, detail)`.
+pub fn tailscale_state(v: &serde_json::Value) -> (bool, String) {
+    let state = v["BackendState"].as_str().unwrap_or("unknown");
+    let ip = v["Self"]["TailscaleIPs"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|a| a.as_str());
+    match state {
+        "Running" => (
+            true,
+            format!(
+                "on the tailnet as {}{}",
+                v["Self"]["DNSName"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .trim_end_matches('.'),
+                ip.map(|i| format!(" ({i})")).unwrap_or_default()
+            ),
+        ),
+        "NeedsLogin" => (false, "tailscale is logged out (NeedsLogin)".into()),
+        "NeedsMachineAuth" => (
+            false,
+            "tailscale waits for an admin to approve the machine (NeedsMachineAuth)".into(),
+        ),
+        "Stopped" => (false, "tailscale is stopped (`tailscale down`)".into()),
+        other => (false, format!("tailscale is not running ({other})")),
+    }
+}
+
+#[cfg(test)]
+mod tailscale_tests {
+    use super::tailscale_state;
+
+    #[test]
+    fn states() {
+        let up = serde_json::json!({"BackendState": "Running", "Self": {"DNSName": "w1.tail1234.ts.net.", "TailscaleIPs": ["100.64.0.7", "fd7a:115c:a1e0::7"]}});
+        assert_eq!(
+            tailscale_state(&up),
+            (
+                true,
+                "on the tailnet as w1.tail1234.ts.net (100.64.0.7)".into()
+            )
+        );
+        assert!(!tailscale_state(&serde_json::json!({"BackendState": "NeedsLogin"})).0);
+        assert!(
+            tailscale_state(&serde_json::json!({"BackendState": "Stopped"}))
+                .1
+                .contains("stopped")
+        );
     }
 }

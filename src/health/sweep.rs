@@ -96,6 +96,83 @@ fn ssh_target(repo: &Repo, lookup: &VarLookup<'_>, n: &NodeSpec) -> SshTarget {
     }
 }
 
+/// What one node's probes found.
+struct Deep {
+    ssh: Probe,
+    ollama: Option<Probe>,
+    docker: Option<Probe>,
+    /// `--deep`: the listening sockets, with what the node may listen on.
+    listeners: Option<(
+        Probe,
+        Option<Vec<crate::health::listen::Listener>>,
+        crate::health::listen::Allowed,
+    )>,
+    /// `--deep` on a Tailscale fleet: `tailscale status`.
+    tailscale: Option<Probe>,
+}
+
+/// A variable that says "every interface".
+fn is_wildcard(v: Option<serde_json::Value>) -> bool {
+    v.as_ref()
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|s| matches!(s, "0.0.0.0" | "::" | "*" | "[::]"))
+}
+
+/// What `n` may listen on: loopback (always), its fleet addresses, and on every interface the
+/// ports its variables open explicitly (`ollama_bind`/`hq_bind` a wildcard, `open_ports`); the
+/// SSH port is added once it is known.
+fn allowed_listeners(
+    repo: &Repo,
+    lookup: &VarLookup<'_>,
+    caps: &BTreeSet<String>,
+    n: &NodeSpec,
+    facts: Option<&serde_json::Value>,
+) -> crate::health::listen::Allowed {
+    let inv = &repo.inventory;
+    let mut a = crate::health::listen::Allowed::default();
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().ok().map(|i| i.to_string());
+    a.addresses
+        .extend(crate::inventory::vars::bind_address(inv, n, facts));
+    a.addresses
+        .extend(n.address.as_ref().and_then(|x| ip(&x.value)));
+    for k in ["ollama_bind", "hq_bind"] {
+        if let Some(v) = lookup
+            .get(n, k)
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .and_then(ip)
+        {
+            a.addresses.insert(v);
+        }
+    }
+    if inv.fleet.tailscale() {
+        a.addresses.extend(
+            facts
+                .and_then(|f| f.get("tailscale_ip"))
+                .and_then(|v| v.as_str())
+                .and_then(ip),
+        );
+    }
+    a.addresses.retain(|x| {
+        x.parse::<std::net::IpAddr>()
+            .is_ok_and(|i| !i.is_unspecified())
+    });
+    if caps.contains("ollama") && is_wildcard(lookup.get(n, "ollama_bind")) {
+        a.open_ports.insert(lookup.port(n, "ollama_port", 11434));
+    }
+    if caps.contains("hq") && is_wildcard(lookup.get(n, "hq_bind")) {
+        a.open_ports.insert(lookup.port(n, "hq_port", 8765));
+    }
+    if let Some(serde_json::Value::Array(ports)) = lookup.get(n, "open_ports") {
+        a.open_ports.extend(
+            ports
+                .iter()
+                .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok())),
+        );
+    }
+    a
+}
+
 /// Runs one sweep over `nodes` (names from the inventory).
 pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
     let started = std::time::Instant::now();
@@ -114,13 +191,30 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
         .as_ref()
         .map(|u| u.value.clone());
     let hq_task = {
-        let client = client.clone();
+        // HQ over HTTPS: trust exactly the fleet CA (`tls/ca.pem`).
+        let ca = crate::hq::client::repo_ca(&repo.root);
+        let hq_client = match &hq_url {
+            Some(u) => crate::hq::client::hq_client(u, opts.timeout * 2, Some(&ca)),
+            None => Ok(client.clone()),
+        };
         let timeout = opts.timeout;
         let url = hq_url.clone();
         let token = crate::hq::client::client_token(&repo.root);
-        tokio::spawn(
-            async move { fetch_hq(&client, url.as_deref(), token.as_deref(), timeout).await },
-        )
+        tokio::spawn(async move {
+            match hq_client {
+                Ok(c) => fetch_hq(&c, url.as_deref(), token.as_deref(), timeout).await,
+                Err(detail) => (
+                    Probe {
+                        ok: false,
+                        target: url.unwrap_or_default(),
+                        detail,
+                        ms: 0,
+                        models: None,
+                    },
+                    None,
+                ),
+            }
+        })
     };
 
     let mut tasks = Vec::new();
@@ -147,9 +241,15 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
             .contains("ollama")
             .then(|| lookup.port(n, "ollama_port", 11434));
         let deep = opts.deep && node_caps.contains("docker");
+        let audit = opts.deep;
+        let cached = crate::facts::load_cached(&repo.root, &n.name)
+            .and_then(|f| serde_json::to_value(f).ok());
+        let mut allowed = allowed_listeners(repo, &lookup, &node_caps, n, cached.as_ref());
+        let tailscale = opts.deep && repo.inventory.fleet.tailscale();
         // Services are reached at the node's `address` when it has one (ssh may go elsewhere,
-        // e.g. through a jump host).
-        let service_host = n.address.as_ref().map(|a| a.value.clone());
+        // e.g. through a jump host); on a Tailscale fleet at its tailnet address.
+        let service_host = (n.address.is_some() || repo.inventory.fleet.tailscale())
+            .then(|| crate::inventory::vars::fleet_address(&repo.inventory, n, cached.as_ref()));
         let (client, permits, resolvers, timeout, host) = (
             client.clone(),
             permits.clone(),
@@ -167,6 +267,7 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
             };
             ssh.port = ssh.port.or(resolved_port);
             let ssh_port = ssh.port.unwrap_or(22);
+            allowed.open_ports.insert(ssh_port);
             let ollama_base = ollama_port.map(|p| {
                 let h = service_host.as_deref().unwrap_or(&host);
                 format!("http://{}:{p}", crate::render::routing::url_host(h))
@@ -192,7 +293,36 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
                     None
                 }
             };
-            tokio::join!(ssh_probe, ollama_probe, docker_probe)
+            let audit_probe = async {
+                if audit {
+                    let _p = permits.acquire().await.ok();
+                    Some(probe::listeners_over_ssh(&ssh, timeout * 2).await)
+                } else {
+                    None
+                }
+            };
+            let tailscale_probe = async {
+                if tailscale {
+                    let _p = permits.acquire().await.ok();
+                    Some(probe::tailscale_over_ssh(&ssh, timeout * 2).await)
+                } else {
+                    None
+                }
+            };
+            let (s, o, d, a, t) = tokio::join!(
+                ssh_probe,
+                ollama_probe,
+                docker_probe,
+                audit_probe,
+                tailscale_probe
+            );
+            Deep {
+                ssh: s,
+                ollama: o,
+                docker: d,
+                listeners: a.map(|(p, l)| (p, l, allowed)),
+                tailscale: t,
+            }
         }));
     }
     let hq = hq_task.await.unwrap_or_else(|e| {
@@ -221,19 +351,21 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
     {
         let n = &repo.inventory.nodes[name];
         let node_caps = node_capabilities(&caps, n);
-        let (ssh, ollama, docker) = match task.await {
+        let probes = match task.await {
             Ok(r) => r,
-            Err(e) => (
-                Probe {
+            Err(e) => Deep {
+                ssh: Probe {
                     ok: false,
                     target: n.host.clone(),
                     detail: e.to_string(),
                     ms: 0,
                     models: None,
                 },
-                None,
-                None,
-            ),
+                ollama: None,
+                docker: None,
+                listeners: None,
+                tailscale: None,
+            },
         };
         // Only what the node can serve is expected (the routing pools' rule).
         let (hw, _) = crate::facts::effective_hardware(&repo.root, n);
@@ -243,9 +375,7 @@ pub async fn sweep(repo: &Repo, nodes: &[String], opts: &Options) -> Report {
             n,
             &expected,
             &node_caps,
-            ssh,
-            ollama,
-            docker,
+            probes,
             &hq_probe,
             by_name.get(name),
             hq_name.as_deref() == Some(name.as_str()),
@@ -334,14 +464,19 @@ fn judge(
     n: &NodeSpec,
     expected: &[String],
     caps: &BTreeSet<String>,
-    ssh: Probe,
-    ollama: Option<Probe>,
-    docker: Option<Probe>,
+    probes: Deep,
     hq: &Probe,
     hb: Option<&NodeStatus>,
     is_hq: bool,
     opts: &Options,
 ) -> NodeHealth {
+    let Deep {
+        ssh,
+        ollama,
+        docker,
+        listeners,
+        tailscale,
+    } = probes;
     let mut reasons = Vec::new();
     let mut offline = false;
     let mut degraded = false;
@@ -443,8 +578,55 @@ fn judge(
         degraded = true;
         reasons.push(format!("docker is down on {}: {}", n.name, d.detail));
     }
+    // An unreachable node's other failures say nothing new.
+    if let Some(t) = tailscale.as_ref().filter(|_| ssh.ok)
+        && !t.ok
+    {
+        degraded = true;
+        reasons.push(format!(
+            "{} is not on the tailnet: {}; run `fleet provision {}`",
+            n.name, t.detail, n.name
+        ));
+    }
+    let mut listen_probe = None;
+    if let Some((p, found, allowed)) = listeners.filter(|_| ssh.ok) {
+        match &found {
+            Some(l) => {
+                let open = crate::health::listen::beyond_fleet(l, &allowed);
+                for o in &open {
+                    degraded = true;
+                    reasons.push(format!(
+                        "port {} on {} is open beyond the fleet network: {}; bind it to loopback or the fleet address, or stop it",
+                        o.port,
+                        n.name,
+                        o.describe()
+                    ));
+                }
+                let mut p = p;
+                if !open.is_empty() {
+                    p.ok = false;
+                    p.detail = format!("{}, {} beyond the fleet network", p.detail, open.len());
+                }
+                listen_probe = Some(p);
+            }
+            None => {
+                degraded = true;
+                reasons.push(format!(
+                    "cannot audit {}'s open ports: {}",
+                    n.name, p.detail
+                ));
+                listen_probe = Some(p);
+            }
+        }
+    }
     let mut checks = BTreeMap::new();
     checks.insert("ssh".to_string(), ssh);
+    if let Some(p) = listen_probe {
+        checks.insert("listeners".to_string(), p);
+    }
+    if let Some(t) = tailscale {
+        checks.insert("tailscale".to_string(), t);
+    }
     if let Some(o) = ollama {
         checks.insert("ollama".to_string(), o);
     }

@@ -2,7 +2,7 @@
 //! only wants live data when available never hangs on an unreachable HQ. Reads carry a client
 //! token: `FLEET_HQ_TOKEN`, else the file `.fleet/hq.token` of the repo.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::hq::wire::NodesResponse;
@@ -82,13 +82,53 @@ pub async fn get(
     Ok(resp)
 }
 
-/// Fetches `GET {hq_url}/api/nodes` with `token`; the error says why in one line.
+/// The fleet CA of the repo at `root` (`tls/ca.pem`), which CLI commands pin for HQ.
+pub fn repo_ca(root: &Path) -> PathBuf {
+    root.join(crate::hq::tls::CA_CERT)
+}
+
+/// A client for HQ at `hq_url`. For an `https://` URL it trusts exactly the fleet CA at `ca`
+/// (no system roots), and a URL without a CA file is an error; `http://` needs none.
+pub fn hq_client(
+    hq_url: &str,
+    timeout: Duration,
+    ca: Option<&Path>,
+) -> Result<reqwest::Client, String> {
+    if !hq_url.starts_with("https://") {
+        return http_client(timeout);
+    }
+    let Some(ca) = ca else {
+        return Err(format!(
+            "`{hq_url}` is HTTPS but no fleet CA was given to check HQ's certificate with\n  help: pass `--ca FILE` (the fleet's `{}`)",
+            crate::hq::tls::CA_CERT
+        ));
+    };
+    if !ca.is_file() {
+        return Err(format!(
+            "no fleet CA at `{}` to check HQ's certificate with (`{hq_url}` is HTTPS)\n  help: `fleet tls init` on the controller makes it; nodes get it from the agent role",
+            ca.display()
+        ));
+    }
+    init_tls();
+    let tls = crate::hq::tls::client_config(ca).map_err(|e| e.to_string())?;
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("fleet/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+/// Fetches `GET {hq_url}/api/nodes` with `token`, pinning the fleet CA at `ca` for
+/// `https://`; the error says why in one line.
 pub async fn fetch_nodes(
     hq_url: &str,
     token: Option<&str>,
     timeout: Duration,
+    ca: Option<&Path>,
 ) -> Result<NodesResponse, String> {
-    let client = http_client(timeout)?;
+    let client = hq_client(hq_url, timeout, ca)?;
     let url = format!("{}/api/nodes", hq_url.trim_end_matches('/'));
     let resp = get(&client, &url, token)
         .await
@@ -101,6 +141,9 @@ pub async fn fetch_nodes(
 /// A one-line reason for an HTTP failure. A host name that does not resolve is named as such
 /// (cannot resolve host `hq.lan`), not as a failed connection.
 pub fn describe(e: &reqwest::Error) -> String {
+    if let Some(why) = crate::hq::tls::describe_failure(e) {
+        return why;
+    }
     if let Some(cause) = dns_failure(e) {
         let host = e.url().and_then(|u| u.host_str()).unwrap_or("(unknown)");
         return format!("cannot resolve host `{host}`: {cause}");

@@ -169,6 +169,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let pool = Arc::new(Pool::default());
@@ -220,7 +221,15 @@ pub async fn serve(
                     p.insert(conn.id, conn.clone());
                 }
                 pool.total.fetch_add(1, Ordering::AcqRel);
-                tasks.spawn(connection(stream, peer, conn, app.clone(), limits.clone(), stop_rx.clone()));
+                tasks.spawn(connection(
+                    stream,
+                    peer,
+                    conn,
+                    app.clone(),
+                    limits.clone(),
+                    tls.clone(),
+                    stop_rx.clone(),
+                ));
             }
         }
     }
@@ -232,14 +241,50 @@ pub async fn serve(
     Ok(())
 }
 
+/// A connection's byte stream: plain TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     conn: Arc<Conn>,
     app: Router,
     limits: Arc<Limits>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // The TLS handshake runs inside the connection's slot and under the header timeout: a
+    // client that connects and never finishes it is cut like one that never sends headers.
+    let io: Box<dyn Io> = match tls {
+        None => Box::new(stream),
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                done = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)) => done,
+                () = conn.kill.notified() => {
+                    conn.pool.forget_pending(conn.id);
+                    conn.pool.total.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
+            };
+            match handshake {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake with {peer} failed: {e}");
+                    conn.pool.forget_pending(conn.id);
+                    conn.pool.total.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake with {peer} timed out");
+                    conn.pool.forget_pending(conn.id);
+                    conn.pool.total.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
+            }
+        }
+    };
     let track = conn.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -258,7 +303,7 @@ async fn connection(
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout.max(limits.idle_timeout))
-        .serve_connection(TokioIo::new(stream), svc);
+        .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(served);
     let mut stopping = false;
     loop {

@@ -8,6 +8,7 @@ pub mod listener;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod wire;
 pub mod workers;

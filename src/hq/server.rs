@@ -51,6 +51,8 @@ pub struct Config {
     pub unauth_rate_per_ip: f64,
     /// Timeouts and the connection cap.
     pub limits: Limits,
+    /// HTTPS with this configuration (see `hq::tls`); `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Why a heartbeat was refused.
@@ -678,6 +680,7 @@ pub async fn start(
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let stamp = inventory_stamp(&repo);
+    let tls = cfg.tls.clone();
     let state = Arc::new(AppState {
         inventory_stamp: Mutex::new(stamp),
         reloading: tokio::sync::Mutex::new(()),
@@ -718,10 +721,10 @@ pub async fn start(
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
-    let handle =
-        tokio::spawn(
-            async move { crate::hq::listener::serve(listener, app, limits, shutdown).await },
-        );
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let handle = tokio::spawn(async move {
+        crate::hq::listener::serve(listener, app, limits, acceptor, shutdown).await
+    });
     Ok(Running { addr, handle })
 }
 

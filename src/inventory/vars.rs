@@ -16,12 +16,27 @@ use crate::template::{self, Context};
 pub struct ExtraVars(pub Vec<(String, J)>);
 
 impl ExtraVars {
-    /// Parses `key=value` pairs; values read like plain YAML scalars (`8080` is a number).
+    /// Parses `-e` values, in order (a later one wins): `key=value` (the value reads like a
+    /// plain YAML scalar: `8080` is a number), `@FILE` (a YAML or JSON mapping in a file) or
+    /// an inline mapping (`'{"port": 8080, "tags": [a, b]}'`).
     pub fn parse(pairs: &[String]) -> Result<ExtraVars, String> {
         let mut out = Vec::new();
         for p in pairs {
+            let t = p.trim_start();
+            if let Some(path) = t.strip_prefix('@') {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("`-e @{path}`: cannot read it: {e}"))?;
+                out.extend(mapping(&text, path)?);
+                continue;
+            }
+            if t.starts_with('{') {
+                out.extend(mapping(t, "<-e>")?);
+                continue;
+            }
             let Some((k, v)) = p.split_once('=') else {
-                return Err(format!("`-e {p}`: expected `name=value`"));
+                return Err(format!(
+                    "`-e {p}`: expected `name=value`, `@FILE` or a mapping (`{{\"name\": value}}`)"
+                ));
             };
             let k = k.trim();
             if !crate::spec::decode::is_identifier(k) {
@@ -38,6 +53,30 @@ impl ExtraVars {
         }
         Ok(ExtraVars(out))
     }
+}
+
+/// The variables of a YAML/JSON mapping given with `-e` (a file's errors are located in it).
+fn mapping(text: &str, file: &str) -> Result<Vec<(String, J)>, String> {
+    let node = crate::spec::yaml::parse(&file.into(), text).map_err(|d| d.to_string())?;
+    let J::Object(map) = node.to_json() else {
+        return Err(format!(
+            "`-e` {}: expected a mapping of variable names to values",
+            if file == "<-e>" {
+                "value".to_string()
+            } else {
+                format!("file `{file}`")
+            }
+        ));
+    };
+    map.into_iter()
+        .map(|(k, v)| {
+            if crate::spec::decode::is_identifier(&k) {
+                Ok((k, v))
+            } else {
+                Err(format!("`-e` {file}: `{k}` is not a variable name"))
+            }
+        })
+        .collect()
 }
 
 /// The `node` variable: what templates and conditions know about the host.
@@ -68,8 +107,12 @@ pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
     json!({
         "name": node.name,
         "host": node.host,
-        // Where other machines reach it: `address`, else `host` (which may be an ssh alias).
-        "address": node.address.as_ref().map_or(node.host.as_str(), |a| a.value.as_str()),
+        // Where other machines reach it: `address`, else `host` (which may be an ssh alias);
+        // on a Tailscale fleet, its tailnet address (`address`, else `<node>.<tailnet>`).
+        "address": fleet_address(inv, node, facts),
+        // The IP its services listen on (`null` when the inventory does not say): see
+        // [`bind_address`].
+        "bind_address": bind_address(inv, node, facts),
         "role": node.role.value,
         "hardware": hw,
         "os": os,
@@ -81,6 +124,49 @@ pub fn node_json(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> J {
         "capabilities": node.capabilities,
         "groups": groups,
     })
+}
+
+/// Where other machines reach `node`: its `address`, else (on a Tailscale fleet) its MagicDNS
+/// name `<node>.<tailnet>` or its gathered Tailscale IP, else its `host`.
+pub fn fleet_address(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> String {
+    if let Some(a) = &node.address {
+        return a.value.clone();
+    }
+    if inv.fleet.tailscale() {
+        if let Some(t) = &inv.fleet.tailnet {
+            return format!("{}.{}", node.name, t.value.trim_end_matches('.'));
+        }
+        if let Some(ip) = facts
+            .and_then(|f| f.get("tailscale_ip"))
+            .and_then(J::as_str)
+        {
+            return ip.to_string();
+        }
+    }
+    node.host.clone()
+}
+
+/// The address `node`'s services listen on: its fleet IP. On a Tailscale fleet its `address`
+/// when that is an IP, else its gathered Tailscale IP; otherwise its `address`, else its
+/// `host`, when that is an IP. A DNS name or an ssh alias is not something a server can bind
+/// to, and "every interface" is never a default: `None` when none of these is known.
+pub fn bind_address(inv: &Inventory, node: &NodeSpec, facts: Option<&J>) -> Option<String> {
+    let ip = |s: &str| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .filter(|a| !a.is_unspecified())
+            .map(|a| a.to_string())
+    };
+    let written = node.address.as_ref().map(|a| a.value.as_str());
+    if inv.fleet.tailscale() {
+        return written.and_then(ip).or_else(|| {
+            facts
+                .and_then(|f| f.get("tailscale_ip"))
+                .and_then(J::as_str)
+                .and_then(ip)
+        });
+    }
+    ip(written.unwrap_or(&node.host))
 }
 
 /// The `fleet` variable.
@@ -95,6 +181,8 @@ pub fn fleet_json(inv: &Inventory) -> J {
         "hq": hq,
         "hq_url": inv.fleet.hq_url.as_ref().map(|u| u.value.clone()),
         "hq_host": hq_host,
+        "network": if inv.fleet.tailscale() { "tailscale" } else { "lan" },
+        "tailnet": inv.fleet.tailnet.as_ref().map(|t| t.value.clone()),
     })
 }
 
@@ -334,6 +422,41 @@ pub fn remember_strings(v: &J) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_vars_from_pairs_files_and_mappings() {
+        let d = tempfile::tempdir().expect("tmp");
+        let f = d.path().join("vars.yaml");
+        std::fs::write(&f, "port: 8080\ntags: [a, b]\nname: from-file\n").expect("w");
+        let e = ExtraVars::parse(&[
+            "name=first".into(),
+            format!("@{}", f.display()),
+            r#"{"name": "inline", "nested": {"k": true}}"#.into(),
+        ])
+        .expect("parses");
+        let get = |k: &str| {
+            e.0.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("port"), Some(json!(8080)));
+        assert_eq!(get("tags"), Some(json!(["a", "b"])));
+        assert_eq!(get("name"), Some(json!("inline")), "a later -e wins");
+        assert_eq!(get("nested"), Some(json!({"k": true})));
+        for bad in [
+            "@/no/such/file",
+            "{x: [}",
+            "[1, 2]",
+            "{\"not a name\": 1}",
+            "novalue",
+        ] {
+            assert!(ExtraVars::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+        std::fs::write(&f, "- 1\n").expect("w");
+        let err = ExtraVars::parse(&[format!("@{}", f.display())]).expect_err("a list");
+        assert!(err.contains("expected a mapping"), "{err}");
+    }
     use crate::spec::decode::Decoder;
     use crate::spec::yaml::parse;
     use std::sync::Arc;

@@ -67,6 +67,12 @@ pub const SPEC: ModuleSpec = ModuleSpec {
             false,
             "the account the agent runs as, owner of its token and log directory (default: the `fleet_user` variable, else root)",
         ),
+        arg(
+            "ca_source",
+            ArgKind::Str,
+            false,
+            "for an https:// `hq_url`: the fleet CA on the controller (default tls/ca.pem), placed at /etc/fleet/ca.pem; the agent trusts only it",
+        ),
     ],
     exactly_one_of: &[],
 };
@@ -82,6 +88,8 @@ pub struct Args {
     user: String,
     unit_systemd: String,
     unit_launchd: String,
+    /// For an https:// HQ: the fleet CA's file on the controller and its content (when read).
+    ca: Option<(PathBuf, Option<String>)>,
 }
 
 const LOG_DIR: &str = "/var/log/fleet";
@@ -102,7 +110,7 @@ fn plain_path(a: &ArgReader<'_>, key: &'static str, default: &str) -> Result<Str
 
 /// `fleet_put`: places `$C` at `$P` with mode `$M` and owner `$O` (when not empty); `put=1`
 /// when it changed something (or would). `fleet_dir DIR OWNER`: a 0755 directory.
-const HELPERS: &str = concat!(
+pub(crate) const HELPERS: &str = concat!(
     "fleet_put() { put=0\n",
     "  case \"$P\" in */*) D=${P%/*}; D=${D:-/};; *) D=.;; esac\n",
     "  if [ ! -d \"$D\" ]; then [ \"$CHECK\" = 1 ] && { put=1; return 0; }; fail \"directory $D does not exist\"; fi\n",
@@ -129,6 +137,7 @@ const HELPERS: &str = concat!(
 );
 
 const PLACE_ALL: &str = concat!(
+    "[ \"$HCA\" = 2 ] && [ \"$CHECK\" != 1 ] && fail \"no fleet CA at $CASRC on the controller, and HQ is https: run \\`fleet tls init\\` there (agents trust only the fleet CA)\"\n",
     "[ \"$HT\" = 1 ] || [ \"$CHECK\" = 1 ] || fail \"no token for this node at $TSRC on the controller: issue one with \\`fleet token issue NODE --out $TSRC\\` against HQ's store (fleet provision does it when HQ's store is local)\"\n",
     "bin=0; if [ -f \"$BIN\" ]; then fleet_sum \"$BIN\"; [ \"$sum\" = \"$SUM\" ] || bin=1; else bin=1; fi\n",
     "[ \"$bin\" = 1 ] && changed=1\n",
@@ -137,9 +146,11 @@ const PLACE_ALL: &str = concat!(
     "UD=${UF%/*}; if [ ! -d \"${UD:-/}\" ]; then changed=1; [ \"$CHECK\" = 1 ] || mkdir -p -- \"${UD:-/}\" || fail \"cannot create ${UD:-/}\"; fi\n",
     "tok=1; if [ \"$HT\" = 1 ]; then P=$TF; C=$TOK; M=600; O=$U; fleet_put; tok=$put; fi\n",
     "[ \"$tok\" = 1 ] && changed=1\n",
+    "ca=0; if [ \"$HCA\" = 1 ]; then CAD=${CAF%/*}; [ \"${CAD:-/}\" = \"${TD:-/}\" ] || fleet_dir \"${CAD:-/}\" \"\"; P=$CAF; C=$CA; M=644; O=; fleet_put; ca=$put; elif [ \"$HCA\" = 2 ]; then ca=1; fi\n",
+    "[ \"$ca\" = 1 ] && changed=1\n",
     "P=$UF; C=$UC; M=644; O=; fleet_put; unit=$put; [ \"$unit\" = 1 ] && changed=1\n",
     "if [ \"$bin\" = 1 ] && [ \"$CHECK\" != 1 ]; then more=1; finish 0; fi\n",
-    "restart=0; { [ \"$bin\" = 1 ] || [ \"$tok\" = 1 ] || [ \"$unit\" = 1 ]; } && restart=1\n",
+    "restart=0; { [ \"$bin\" = 1 ] || [ \"$tok\" = 1 ] || [ \"$unit\" = 1 ] || [ \"$ca\" = 1 ]; } && restart=1\n",
 );
 
 const SYSTEMD: &str = concat!(
@@ -281,6 +292,16 @@ impl Module for FleetAgent {
             crate::secret::remember(&t);
             Secret::new(format!("{t}\n"))
         });
+        // An https:// HQ: the agent pins the fleet CA, placed next to its token.
+        let ca_source = a.str("ca_source")?.filter(|s| !s.is_empty());
+        let ca = hq_url.starts_with("https://").then(|| {
+            let src = ca_source.map_or_else(
+                || inputs.files.repo_root().join(crate::hq::tls::CA_CERT),
+                PathBuf::from,
+            );
+            let text = std::fs::read_to_string(&src).ok();
+            (src, text)
+        });
         let mut fleet = inputs
             .files
             .var("fleet")
@@ -311,6 +332,7 @@ impl Module for FleetAgent {
             token,
             token_source,
             user,
+            ca,
         })
     }
 
@@ -326,6 +348,14 @@ impl Module for FleetAgent {
         match &a.token {
             Some(t) => s.set("HT", "1").set("TOK", t),
             None => s.set("HT", "0"),
+        };
+        s.set("CAF", crate::hq::tls::NODE_CA);
+        match &a.ca {
+            None => s.set("HCA", "0"),
+            Some((_, Some(text))) => s.set("HCA", "1").set("CA", text.as_str()),
+            Some((src, None)) => s
+                .set("HCA", "2")
+                .set("CASRC", src.to_string_lossy().as_ref()),
         };
         Self::bind_service(&mut s, a, facts);
         s.code(HELPERS)

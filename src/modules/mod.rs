@@ -19,6 +19,7 @@ pub mod copy;
 pub mod debug;
 pub mod file;
 pub mod fleet_agent;
+pub mod fleet_tls;
 pub mod get_url;
 pub mod http;
 pub mod lineinfile;
@@ -57,6 +58,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &http::Http,
     &ollama_model::OllamaModel,
     &fleet_agent::FleetAgent,
+    &fleet_tls::FleetTls,
     &user::User,
     &debug::Debug,
 ];
@@ -76,6 +78,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &http::SPEC,
     &ollama_model::SPEC,
     &fleet_agent::SPEC,
+    &fleet_tls::SPEC,
     &user::SPEC,
     &debug::SPEC,
 ];

@@ -103,8 +103,10 @@ pub struct RoutingTable {
 /// Live node states from HQ: node → `online`/`degraded`/`offline`.
 pub type StatusMap = BTreeMap<String, String>;
 
-/// Where other machines reach each node: its `address`, else the host name ssh connects to
-/// for its `host` (an ssh alias resolves through the fleet's ssh config).
+/// Where other machines reach each node: its `address`; on a Tailscale fleet
+/// (`fleet.network: tailscale`) else its tailnet name `<node>.<tailnet>` or its gathered
+/// Tailscale IP; else the host name ssh connects to for its `host` (an ssh alias resolves
+/// through the fleet's ssh config).
 pub fn reachable_hosts(repo: &Repo) -> BTreeMap<String, String> {
     let inv = &repo.inventory;
     let config = inv
@@ -117,7 +119,29 @@ pub fn reachable_hosts(repo: &Repo) -> BTreeMap<String, String> {
                 .unwrap_or_else(|| c.into()),
             None => c.into(),
         });
-    let unresolved: Vec<&NodeSpec> = inv.nodes.values().filter(|n| n.address.is_none()).collect();
+    // On a Tailscale fleet a node is reached on the tailnet: its `address`, else its MagicDNS
+    // name (`fleet.tailnet`), else the Tailscale IP its gathered facts hold.
+    let tailnet = |n: &NodeSpec| -> Option<String> {
+        if !inv.fleet.tailscale() || n.address.is_some() {
+            return None;
+        }
+        let facts = inv.fleet.tailnet.is_none().then(|| {
+            crate::facts::load_cached(&repo.root, &n.name)
+                .and_then(|f| serde_json::to_value(f).ok())
+        });
+        let a = crate::inventory::vars::fleet_address(inv, n, facts.flatten().as_ref());
+        (a != n.host).then_some(a)
+    };
+    let on_tailnet: BTreeMap<String, String> = inv
+        .nodes
+        .values()
+        .filter_map(|n| tailnet(n).map(|a| (n.name.clone(), a)))
+        .collect();
+    let unresolved: Vec<&NodeSpec> = inv
+        .nodes
+        .values()
+        .filter(|n| n.address.is_none() && !on_tailnet.contains_key(&n.name))
+        .collect();
     let hosts: Vec<&str> = unresolved.iter().map(|n| n.host.as_str()).collect();
     let names = crate::connection::resolve::hostnames(config.as_deref(), &hosts);
     let mut out: BTreeMap<String, String> = unresolved
@@ -130,6 +154,7 @@ pub fn reachable_hosts(repo: &Repo) -> BTreeMap<String, String> {
             out.insert(n.name.clone(), a.value.clone());
         }
     }
+    out.extend(on_tailnet);
     out
 }
 

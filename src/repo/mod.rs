@@ -3,6 +3,7 @@
 
 pub mod catalog_files;
 pub mod lookup;
+pub mod var_dirs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ pub struct Repo {
     pub inventory: Inventory,
     /// The inventory files that were read, in merge order.
     pub inventory_files: Vec<PathBuf>,
+    /// The `group_vars/` and `host_vars/` files read after them.
+    pub var_files: Vec<PathBuf>,
     /// Roles by name.
     pub roles: IndexMap<String, Role>,
     /// Templates of the repo's `templates/` directory: name → (shown path, source).
@@ -218,6 +221,11 @@ impl Repo {
                 inventory.merge_file(&mut d, &n);
             }
         }
+        let var_files = if inv_dir.is_dir() {
+            var_dirs::load(&inv_dir, &mut inventory, &mut d, &mut diags)
+        } else {
+            Vec::new()
+        };
 
         let mut roles = IndexMap::new();
         let roles_dir = root.join("roles");
@@ -289,6 +297,7 @@ impl Repo {
             root: root.to_path_buf(),
             inventory,
             inventory_files,
+            var_files,
             roles,
             templates,
             catalog_files,
@@ -320,13 +329,34 @@ impl Repo {
         };
         let mut diags = Diagnostics::default();
         let mut d = Decoder::with_modules(crate::modules::SPECS);
-        let pb = match read_yaml(&full, &mut diags) {
+        let mut pb = match read_yaml(&full, &mut diags) {
             Some(n) => decode_playbook(&mut d, shown(&full), &n),
             None => Playbook {
                 file: shown(&full),
                 plays: Vec::new(),
             },
         };
+        // `vars_files`, relative to the playbook's directory; their variables over `vars`.
+        let base = full.parent().map(Path::to_path_buf).unwrap_or_default();
+        for play in &mut pb.plays {
+            for vf in play.vars_files.clone() {
+                let path = base.join(&vf.value);
+                if !path.is_file() {
+                    diags.push(
+                        Diagnostic::error(
+                            vf.loc.clone(),
+                            format!("`vars_files`: no file `{}`", shown(&path)),
+                        )
+                        .with_help("paths are relative to the playbook's directory"),
+                    );
+                    continue;
+                }
+                if let Some(n) = read_yaml(&path, &mut diags) {
+                    let vars = d.vars(&n, &format!("variables file `{}`", shown(&path)));
+                    play.vars.extend(vars);
+                }
+            }
+        }
         diags.extend(d.diags);
         Ok((pb, diags))
     }
@@ -345,9 +375,11 @@ pub fn role_template_name(role: &str, src: &str) -> String {
 /// What the `fleet` variable says about the repo itself: its inventory files and roles
 /// (relative paths), so a role can ship them (the hq role does, for `fleet serve`).
 pub fn add_repo_facts(ctx: &mut crate::template::Context, repo: &Repo) {
+    // The variable files too: HQ's copy of the inventory must say what the controller's does.
     let files: Vec<String> = repo
         .inventory_files
         .iter()
+        .chain(repo.var_files.iter())
         .filter_map(|f| f.strip_prefix(&repo.root).ok())
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .collect();

@@ -20,6 +20,22 @@ pub struct FleetSettings {
     pub ssh_config: Option<String>,
     /// Webhook for `fleet check --alert`; may name an environment variable with `env:NAME`.
     pub alert_webhook_env: Option<String>,
+    /// `fleet serve` may serve plain HTTP on a non-loopback address (default: HTTPS only).
+    pub insecure_http: bool,
+    /// The network the fleet's nodes reach each other on: `lan` (the default) or `tailscale`.
+    pub network: Option<Spanned<String>>,
+    /// The tailnet's MagicDNS suffix (`example-tailnet.ts.net`): with `network: tailscale`, a
+    /// node without an `address` is reached at `<node>.<tailnet>`.
+    pub tailnet: Option<Spanned<String>>,
+}
+
+impl FleetSettings {
+    /// True when the fleet's network is Tailscale (`fleet.network: tailscale`).
+    pub fn tailscale(&self) -> bool {
+        self.network
+            .as_ref()
+            .is_some_and(|n| n.value == "tailscale")
+    }
 }
 
 /// Declared hardware of a node; gathered facts override it when known.
@@ -213,7 +229,16 @@ pub fn provider_example_model(provider: &str) -> &'static str {
 pub const CLOUD_FALLBACK: &str = "cloud_api";
 
 const TOP: &[&str] = &["fleet", "vars", "groups", "nodes", "routing"];
-const FLEET: &[&str] = &["name", "hq", "hq_url", "ssh_config", "alert_webhook_env"];
+const FLEET: &[&str] = &[
+    "name",
+    "hq",
+    "hq_url",
+    "ssh_config",
+    "alert_webhook_env",
+    "insecure_http",
+    "network",
+    "tailnet",
+];
 const NODE: &[&str] = &[
     "host",
     "address",
@@ -324,6 +349,35 @@ impl Inventory {
         if let Some(h) = hook {
             check_env_name(d, &h, "`fleet.alert_webhook_env`");
             self.fleet.alert_webhook_env = Some(h.value);
+        }
+        if let Some(v) = f.get("insecure_http") {
+            self.fleet.insecure_http = d.boolean(v, "`fleet.insecure_http`").unwrap_or(false);
+        }
+        set(d, "network", &mut self.fleet.network);
+        if let Some(n) = &self.fleet.network
+            && !matches!(n.value.as_str(), "lan" | "tailscale")
+        {
+            d.error_help(
+                &n.loc,
+                format!(
+                    "`fleet.network`: expected `lan` or `tailscale`, found `{}`",
+                    n.value
+                ),
+                "`lan`: nodes reach each other at their inventory addresses; `tailscale`: over the tailnet (docs/inventory.md)",
+            );
+        }
+        set(d, "tailnet", &mut self.fleet.tailnet);
+        if let Some(t) = &self.fleet.tailnet
+            && (!is_address(&t.value) || t.value.parse::<std::net::IpAddr>().is_ok())
+        {
+            d.error_help(
+                &t.loc,
+                format!(
+                    "`fleet.tailnet`: expected the tailnet's DNS name, found {:?}",
+                    t.value
+                ),
+                "write the MagicDNS suffix from the Tailscale admin console, e.g. `tail1234.ts.net`",
+            );
         }
         if let Some(url) = &self.fleet.hq_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

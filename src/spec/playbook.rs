@@ -16,6 +16,9 @@ pub struct Play {
     pub hosts: Spanned<String>,
     /// Play variables.
     pub vars: VarMap,
+    /// Files of variables (`vars_files`), relative to the playbook; read when the playbook is
+    /// loaded, their variables over `vars`.
+    pub vars_files: Vec<Spanned<String>>,
     /// Roles to apply, in order.
     pub roles: Vec<Spanned<String>>,
     /// Tasks after the roles'.
@@ -41,6 +44,7 @@ const PLAY: &[&str] = &[
     "name",
     "hosts",
     "vars",
+    "vars_files",
     "roles",
     "tasks",
     "handlers",
@@ -77,6 +81,23 @@ pub fn decode_playbook(d: &mut Decoder, file: std::sync::Arc<str>, root: &Node) 
             .get("vars")
             .map(|n| d.vars(n, "play `vars`"))
             .unwrap_or_default();
+        let vars_files: Vec<Spanned<String>> = f
+            .get("vars_files")
+            .map(|n| d.string_list(n, "play `vars_files`"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| {
+                if v.value.contains("{{") {
+                    d.error_help(
+                        &v.loc,
+                        "a `vars_files` path cannot be a template: it is read when the playbook is loaded",
+                        "name the file; choose between files with `-e @FILE` instead",
+                    );
+                    return false;
+                }
+                true
+            })
+            .collect();
         let roles = f
             .get("roles")
             .map(|n| d.string_list(n, "play `roles`"))
@@ -108,6 +129,7 @@ pub fn decode_playbook(d: &mut Decoder, file: std::sync::Arc<str>, root: &Node) 
             loc: p.loc.clone(),
             hosts,
             vars,
+            vars_files,
             roles,
             tasks,
             handlers,
