@@ -44,9 +44,14 @@ fn init_repo(dir: &Path, name: &str, port: u16) -> PathBuf {
     repo
 }
 
+/// Reads HQ's nodes pinning `ca`, with the client token `fleet serve` keeps for the repo whose
+/// CA it is (`<repo>/.fleet/hq.token`; reads need a token).
 fn nodes_with_ca(url: &str, ca: &Path) -> Result<fleet::hq::wire::NodesResponse, String> {
+    let repo = ca.parent().and_then(Path::parent).expect("repo of the CA");
+    let token = fleet::hq::client::client_token(repo);
     fleet::hq::client::block_on(fleet::hq::client::fetch_nodes(
         url,
+        token.as_deref(),
         Duration::from_secs(5),
         Some(ca),
     ))
