@@ -37,10 +37,11 @@ for o in ollama /opt/homebrew/bin/ollama /usr/local/bin/ollama; do
   if command -v $o >/dev/null 2>&1; then echo "ollama_version=$($o --version 2>/dev/null | awk '{print $NF}' | tail -n1)"; break; fi
 done
 echo "user=${USER:-$(id -un)}"
+# Addresses as the tools print them, parsed by fleet (one process, not a pipeline).
 if command -v ip >/dev/null 2>&1; then
-  ip -o addr show 2>/dev/null | awk '{split($4, a, "/"); print "address=" a[1]}'
+  ip -o addr show 2>/dev/null
 elif command -v ifconfig >/dev/null 2>&1; then
-  ifconfig 2>/dev/null | awk '$1 == "inet" || $1 == "inet6" {split($2, a, "%"); print "address=" a[1]}'
+  ifconfig 2>/dev/null
 fi
 for t in tailscale /opt/homebrew/bin/tailscale /usr/local/bin/tailscale /Applications/Tailscale.app/Contents/MacOS/Tailscale; do
   if command -v $t >/dev/null 2>&1; then echo "tailscale_ip=$($t ip -4 2>/dev/null | head -n1)"; break; fi
@@ -76,10 +77,30 @@ pub async fn gather_over_ssh(target: &crate::connection::ssh::SshTarget) -> Resu
 
 use crate::facts::round1;
 
+/// The address of a line of `ip -o addr show` (`2: eth0    inet 10.0.0.7/24 brd …`) or of
+/// `ifconfig` (`\tinet 10.0.0.7 netmask …`, `inet6 fe80::1%lo0 prefixlen 64`).
+fn interface_address(line: &str) -> Option<std::net::IpAddr> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = match words.as_slice() {
+        [idx, _, fam, ..] if idx.ends_with(':') && (*fam == "inet" || *fam == "inet6") => 3,
+        [fam, ..] if *fam == "inet" || *fam == "inet6" => 1,
+        _ => return None,
+    };
+    let word = words.get(at)?;
+    let bare = word.split(['/', '%']).next()?;
+    bare.parse().ok()
+}
+
 /// Parses the probe's output.
 pub fn parse(text: &str) -> Facts {
     let mut f = Facts::default();
     for line in text.lines() {
+        if let Some(ip) = interface_address(line) {
+            if !ip.is_loopback() && !f.addresses.contains(&ip.to_string()) {
+                f.addresses.push(ip.to_string());
+            }
+            continue;
+        }
         let Some((k, v)) = line.split_once('=') else {
             continue;
         };
@@ -135,14 +156,6 @@ pub fn parse(text: &str) -> Facts {
             }
             "ollama_version" => f.ollama_version = Some(v.to_string()),
             "user" => f.user = Some(v.to_string()),
-            "address" => {
-                if let Ok(ip) = v.parse::<std::net::IpAddr>()
-                    && !ip.is_loopback()
-                    && !f.addresses.contains(&ip.to_string())
-                {
-                    f.addresses.push(ip.to_string());
-                }
-            }
             "tailscale_ip" if v.parse::<std::net::Ipv4Addr>().is_ok() => {
                 f.tailscale_ip = Some(v.to_string());
             }
@@ -213,7 +226,7 @@ mod tests {
     #[test]
     fn addresses_and_the_tailscale_ip() {
         let f = parse(
-            "address=127.0.0.1\naddress=10.0.0.7\naddress=fe80::1\naddress=10.0.0.7\naddress=junk\ntailscale_ip=100.101.102.103\n",
+            "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n2: eth0    inet 10.0.0.7/24 brd 10.0.0.255 scope global eth0\n2: eth0    inet6 fe80::1/64 scope link\n\tinet 10.0.0.7 netmask 0xffffff00 broadcast 10.0.0.255\n\tinet6 fe80::1%lo0 prefixlen 64\nen0: flags=8863<UP> mtu 1500\n\tinet junk\ntailscale_ip=100.101.102.103\n",
         );
         assert_eq!(f.addresses, ["10.0.0.7", "fe80::1"]);
         assert_eq!(f.tailscale_ip.as_deref(), Some("100.101.102.103"));
