@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod conductor;
+pub mod inflight;
 pub mod listener;
 pub mod server;
 pub mod status;

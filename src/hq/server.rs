@@ -134,6 +134,8 @@ pub(crate) struct AppState {
     inventory_stamp: Mutex<Vec<Option<std::time::SystemTime>>>,
     /// Held while the inventory is reloaded on demand.
     reloading: tokio::sync::Mutex<()>,
+    /// Gateway requests in flight per worker (draining waits for a node's to reach 0).
+    pub(crate) inflight: Arc<crate::hq::inflight::InFlight>,
 }
 
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
@@ -691,6 +693,7 @@ pub async fn start(
         metrics,
         cfg,
         conductor_wake: tokio::sync::Notify::new(),
+        inflight: Arc::new(crate::hq::inflight::InFlight::new()),
     });
     // The conductor's table is written before the first request is answered, so whoever waits
     // for HQ to answer finds the file in place.
