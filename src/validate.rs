@@ -634,7 +634,7 @@ fn check_routing(repo: &Repo, diags: &mut Diagnostics) {
         for f in &r.fallback {
             if f.value == CLOUD_FALLBACK {
                 // A `cloud_fallback:` that is written but malformed has its own located error.
-                if inv.routing.cloud_fallback.is_none() && inv.routing.cloud_fallback_loc.is_none()
+                if inv.routing.cloud_fallback.is_empty() && inv.routing.cloud_fallback_loc.is_none()
                 {
                     diags.push(Diagnostic::error(f.loc.clone(), format!("routing rule `{}` falls back to `{CLOUD_FALLBACK}`, but `routing.cloud_fallback` is not set", r.task.value))
                         .with_help("add `routing: { cloud_fallback: { provider, model, api_key_env } }`"));

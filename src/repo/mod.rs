@@ -13,7 +13,7 @@ use indexmap::IndexMap;
 
 use crate::error::{Diagnostic, Diagnostics, Error, Loc, Result};
 use crate::spec::decode::Decoder;
-use crate::spec::inventory::Inventory;
+use crate::spec::inventory::{ApiKeySource, Inventory, key_file_path};
 use crate::spec::playbook::{Playbook, decode_playbook};
 use crate::spec::role::{Role, decode_role};
 use crate::spec::yaml::{self, Node};
@@ -283,11 +283,17 @@ impl Repo {
         }
 
         diags.extend(d.diags);
-        // The API key the routing table names is a secret every printer masks.
-        if let Some(c) = &inventory.routing.cloud_fallback
-            && let Ok(v) = std::env::var(&c.api_key_env)
-        {
-            crate::secret::remember(&v);
+        // The API keys the cloud fallback names are secrets every printer masks.
+        for c in &inventory.routing.cloud_fallback {
+            let key = match &c.key {
+                ApiKeySource::Env(name) => std::env::var(name).ok(),
+                ApiKeySource::File(path) => {
+                    std::fs::read_to_string(key_file_path(root, path)).ok()
+                }
+            };
+            if let Some(k) = key {
+                crate::secret::remember(k.trim());
+            }
         }
         let catalog_files = catalog_files::source_files(&root.join("catalog"))
             .into_iter()
