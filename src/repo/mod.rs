@@ -287,9 +287,7 @@ impl Repo {
         for c in &inventory.routing.cloud_fallback {
             let key = match &c.key {
                 ApiKeySource::Env(name) => std::env::var(name).ok(),
-                ApiKeySource::File(path) => {
-                    std::fs::read_to_string(key_file_path(root, path)).ok()
-                }
+                ApiKeySource::File(path) => std::fs::read_to_string(key_file_path(root, path)).ok(),
             };
             if let Some(k) = key {
                 crate::secret::remember(k.trim());

@@ -768,7 +768,10 @@ fn decode_cloud(d: &mut Decoder, n: &Node, what: &str, short: &str) -> Option<Cl
     if let Some(m) = &model
         && m.value.trim().is_empty()
     {
-        d.error(&m.loc, format!("`{short}.model`: expected a model name, found an empty string"));
+        d.error(
+            &m.loc,
+            format!("`{short}.model`: expected a model name, found an empty string"),
+        );
     }
     let key_env = f
         .get("api_key_env")
@@ -1184,7 +1187,10 @@ mod tests {
         );
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(i.routing.cloud_fallback.len(), 1);
-        assert_eq!(i.routing.cloud_fallback[0].api_key_env(), Some("ANTHROPIC_API_KEY"));
+        assert_eq!(
+            i.routing.cloud_fallback[0].api_key_env(),
+            Some("ANTHROPIC_API_KEY")
+        );
         let (i, e) = inv(
             "routing:\n  cloud_fallback:\n    - { provider: groq, model: llama-3.1-8b-instant, api_key_env: GROQ_API_KEY }\n    - { provider: gemini, model: gemini-2.0-flash, api_key_file: /etc/fleet/gemini.key }\n    - { provider: local-vllm, model: qwen, api_key_env: VLLM_KEY, base_url: \"http://127.0.0.1:8000/v1\" }\n  cost: { max_daily_spend: 5, warn_at: 4.5 }\n  max_concurrent_api: 8\n  prices:\n    \"together/meta-llama/Llama-3.3-70B-Instruct-Turbo\": { input: 0.88, output: 0.88 }\n",
         );
@@ -1209,7 +1215,10 @@ mod tests {
         );
         assert_eq!(i.routing.max_concurrent_api, Some(8));
         assert_eq!(i.routing.prices[0].provider, "together");
-        assert_eq!(i.routing.prices[0].model, "meta-llama/Llama-3.3-70B-Instruct-Turbo");
+        assert_eq!(
+            i.routing.prices[0].model,
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+        );
     }
 
     #[test]
@@ -1284,6 +1293,10 @@ mod tests {
         let (_, e) = inv(
             "routing:\n  cloud_fallback: { provider: openai, model: m, api_key_env: K, base_url: \"http://api.example/v1\" }\n",
         );
-        assert!(e.iter().any(|m| m.contains("warning") && m.contains("unencrypted")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("warning") && m.contains("unencrypted")),
+            "{e:?}"
+        );
     }
 }
