@@ -34,6 +34,7 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
     check_inventory_refs(repo, &mut diags);
     check_roles(repo, &mut diags);
     check_routing(repo, &mut diags);
+    check_cloud_prices(repo, &mut diags);
     check_bind_addresses(repo, &mut diags);
 
     let library = Library::new(&repo.templates);
@@ -574,6 +575,59 @@ pub fn node_capabilities(repo: &Repo, n: &NodeSpec) -> BTreeSet<String> {
         caps.extend(closure.iter().flat_map(|r| r.capabilities.iter().cloned()));
     }
     caps
+}
+
+/// Spend is counted only for what has a price: with `routing.cost`, every cloud provider
+/// needs one; a `routing.prices` entry no provider uses is likely a typo of one that does.
+fn check_cloud_prices(repo: &Repo, diags: &mut Diagnostics) {
+    let r = &repo.inventory.routing;
+    let prices = match crate::gateway::prices::PriceTable::with_overrides(&r.prices) {
+        Ok(p) => p,
+        Err(e) => {
+            diags.push(Diagnostic::error(None, e));
+            return;
+        }
+    };
+    if r.cost.is_some() {
+        for c in &r.cloud_fallback {
+            if prices.price(&c.provider, &c.model).is_none() {
+                diags.push(
+                    Diagnostic::warning(
+                        c.loc.clone(),
+                        format!(
+                            "no price is known for `{}/{}`: its spend cannot count against `routing.cost`",
+                            c.provider, c.model
+                        ),
+                    )
+                    .with_help(format!(
+                        "add `routing.prices: {{ \"{}/{}\": {{ input: …, output: … }} }}` (USD per 1M tokens, from the provider's pricing page)",
+                        c.provider, c.model
+                    )),
+                );
+            }
+        }
+    }
+    let used: Vec<String> = r
+        .cloud_fallback
+        .iter()
+        .map(|c| format!("{}/{}", c.provider, c.model))
+        .collect();
+    for p in &r.prices {
+        let name = format!("{}/{}", p.provider, p.model);
+        if !used.contains(&name) {
+            let help = did_you_mean(&name, used.iter().map(String::as_str)).unwrap_or_else(|| {
+                "prices matter only for the providers and models `routing.cloud_fallback` lists"
+                    .to_string()
+            });
+            diags.push(
+                Diagnostic::warning(
+                    p.loc.clone(),
+                    format!("a price for `{name}`, which no `routing.cloud_fallback` entry uses"),
+                )
+                .with_help(help),
+            );
+        }
+    }
 }
 
 fn check_routing(repo: &Repo, diags: &mut Diagnostics) {
