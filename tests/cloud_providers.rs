@@ -284,3 +284,33 @@ fn a_request_a_dialect_cannot_carry_is_refused_before_sending() {
     assert_eq!(t.dialect, Dialect::Anthropic);
     assert!(s.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_in_serves_many_connections_at_once() {
+    // 200 requests, each held 300 ms by the stand-in: served together, not one by one.
+    let s = CloudStandin::start(&["--latency", "0.3"]);
+    let t = target(&s, "openai", "gpt-4o-mini", "openai", "k");
+    let c = client();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let up = build(&t, &chat("hi"), false).expect("builds");
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = up.send_with(&c).expect("request").send().await?;
+            Ok::<u16, reqwest::Error>(resp.status().as_u16())
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("joins").expect("answers"), 200);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let (_, stats) = support::http("GET", &format!("{}/_stats", s.url), None, None).expect("stats");
+    let stats: Value = serde_json::from_str(&stats).expect("json");
+    assert_eq!(stats["requests"], 200);
+    assert!(
+        stats["max_in_flight"].as_u64().unwrap_or(0) >= 50,
+        "{stats}"
+    );
+}
