@@ -624,3 +624,232 @@ fn an_offline_node_gets_no_work() {
     assert_eq!((a.status, a.header("x-fleet-worker")), (200, "w2"));
     assert_eq!(f.stand_ins["w1"].count(), before);
 }
+
+#[test]
+fn prompt_peers_and_status_go_through_hq() {
+    let f = two(&[]);
+    let out = fleet(f.repo.path())
+        .args(["prompt", "say hi"])
+        .output()
+        .expect("prompt");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "w1 answers\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("— w1 (1 attempt,"), "{err}");
+    // Streamed: the words as they come.
+    let out = fleet(f.repo.path())
+        .args(["prompt", "--stream", "--task", "chat", "hi"])
+        .output()
+        .expect("prompt");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "w1 streams words \n");
+    // JSON: the gateway's answer with who gave it.
+    let out = fleet(f.repo.path())
+        .args(["prompt", "--json", "--model", "m:8b", "hi"])
+        .output()
+        .expect("prompt");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v["worker"].as_str(), v["attempts"].as_u64()),
+        (Some("w1"), Some(1))
+    );
+    assert_eq!(v["response"]["usage"]["completion_tokens"], 3);
+    // An unknown task is a usage error (2) that names the known ones.
+    let out = fleet(f.repo.path())
+        .args(["prompt", "--task", "nope", "hi"])
+        .output()
+        .expect("prompt");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("known: task:chat"));
+    // peers: both online, with their slots.
+    let out = fleet(f.repo.path())
+        .args(["peers", "--json"])
+        .output()
+        .expect("peers");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let peers: Vec<(String, u64)> = v["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or("").to_string(),
+                p["max_concurrent"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(peers, [("w1".to_string(), 2), ("w2".to_string(), 3)]);
+    // status of one node: heartbeat, resources, gateway view.
+    f.stand_ins["w2"].set(Mode::Status(500));
+    f.stand_ins["w1"].set(Mode::Status(500));
+    assert_eq!(f.chat("task:chat", false).status, 502);
+    let out = fleet(f.repo.path())
+        .args(["status", "w2"])
+        .output()
+        .expect("status");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("w2 — online (heartbeat"), "{text}");
+    assert!(
+        text.contains("models: m:8b") && text.contains("in flight: 0/3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error at") && text.contains("answered 500"),
+        "{text}"
+    );
+    let out = fleet(f.repo.path())
+        .args(["status", "nobody"])
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn prompt_direct_asks_the_workers_when_hq_is_down() {
+    let mut f = two(&[]);
+    f.stand_ins["w1"].set(Mode::Status(500));
+    drop(std::mem::replace(
+        &mut f._hq,
+        support::Child(std::process::Command::new("true").spawn().expect("true")),
+    ));
+    let out = fleet(f.repo.path())
+        .args(["prompt", "hi"])
+        .output()
+        .expect("prompt");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--direct"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = fleet(f.repo.path())
+        .args(["prompt", "--direct", "hi"])
+        .output()
+        .expect("prompt");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "w2 answers\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("— w2 (2 attempts"));
+}
+
+#[test]
+fn dispatch_runs_a_batch_within_capacity_and_resumes() {
+    let f = two(&[]);
+    for c in f.stand_ins.values() {
+        c.set(Mode::Ok {
+            latency: Duration::from_millis(100),
+        });
+    }
+    let tasks = f.repo.path().join("tasks.jsonl");
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(&format!(
+            "{{\"id\": \"t{i}\", \"task\": \"chat\", \"prompt\": \"n {i}\"}}\n"
+        ));
+    }
+    std::fs::write(&tasks, &text).expect("tasks");
+    let results = f.repo.path().join("results.jsonl");
+    // A result from an earlier run is kept and its task skipped; a cut-off last line is dropped.
+    std::fs::write(
+        &results,
+        "{\"id\":\"t0\",\"worker\":\"earlier\"}\n{\"id\":\"t1\",\"wor",
+    )
+    .expect("results");
+    let out = fleet(f.repo.path())
+        .args([
+            "dispatch",
+            "tasks.jsonl",
+            "--out",
+            "results.jsonl",
+            "--json",
+        ])
+        .output()
+        .expect("dispatch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["done"], 39);
+    assert_eq!(summary["skipped"], 1);
+    assert_eq!(summary["concurrency"], 5, "w1's 2 slots + w2's 3");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&results)
+        .expect("read")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("result line"))
+        .collect();
+    assert_eq!(lines.len(), 40);
+    let ids: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|l| l["id"].as_str()).collect();
+    assert_eq!(ids.len(), 40);
+    assert_eq!(lines[0]["worker"], "earlier");
+    assert!(lines[1..].iter().all(|l| {
+        l["content"]
+            .as_str()
+            .is_some_and(|c| c.ends_with(" answers"))
+    }));
+    assert_eq!(f.stand_ins["w1"].max_in_flight.load(Ordering::SeqCst), 2);
+    assert!(f.stand_ins["w2"].count() > 0, "the batch used both workers");
+    // Run again: everything is there, nothing is sent.
+    let before = f.stand_ins["w1"].count() + f.stand_ins["w2"].count();
+    let out = fleet(f.repo.path())
+        .args(["dispatch", "tasks.jsonl", "--out", "results.jsonl"])
+        .output()
+        .expect("dispatch");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 done, 0 failed, 40 skipped"));
+    assert_eq!(
+        f.stand_ins["w1"].count() + f.stand_ins["w2"].count(),
+        before
+    );
+    // Failures: exit 1, the failed task not written (a rerun retries it).
+    std::fs::write(
+        &tasks,
+        "{\"id\": \"x\", \"task\": \"nope\", \"prompt\": \"p\"}\n",
+    )
+    .expect("tasks");
+    let out = fleet(f.repo.path())
+        .args(["dispatch", "tasks.jsonl", "--out", "results.jsonl"])
+        .output()
+        .expect("dispatch");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("task `x` failed: 404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A bad task line is a usage error naming the line, before anything is sent.
+    std::fs::write(
+        &tasks,
+        "{\"id\": \"a\", \"task\": \"chat\", \"prompt\": \"p\"}\n{\"id\": \"b\"}\n",
+    )
+    .expect("tasks");
+    let out = fleet(f.repo.path())
+        .args(["dispatch", "tasks.jsonl", "--out", "results.jsonl"])
+        .output()
+        .expect("dispatch");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tasks.jsonl:2: `task` or `model`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
