@@ -53,6 +53,8 @@ pub struct Config {
     pub limits: Limits,
     /// HTTPS with this configuration (see `hq::tls`); `None` serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The gateway's settings.
+    pub gateway: crate::gateway::Settings,
 }
 
 /// Why a heartbeat was refused.
@@ -136,6 +138,8 @@ pub(crate) struct AppState {
     reloading: tokio::sync::Mutex<()>,
     /// Gateway requests in flight per worker (draining waits for a node's to reach 0).
     pub(crate) inflight: Arc<crate::hq::inflight::InFlight>,
+    /// The gateway (`/v1/…`), fed the live routing table.
+    pub(crate) gateway: Arc<crate::gateway::Gateway>,
 }
 
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
@@ -541,20 +545,10 @@ async fn node(State(st): State<Arc<AppState>>, UrlPath(name): UrlPath<String>) -
 }
 
 async fn routing(State(st): State<Arc<AppState>>) -> Response {
-    let all = match statuses(&st) {
-        Ok(n) => n,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
-    let status_map: crate::render::routing::StatusMap =
-        all.into_iter().map(|n| (n.name, n.status)).collect();
-    let repo = match st.repo.read() {
-        Ok(r) => r.clone(),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "repo lock poisoned"),
-    };
-    let facts = crate::facts::FactsCache::open(&repo.root);
-    let (table, _) =
-        crate::render::routing::build(&repo, &|n| facts.hardware(n).0, Some(&status_map));
-    Json(table).into_response()
+    match live_table(&st) {
+        Ok(table) => Json(table).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
@@ -605,6 +599,7 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
             }
         }
     }
+    st.gateway.metrics.register(&mut reg, &st.inflight);
     reg.register("fleet_nodes", "Nodes by status", by_status);
     reg.register(
         "fleet_node_heartbeat_age_seconds",
@@ -683,6 +678,16 @@ pub async fn start(
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let stamp = inventory_stamp(&repo);
     let tls = cfg.tls.clone();
+    let inflight = Arc::new(crate::hq::inflight::InFlight::new());
+    let gateway = Arc::new(
+        crate::gateway::Gateway::new(
+            cfg.gateway.clone(),
+            &cfg.db,
+            inflight.clone(),
+            crate::render::routing::RoutingTable::empty(),
+        )
+        .map_err(|e| format!("gateway: {e}"))?,
+    );
     let state = Arc::new(AppState {
         inventory_stamp: Mutex::new(stamp),
         reloading: tokio::sync::Mutex::new(()),
@@ -693,7 +698,8 @@ pub async fn start(
         metrics,
         cfg,
         conductor_wake: tokio::sync::Notify::new(),
-        inflight: Arc::new(crate::hq::inflight::InFlight::new()),
+        inflight,
+        gateway: gateway.clone(),
     });
     // The conductor's table is written before the first request is answered, so whoever waits
     // for HQ to answer finds the file in place.
@@ -701,6 +707,8 @@ pub async fn start(
     publish_for_conductor(&state, &mut hysteresis).await;
     spawn_conductor(state.clone(), hysteresis);
     spawn_reload(state.clone());
+    refresh_gateway(&state).await;
+    spawn_gateway_refresh(state.clone());
     let reads = Router::new()
         .route("/api/nodes", get(nodes))
         .route("/api/nodes/{name}", get(node))
@@ -711,11 +719,27 @@ pub async fn start(
             get(crate::hq::workers::manifest),
         )
         .route("/metrics", get(metrics_text))
+        .route(
+            "/api/gateway",
+            get(crate::gateway::api::status).with_state(gateway.clone()),
+        )
+        .route(
+            "/api/spend",
+            get(crate::gateway::api::spend).with_state(gateway.clone()),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     let limits = state.cfg.limits.clone();
     let app = Router::new()
         .route("/api/heartbeat", post(heartbeat))
         .route("/healthz", get(healthz))
+        .route(
+            "/v1/chat/completions",
+            post(crate::gateway::chat::completions).with_state(gateway.clone()),
+        )
+        .route(
+            "/v1/models",
+            get(crate::gateway::api::models).with_state(gateway.clone()),
+        )
         .merge(reads)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -771,6 +795,42 @@ async fn publish_for_conductor(
         Err(e) => tracing::error!("routing table for the conductor: {e}"),
     }
     next
+}
+
+/// Gives the gateway the live routing table as it is now.
+async fn refresh_gateway(state: &Arc<AppState>) {
+    let st = state.clone();
+    let table = tokio::task::spawn_blocking(move || live_table(&st)).await;
+    match table {
+        Ok(Ok(t)) => state.gateway.set_table(t),
+        Ok(Err(e)) => tracing::error!("gateway routing table: {e}"),
+        Err(e) => tracing::error!("gateway routing table: {e}"),
+    }
+}
+
+/// Keeps the gateway's table live: rebuilt every second from the node states.
+fn spawn_gateway_refresh(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            refresh_gateway(&state).await;
+        }
+    });
+}
+
+/// The routing table with every node's live state (what `/api/routing` answers).
+fn live_table(st: &AppState) -> Result<crate::render::routing::RoutingTable, String> {
+    let status_map: crate::render::routing::StatusMap = statuses(st)?
+        .into_iter()
+        .map(|n| (n.name, n.status))
+        .collect();
+    let repo = st
+        .repo
+        .read()
+        .map_err(|_| "repo lock poisoned".to_string())?
+        .clone();
+    let facts = crate::facts::FactsCache::open(&repo.root);
+    Ok(crate::render::routing::build(&repo, &|n| facts.hardware(n).0, Some(&status_map)).0)
 }
 
 /// Keeps the conductor's table live for as long as the server runs.
