@@ -682,8 +682,10 @@ fn decode_cloud(d: &mut Decoder, n: &Node, what: &str, short: &str) -> Option<Cl
             format!(
                 "`api_key` holds the key itself; to name the variable that holds it, rename `api_key` to `api_key_env` (e.g. `api_key_env: {env}`)"
             )
-        } else if has_key_source {
-            "remove it and rotate the key (it has been written to a file); `api_key_env` or `api_key_file` already says where the key is".to_string()
+        } else if f.get("api_key_env").is_some() {
+            "remove it and rotate the key (it has been written to a file); `api_key_env` already names the variable that holds it".to_string()
+        } else if f.get("api_key_file").is_some() {
+            "remove it and rotate the key (it has been written to a file); `api_key_file` already names the file that holds it".to_string()
         } else {
             format!(
                 "remove it, rotate the key, and write `api_key_env: {env}` (the name of the environment variable that holds the key) instead; then `export {env}=…` where fleet runs"
