@@ -4,9 +4,9 @@
 //!
 //! The interface, in the order the gateway uses it:
 //!
-//! 1. [`CloudTarget::from_config`]: one `routing.cloud_fallback` entry made callable — its
-//!    [`Dialect`], base URL and key ([`Secret`], read from `api_key_env` or `api_key_file`;
-//!    a [`TargetError`] never shows the key).
+//! 1. [`targets`] / [`CloudTarget::from_config`]: each `routing.cloud_fallback` entry made
+//!    callable, in order — its [`Dialect`], base URL and key ([`Secret`], read from
+//!    `api_key_env` or `api_key_file`; a [`TargetError`] never shows the key).
 //! 2. [`build`]`(target, openai_request, stream)` → [`UpstreamRequest`] (URL, headers with the
 //!    key secret-typed, body bytes), or a [`TranslateError`] when the request cannot be
 //!    carried to that provider (the gateway then tries the next candidate or answers 400).
@@ -39,7 +39,7 @@ use serde_json::Value;
 use crate::secret::Secret;
 
 pub use errors::error_summary;
-pub use target::{CloudTarget, TargetError, default_base_url};
+pub use target::{CloudTarget, TargetError, default_base_url, targets};
 
 /// The API shape a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -85,6 +85,19 @@ pub fn default_base_url(provider: &str) -> Option<&'static str> {
     })
 }
 
+/// Every provider of the cloud fallback, in the order they are tried; one whose key cannot
+/// be read is its error (the gateway skips it and says why, without the key).
+pub fn targets(
+    routing: &crate::spec::inventory::Routing,
+    repo_root: &Path,
+) -> Vec<Result<CloudTarget, TargetError>> {
+    routing
+        .cloud_fallback
+        .iter()
+        .map(|c| CloudTarget::from_config(c, repo_root))
+        .collect()
+}
+
 impl CloudTarget {
     /// The target of a `routing.cloud_fallback` entry, reading its key from the process's
     /// environment or its key file (relative to `repo_root`).
@@ -214,6 +227,30 @@ mod tests {
         .expect("target");
         assert_eq!(t.key.expose(), canary);
         assert_eq!(t.dialect, Dialect::Anthropic);
+    }
+
+    #[test]
+    fn targets_keep_the_fallbacks_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("k"), "key-a").expect("write");
+        let routing = crate::spec::inventory::Routing {
+            cloud_fallback: vec![
+                entry("gemini", ApiKeySource::File("k".into()), None),
+                entry("openai", ApiKeySource::File("missing".into()), None),
+                entry("groq", ApiKeySource::File("k".into()), None),
+            ],
+            ..Default::default()
+        };
+        let got: Vec<Result<String, String>> = targets(&routing, dir.path())
+            .into_iter()
+            .map(|t| t.map(|t| t.worker_label()).map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(got[0], Ok("cloud:gemini".to_string()));
+        assert!(
+            got[1].as_ref().is_err_and(|e| e.contains("`openai`")),
+            "{got:?}"
+        );
+        assert_eq!(got[2], Ok("cloud:groq".to_string()));
     }
 
     #[test]
