@@ -6,6 +6,7 @@ pub mod client;
 pub mod conductor;
 pub mod inflight;
 pub mod listener;
+pub mod node_metrics;
 pub mod server;
 pub mod status;
 pub mod store;
