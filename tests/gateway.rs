@@ -853,3 +853,53 @@ fn dispatch_runs_a_batch_within_capacity_and_resumes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_client_that_goes_away_mid_stream_gives_its_slot_back() {
+    let f = two(&[]);
+    f.stand_ins["w1"].set(Mode::SlowStream(Duration::from_millis(400)));
+    // Read the first chunk, then hang up.
+    let body = chat_body("task:chat", true, "x");
+    let host = f.url.strip_prefix("http://").expect("http").to_string();
+    let mut s = std::net::TcpStream::connect(&host).expect("connect");
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        f.client,
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(&body).expect("write");
+    let mut first = [0u8; 256];
+    let n = s.read(&mut first).expect("read");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let in_flight = |f: &Fleet| {
+        let v = request(
+            "GET",
+            &format!("{}/api/gateway", f.url),
+            Some(&f.client),
+            b"",
+        )
+        .json();
+        v["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .find(|w| w["name"] == "w1")
+            .expect("w1")["in_flight"]
+            .as_u64()
+    };
+    assert_eq!(in_flight(&f), Some(1));
+    drop(s);
+    wait_for(5, "the slot to be given back", || {
+        (in_flight(&f) == Some(0)).then_some(())
+    });
+    // The gateway let go of the upstream too: the stand-in's stream ends early.
+    wait_for(5, "the upstream connection to close", || {
+        (f.stand_ins["w1"].in_flight.load(Ordering::SeqCst) == 0).then_some(())
+    });
+    let log = f.log();
+    assert!(
+        log.contains("worker=w1 attempts=1") && log.contains("outcome=client_gone"),
+        "{log}"
+    );
+}
