@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod conductor;
+pub mod dashboard;
 pub mod inflight;
 pub mod listener;
 pub mod node_metrics;

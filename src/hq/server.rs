@@ -139,6 +139,8 @@ pub(crate) struct AppState {
     pub(crate) inflight: Arc<crate::hq::inflight::InFlight>,
     /// The gateway (`/v1/…`), fed the live routing table.
     pub(crate) gateway: Arc<crate::gateway::Gateway>,
+    /// The dashboard's login codes and browser sessions.
+    pub(crate) sessions: crate::hq::dashboard::sessions::Sessions,
 }
 
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
@@ -523,7 +525,7 @@ fn take_unauth(st: &AppState, ip: IpAddr) -> bool {
 }
 
 /// Every node's status: the inventory's nodes, plus any node that reported without being in it.
-fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
+pub(crate) fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
     let last = st
         .reader
         .lock()
@@ -754,6 +756,7 @@ pub async fn start(
         conductor_wake: tokio::sync::Notify::new(),
         inflight,
         gateway: gateway.clone(),
+        sessions: crate::hq::dashboard::sessions::Sessions::default(),
     });
     // The conductor's table is written before the first request is answered, so whoever waits
     // for HQ to answer finds the file in place.
@@ -786,6 +789,10 @@ pub async fn start(
     let app = Router::new()
         .route("/api/heartbeat", post(heartbeat))
         .route("/healthz", get(healthz))
+        .route("/", get(crate::hq::dashboard::page))
+        .route("/dashboard/events", get(crate::hq::dashboard::events))
+        .route("/login", get(crate::hq::dashboard::login))
+        .route("/api/dashboard/link", post(crate::hq::dashboard::link))
         .route(
             "/v1/chat/completions",
             post(crate::gateway::chat::completions).with_state(gateway.clone()),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chat;
+pub mod hq_fleet;
 pub mod ollama;
 
 use std::path::{Path, PathBuf};
