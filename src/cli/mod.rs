@@ -13,6 +13,7 @@ pub mod apply;
 pub mod candidates;
 pub mod check;
 pub mod completions;
+pub mod dashboard;
 pub mod dispatch;
 pub mod docs;
 pub mod eligible;
@@ -136,6 +137,8 @@ pub enum Command {
     Status(status::Args),
     /// What the cloud fallback cost, today and this month, by provider, model and client.
     Spend(spend::Args),
+    /// Open HQ's web dashboard in a browser (a one-time sign-in link).
+    Dashboard(dashboard::Args),
     /// Issue or revoke a node's agent token.
     Token(token::Args),
     /// The fleet CA and HQ's certificate (HTTPS between agents, CLI and HQ).
@@ -179,6 +182,7 @@ pub fn run() -> Result<u8> {
         Command::Peers(a) => peers::run(repo_dir.as_deref(), &a),
         Command::Status(a) => status::run(repo_dir.as_deref(), &a),
         Command::Spend(a) => spend::run(repo_dir.as_deref(), &a),
+        Command::Dashboard(a) => dashboard::run(repo_dir.as_deref(), &a),
         Command::Resources(a) => resources::run(&a),
         Command::Apply(a) => apply::run(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Run(a) => adhoc::run(repo_dir.as_deref(), &a, cli.verbose > 0),
@@ -213,6 +217,7 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Peers(a) => a.json,
         Command::Status(a) => a.json,
         Command::Spend(a) => a.json,
+        Command::Dashboard(a) => a.print,
         Command::Resources(a) => a.json,
         Command::Check(a) => a.json,
         Command::Token(a) => a.action.prints_data(),

@@ -79,7 +79,7 @@ struct Done {
     worker: String,
     attempts: u32,
     upstream_time: Duration,
-    /// `ok` unless the answer broke off.
+    /// `ok`; `aborted` when the upstream broke off; `client_gone` when the client left first.
     outcome: &'static str,
     /// Held until the answer ends.
     slot: Option<Slot>,
@@ -91,14 +91,14 @@ impl Drop for Done {
         self.slot.take();
         tracing::info!(
             target: "fleet::access",
-            method = "POST",
-            route = "/v1/chat/completions",
+            method = %"POST",
+            route = %"/v1/chat/completions",
             status = self.status,
             worker = %self.worker,
             attempts = self.attempts,
             latency_ms = (total.as_secs_f64() * 1000.0),
             client = %self.client,
-            outcome = self.outcome,
+            outcome = %self.outcome,
             "request"
         );
         if self.outcome != "ok" && !self.worker.is_empty() {
@@ -162,26 +162,29 @@ pub async fn completions(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
 
 /// Ties `done` to the answer's body, so the slot is held and the log line written when the
 /// body has been sent (or dropped).
-fn attach(resp: Response, done: Done) -> Response {
+fn attach(resp: Response, mut done: Done) -> Response {
     let (parts, body) = resp.into_parts();
-    let mut done = Some(done);
+    // Until the stream ends, a drop means the client went away.
+    done.outcome = "client_gone";
     let stream = futures_util::stream::unfold(
-        (body.into_data_stream(), None::<Done>),
-        move |(mut s, mut held)| {
-            if held.is_none() {
-                held = done.take();
-            }
-            async move {
-                use futures_util::StreamExt;
-                match s.next().await {
-                    Some(Ok(b)) => Some((Ok::<Bytes, axum::Error>(b), (s, held))),
-                    Some(Err(e)) => {
-                        if let Some(d) = held.as_mut() {
-                            d.outcome = "aborted";
-                        }
-                        Some((Err(e), (s, held)))
+        (body.into_data_stream(), Some(done)),
+        |(mut s, mut held)| async move {
+            use futures_util::StreamExt;
+            match s.next().await {
+                Some(Ok(b)) => Some((Ok::<Bytes, axum::Error>(b), (s, held))),
+                Some(Err(e)) => {
+                    if let Some(d) = held.as_mut() {
+                        d.outcome = "aborted";
                     }
-                    None => None,
+                    Some((Err(e), (s, held)))
+                }
+                None => {
+                    if let Some(d) = held.as_mut()
+                        && d.outcome == "client_gone"
+                    {
+                        d.outcome = "ok";
+                    }
+                    None
                 }
             }
         },

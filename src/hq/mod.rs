@@ -4,8 +4,10 @@
 
 pub mod client;
 pub mod conductor;
+pub mod dashboard;
 pub mod inflight;
 pub mod listener;
+pub mod node_metrics;
 pub mod server;
 pub mod status;
 pub mod store;

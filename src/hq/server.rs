@@ -17,7 +17,6 @@ use axum::{Json, Router};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
@@ -140,6 +139,8 @@ pub(crate) struct AppState {
     pub(crate) inflight: Arc<crate::hq::inflight::InFlight>,
     /// The gateway (`/v1/…`), fed the live routing table.
     pub(crate) gateway: Arc<crate::gateway::Gateway>,
+    /// The dashboard's login codes and browser sessions.
+    pub(crate) sessions: crate::hq::dashboard::sessions::Sessions,
 }
 
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
@@ -247,7 +248,10 @@ fn writer_loop(
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, Json(ErrorBody { error: msg.into() })).into_response()
+    let msg = msg.into();
+    let mut r = (code, Json(ErrorBody { error: msg.clone() })).into_response();
+    r.extensions_mut().insert(Reason(msg));
+    r
 }
 
 /// The bearer token of a request, if it has one.
@@ -273,7 +277,39 @@ fn check_heartbeat(hb: &Heartbeat) -> Result<(), String> {
     Ok(())
 }
 
-async fn heartbeat(State(st): State<Arc<AppState>>, req: Request) -> Response {
+/// `POST /api/heartbeat`: a refused heartbeat is logged as a warning with the reason (and its
+/// sender's address); the access log names the node.
+async fn heartbeat(state: State<Arc<AppState>>, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let State(st) = state;
+    let resp = heartbeat_inner(&st, req).await;
+    let node = resp.extensions().get::<NodeName>().map(|n| n.0.clone());
+    let status = resp.status();
+    if !status.is_success() {
+        let reason = match resp.extensions().get::<Reason>() {
+            Some(r) => r.0.clone(),
+            None => status.to_string(),
+        };
+        tracing::warn!(
+            node = %node.as_deref().unwrap_or("?"),
+            %peer,
+            status = status.as_u16(),
+            "heartbeat refused: {reason}"
+        );
+    }
+    resp
+}
+
+/// Why an answer refused its request (for the log; the body says the same).
+#[derive(Debug, Clone)]
+struct Reason(String);
+
+/// Checks and stores a heartbeat; the answer names the node (once known) in an extension.
+async fn heartbeat_inner(st: &Arc<AppState>, req: Request) -> Response {
     let conn = req.extensions().get::<Arc<Conn>>().cloned();
     let Some(token) = bearer(req.headers()).map(str::to_string) else {
         return error(StatusCode::UNAUTHORIZED, MISSING_TOKEN);
@@ -313,25 +349,40 @@ async fn heartbeat(State(st): State<Arc<AppState>>, req: Request) -> Response {
         Ok(h) => h,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed heartbeat: {e}")),
     };
-    if let Err(e) = check_heartbeat(&hb) {
-        return error(StatusCode::BAD_REQUEST, format!("malformed heartbeat: {e}"));
-    }
+    let node = NodeName(hb.node.clone());
+    let mut resp = if let Err(e) = check_heartbeat(&hb) {
+        error(StatusCode::BAD_REQUEST, format!("malformed heartbeat: {e}"))
+    } else {
+        store_heartbeat(st, hb, token, &body, conn).await
+    };
+    resp.extensions_mut().insert(node);
+    resp
+}
+
+/// Hands a checked heartbeat to the writer and answers once it is stored (or refused).
+async fn store_heartbeat(
+    st: &Arc<AppState>,
+    hb: Heartbeat,
+    token: String,
+    body: &[u8],
+    conn: Option<Arc<Conn>>,
+) -> Response {
     let known = |st: &AppState| {
         st.repo
             .read()
             .map(|r| r.inventory.nodes.contains_key(&hb.node))
             .unwrap_or(false)
     };
-    let mut in_inventory = known(&st);
+    let mut in_inventory = known(st);
     if !in_inventory {
-        reload_if_changed(&st).await;
-        in_inventory = known(&st);
+        reload_if_changed(st).await;
+        in_inventory = known(st);
     }
     let (tx, rx) = oneshot::channel();
     let job = Job {
         token_hash: tokens::hash(&token),
         in_inventory,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: String::from_utf8_lossy(body).into_owned(),
         heartbeat: hb,
         reply: tx,
     };
@@ -474,7 +525,7 @@ fn take_unauth(st: &AppState, ip: IpAddr) -> bool {
 }
 
 /// Every node's status: the inventory's nodes, plus any node that reported without being in it.
-fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
+pub(crate) fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
     let last = st
         .reader
         .lock()
@@ -580,32 +631,11 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         "Store commits (each holds one or more heartbeats)",
         st.metrics.batches.clone(),
     );
-    let by_status: Family<Vec<(String, String)>, Gauge> = Family::default();
-    let age: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>> =
-        Family::default();
     if let Ok(all) = statuses(&st) {
-        for s in ["online", "degraded", "offline"] {
-            by_status
-                .get_or_create(&vec![("status".into(), s.into())])
-                .set(0);
-        }
-        for n in &all {
-            by_status
-                .get_or_create(&vec![("status".into(), n.status.clone())])
-                .inc();
-            if let Some(a) = n.heartbeat_age_secs {
-                age.get_or_create(&vec![("node".into(), n.name.clone())])
-                    .set(a);
-            }
-        }
+        crate::hq::node_metrics::register(&mut reg, &all);
     }
+    crate::hq::node_metrics::register_process(&mut reg);
     st.gateway.metrics.register(&mut reg, &st.inflight);
-    reg.register("fleet_nodes", "Nodes by status", by_status);
-    reg.register(
-        "fleet_node_heartbeat_age_seconds",
-        "Seconds since each node's last heartbeat",
-        age,
-    );
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &reg).is_err() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics");
@@ -620,13 +650,39 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// The node a request was about (a heartbeat's sender), for the access log.
+#[derive(Debug, Clone)]
+struct NodeName(String);
+
 async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let start = Instant::now();
+    let method = req.method().clone();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let resp = next.run(req).await;
+    // The gateway writes its own line when an answer (a stream, maybe) has been sent.
+    if route != "/v1/chat/completions" {
+        let node = resp
+            .extensions()
+            .get::<NodeName>()
+            .map_or("", |n| n.0.as_str());
+        tracing::info!(
+            target: "fleet::access",
+            method = %method,
+            route = %route,
+            status = resp.status().as_u16(),
+            latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+            node = %node,
+            peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+            "request"
+        );
+    }
     st.metrics
         .latency
         .get_or_create(&PathLabel {
@@ -700,6 +756,7 @@ pub async fn start(
         conductor_wake: tokio::sync::Notify::new(),
         inflight,
         gateway: gateway.clone(),
+        sessions: crate::hq::dashboard::sessions::Sessions::default(),
     });
     // The conductor's table is written before the first request is answered, so whoever waits
     // for HQ to answer finds the file in place.
@@ -732,6 +789,10 @@ pub async fn start(
     let app = Router::new()
         .route("/api/heartbeat", post(heartbeat))
         .route("/healthz", get(healthz))
+        .route("/", get(crate::hq::dashboard::page))
+        .route("/dashboard/events", get(crate::hq::dashboard::events))
+        .route("/login", get(crate::hq::dashboard::login))
+        .route("/api/dashboard/link", post(crate::hq::dashboard::link))
         .route(
             "/v1/chat/completions",
             post(crate::gateway::chat::completions).with_state(gateway.clone()),

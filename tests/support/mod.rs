@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod cloud;
+pub mod hq_fleet;
 pub mod ollama;
 
 use std::path::{Path, PathBuf};
