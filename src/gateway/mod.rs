@@ -6,6 +6,7 @@
 pub mod api;
 pub mod breaker;
 pub mod chat;
+pub mod cloud;
 pub mod errors;
 pub mod ledger;
 pub mod metrics;

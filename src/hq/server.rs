@@ -861,9 +861,21 @@ async fn publish_for_conductor(
 /// Gives the gateway the live routing table as it is now.
 async fn refresh_gateway(state: &Arc<AppState>) {
     let st = state.clone();
-    let table = tokio::task::spawn_blocking(move || live_table(&st)).await;
+    let table = tokio::task::spawn_blocking(move || {
+        let policy = st.repo.read().ok().map(|repo| {
+            crate::gateway::state::Policy::of(&repo, st.cfg.gateway.webhook.as_deref())
+        });
+        live_table(&st).map(|t| (t, policy))
+    })
+    .await;
     match table {
-        Ok(Ok(t)) => state.gateway.set_table(t),
+        Ok(Ok((t, policy))) => {
+            // Policy first: a table naming a provider finds it callable.
+            if let Some(p) = policy {
+                state.gateway.set_policy(p);
+            }
+            state.gateway.set_table(t);
+        }
         Ok(Err(e)) => tracing::error!("gateway routing table: {e}"),
         Err(e) => tracing::error!("gateway routing table: {e}"),
     }

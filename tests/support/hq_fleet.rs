@@ -108,6 +108,8 @@ pub struct Fleet {
     pub agents: BTreeMap<&'static str, Child>,
     pub hq: Child,
     pub client: String,
+    /// The arguments `fleet serve` was started with.
+    pub serve_args: Vec<String>,
 }
 
 pub fn chat_body(model: &str, stream: bool, text: &str) -> Vec<u8> {
@@ -157,6 +159,7 @@ impl Fleet {
             db.to_str().expect("utf-8"),
         ];
         args.extend_from_slice(serve_args);
+        let serve_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let hq = spawn_fleet(repo.path(), &args, &repo.path().join("serve.log"));
         let url = format!("http://127.0.0.1:{port}");
         wait_for(20, "fleet serve to answer", || {
@@ -216,11 +219,30 @@ impl Fleet {
             agents,
             hq,
             client,
+            serve_args,
         };
         for n in nodes {
             f.wait_in_gateway(n.name, "online");
         }
         f
+    }
+
+    /// Kills HQ with SIGKILL and starts it again on the same store and port.
+    pub fn restart_hq(&mut self) {
+        self.hq.0.kill().expect("kill -9");
+        let _ = self.hq.0.wait();
+        let args: Vec<&str> = self.serve_args.iter().map(String::as_str).collect();
+        self.hq = spawn_fleet(
+            self.repo.path(),
+            &args,
+            &self.repo.path().join("serve-2.log"),
+        );
+        let url = self.url.clone();
+        wait_for(20, "fleet serve to answer again", || {
+            super::http("GET", &format!("{url}/healthz"), None, None)
+                .ok()
+                .filter(|(c, _)| *c == 200)
+        });
     }
 
     /// Waits until the gateway's table shows `node` in `state`.
@@ -255,6 +277,11 @@ impl Fleet {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.repo.path().join("serve.log")).unwrap_or_default()
+        let mut out =
+            std::fs::read_to_string(self.repo.path().join("serve.log")).unwrap_or_default();
+        out.push_str(
+            &std::fs::read_to_string(self.repo.path().join("serve-2.log")).unwrap_or_default(),
+        );
+        out
     }
 }
