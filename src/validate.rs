@@ -148,6 +148,7 @@ fn check_task_syntax(
     for e in [&t.when, &t.until, &t.changed_when, &t.failed_when]
         .into_iter()
         .flatten()
+        .chain(&t.guards)
     {
         let text = e.value.trim();
         let inner = text

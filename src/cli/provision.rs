@@ -134,6 +134,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             Loc::file_start(&"<fleet provision>".into()),
         )],
         tasks: Vec::new(),
+        body: Vec::new(),
+        serial: Vec::new(),
+        max_fail_percentage: None,
         handlers: Vec::new(),
         become_: false,
         become_user: None,
@@ -169,6 +172,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         library,
         opts,
         nodes: Default::default(),
+        steps: Default::default(),
     });
     let rt = crate::cli::runtime()?;
 
