@@ -13,8 +13,8 @@ use crate::instance::{Phase, Renderer};
 use crate::inventory::select::select;
 use crate::inventory::vars::{ExtraVars, Layers, host_context};
 use crate::play::{Body, Expanded, Origin, expand};
-use crate::spec::block::Item;
 use crate::repo::Repo;
+use crate::spec::block::Item;
 use crate::spec::playbook::{Play, Playbook};
 use crate::spec::task::Task;
 use crate::template::{Context, Library};
@@ -362,18 +362,20 @@ impl HostPlanner<'_> {
         let phase = Phase::Offline { runtime };
         if let Some(d) = &task.delegate_to
             && !d.value.contains("{{")
-            && !crate::engine::delegate::is_localhost(&d.value)
+            && !crate::spec::task::is_localhost(&d.value)
             && !self.repo.inventory.nodes.contains_key(&d.value)
         {
             return Err(Diagnostic::error(
                 d.loc.clone(),
                 format!("`delegate_to: {}` names no node of the inventory", d.value),
             )
-            .with_help(crate::error::did_you_mean(
-                &d.value,
-                self.repo.inventory.nodes.keys().map(String::as_str),
-            )
-            .unwrap_or_else(|| "name a node, or `localhost` for this machine".into())));
+            .with_help(
+                crate::error::did_you_mean(
+                    &d.value,
+                    self.repo.inventory.nodes.keys().map(String::as_str),
+                )
+                .unwrap_or_else(|| "name a node, or `localhost` for this machine".into()),
+            ));
         }
         let mut out = Vec::new();
         for inst in renderer.instances(task, base, phase)? {

@@ -4,9 +4,9 @@
 use indexmap::IndexMap;
 
 use crate::error::Diagnostic;
+use crate::spec::block::Item;
 use crate::spec::decode::{Spanned, VarMap};
 use crate::spec::playbook::Play;
-use crate::spec::block::Item;
 use crate::spec::role::Role;
 use crate::spec::task::Task;
 

@@ -75,7 +75,12 @@ fn check_start_at(
         .plays
         .iter()
         .filter_map(|p| crate::play::expand(&repo.roles, p).ok())
-        .flat_map(|e| e.tasks.iter().map(|(_, t)| t.name.clone()).collect::<Vec<_>>())
+        .flat_map(|e| {
+            e.tasks
+                .iter()
+                .map(|(_, t)| t.name.clone())
+                .collect::<Vec<_>>()
+        })
         .collect();
     if names.iter().any(|n| n == name) {
         return Ok(());

@@ -157,7 +157,10 @@ mod tests {
         let b = BatchShared::new(vec!["a".into(), "b".into()]);
         let t = task(1);
         let (_a, _b) = (b.guard("a"), b.guard("b"));
-        assert!(b.once(&t, "a").await.is_err(), "a is first: it runs the task");
+        assert!(
+            b.once(&t, "a").await.is_err(),
+            "a is first: it runs the task"
+        );
         let waiting = {
             let b = b.clone();
             let t = t.clone();

@@ -15,13 +15,10 @@ use crate::modules::{Action, Mode, Reported};
 use crate::spec::playbook::Play;
 use crate::spec::task::Task;
 
+use crate::spec::task::is_localhost;
+
 /// The name `delegate_to` uses for the controller.
 pub const LOCALHOST: &str = "localhost";
-
-/// Whether a `delegate_to` value names the controller.
-pub fn is_localhost(name: &str) -> bool {
-    matches!(name, "localhost" | "127.0.0.1" | "::1")
-}
 
 impl Run<'_> {
     /// The host `task` is delegated to for this instance (connected, its facts gathered), or
@@ -86,7 +83,9 @@ impl Run<'_> {
         timeout: Option<Duration>,
     ) -> Result<Result<Reported, String>, TaskError> {
         let Some((conn, facts)) = self.state.delegates.get(name) else {
-            return Err(TaskError::Failed(format!("delegate_to `{name}`: not connected")));
+            return Err(TaskError::Failed(format!(
+                "delegate_to `{name}`: not connected"
+            )));
         };
         let who = match task.become_as(
             play.become_,

@@ -112,6 +112,15 @@ impl<'r> Run<'r> {
     where
         'r: 'f,
     {
+        // Nothing inside is selected by `--tags`/`--skip-tags`: nothing to decide either.
+        let mut inside = Vec::new();
+        crate::spec::block::task_indices(&inc.body, &mut inside);
+        if !inside
+            .iter()
+            .any(|i| self.selected_by_tags(&body.tasks[*i]))
+        {
+            return Flow::Next;
+        }
         let host = self.state.name.clone();
         let what = format!("for host `{host}` in `{}`", inc.name);
         let ctx = self.task_context(base);
@@ -137,10 +146,7 @@ impl<'r> Run<'r> {
                 cond.insert("item", i.value.clone(), i.is_secret());
             }
             for (k, v) in &inc.vars {
-                match self
-                    .renderer()
-                    .render_node(v, &cond, &what, Phase::Live)
-                {
+                match self.renderer().render_node(v, &cond, &what, Phase::Live) {
                     Ok((r, _)) => {
                         let secret = r.is_secret();
                         scope.insert(k, r.value.clone(), secret);

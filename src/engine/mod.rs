@@ -11,8 +11,8 @@ pub mod batch;
 pub mod batch_shared;
 pub mod delegate;
 pub mod events;
-pub mod flow;
 pub mod exec;
+pub mod flow;
 pub mod host;
 pub mod outcome;
 pub mod rolling;
@@ -233,7 +233,10 @@ pub async fn run_playbook(
                 } else {
                     format!(
                         "{why}: the run stops; not reached: {}",
-                        left.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
+                        left.iter()
+                            .map(|h| h.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 };
                 let _ = tx.send(Event::stop(&play.name, msg));

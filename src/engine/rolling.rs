@@ -42,10 +42,7 @@ pub fn stops(
         ));
     }
     if !play.serial.is_empty() && failed == batch.len() {
-        return Some(format!(
-            "play `{}`, {which}: every host failed",
-            play.name
-        ));
+        return Some(format!("play `{}`, {which}: every host failed", play.name));
     }
     None
 }
@@ -91,7 +88,10 @@ mod tests {
         let sizes: Vec<usize> = batches(&hosts, &p.serial).iter().map(Vec::len).collect();
         assert_eq!(sizes, [3, 3, 3, 1]);
         // A percentage of few hosts is still one host.
-        let sizes: Vec<usize> = batches(&hosts[..2], &p.serial).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = batches(&hosts[..2], &p.serial)
+            .iter()
+            .map(Vec::len)
+            .collect();
         assert_eq!(sizes, [1, 1]);
         let p = play("- hosts: all\n  tasks: [{ debug: { msg: x } }]\n");
         assert_eq!(batches(&hosts, &p.serial).len(), 1);
@@ -106,7 +106,10 @@ mod tests {
         // 1 of 4 is 25%: not over.
         assert_eq!(stops(&p, &recap(&["a"]), &batch, 0, 2), None);
         let why = stops(&p, &recap(&["a", "b"]), &batch, 0, 2).expect("stops");
-        assert!(why.contains("batch 1 of 2: 2 of 4 hosts failed (50%)"), "{why}");
+        assert!(
+            why.contains("batch 1 of 2: 2 of 4 hosts failed (50%)"),
+            "{why}"
+        );
         // Without a percentage, only a batch where every host failed stops a serial play.
         let p = play("- hosts: all\n  serial: 2\n  tasks: [{ debug: { msg: x } }]\n");
         assert_eq!(stops(&p, &recap(&["a"]), &batch[..2], 0, 2), None);

@@ -90,7 +90,9 @@ impl Run<'_> {
     /// Another host of the batch ran this `run_once` task: its result is this host's too.
     fn take_once(&mut self, task: &Task, kind: &'static str, r: OnceResult) -> bool {
         if let Some(name) = &task.register {
-            self.state.registered.insert(name, r.value.clone(), r.secret);
+            self.state
+                .registered
+                .insert(name, r.value.clone(), r.secret);
         }
         if r.failed {
             let msg = format!("the `run_once` task failed on `{}`", r.host);

@@ -360,18 +360,18 @@ fn read_tasks(
         }
     };
     d.task_files.push(key_path);
-    let items = list(
-        d,
-        &root,
-        &format!("tasks of `{file_name}`"),
-        inh,
-        tasks,
-    );
+    let items = list(d, &root, &format!("tasks of `{file_name}`"), inh, tasks);
     d.task_files.pop();
     items
 }
 
-fn import(d: &mut Decoder, n: &Node, outer: &Inherited, tasks: &mut Vec<Task>, out: &mut Vec<Item>) {
+fn import(
+    d: &mut Decoder,
+    n: &Node,
+    outer: &Inherited,
+    tasks: &mut Vec<Task>,
+    out: &mut Vec<Item>,
+) {
     if let Some((k, _)) = n
         .as_map()
         .and_then(|m| m.iter().find(|(k, _)| k.key_text() == "loop"))

@@ -1,8 +1,8 @@
 //! `playbooks/*.yaml`: a list of plays, each selecting hosts and listing roles and tasks.
 
 use crate::error::Loc;
-use crate::spec::decode::{Decoder, Spanned, VarMap};
 use crate::spec::block::{Item, decode_body};
+use crate::spec::decode::{Decoder, Spanned, VarMap};
 use crate::spec::task::{Task, decode_tasks};
 use crate::spec::yaml::Node;
 

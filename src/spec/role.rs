@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use crate::error::Loc;
-use crate::spec::decode::{Decoder, Spanned, VarMap};
 use crate::spec::block::{Item, decode_body};
+use crate::spec::decode::{Decoder, Spanned, VarMap};
 use crate::spec::task::{Task, decode_tasks};
 use crate::spec::yaml::Node;
 

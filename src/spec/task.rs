@@ -110,6 +110,11 @@ pub fn is_account_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+/// Whether a `delegate_to` value names the controller (`localhost`).
+pub fn is_localhost(name: &str) -> bool {
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
 impl Task {
     /// The account the task runs as through sudo, or `None` for the login user: the task's
     /// `become`/`become_user`, else the play's.
