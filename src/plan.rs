@@ -473,7 +473,7 @@ impl Walk<'_, '_> {
                 Item::Block(b) => {
                     self.items(body, &b.block, ctx, runtime, only);
                     let rescue = only.cloned().unwrap_or(Decision::AtRunTime {
-                        when: format!("rescue: a task of block `{}` fails", b.name),
+                        when: format!("block `{}` fails", b.name),
                     });
                     self.items(body, &b.rescue, ctx, runtime, Some(&rescue));
                     self.items(body, &b.always, ctx, runtime, only);

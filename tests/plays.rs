@@ -559,7 +559,7 @@ fn plan_shows_rescue_and_include_items_honestly() {
     assert!(
         decision("rescued marker")["when"]
             .as_str()
-            .is_some_and(|w| w.contains("rescue: a task of block `guarded` fails"))
+            .is_some_and(|w| w == "block `guarded` fails")
     );
     assert_eq!(decision("always marker")["state"], "run");
     assert_eq!(decision("imported file")["state"], "run");
@@ -568,4 +568,64 @@ fn plan_shows_rescue_and_include_items_honestly() {
     let b: Vec<&J> = tasks.iter().filter(|t| t["item"] == "b").collect();
     assert_eq!(b.len(), 1);
     assert_eq!(b[0]["decision"]["state"], "skip");
+}
+
+#[test]
+fn step_asks_per_task_on_a_terminal() {
+    // `script` gives fleet a terminal; the answers are typed into it.
+    support::ensure_tool("script", "util-linux");
+    let out_dir = tempfile::tempdir().expect("tmp");
+    let repo = offline_repo(&format!(
+        r#"--- inventory/fleet.yaml
+fleet: {{ name: t, hq: me, hq_url: "http://127.0.0.1:1" }}
+nodes:
+  me: {{ host: localhost, role: common, vars: {{ connection: local }} }}
+--- playbooks/step.yaml
+- hosts: all
+  tasks:
+    - name: first
+      copy: {{ dest: "{d}/first", content: "1\n" }}
+    - name: second
+      copy: {{ dest: "{d}/second", content: "2\n" }}
+    - name: third
+      copy: {{ dest: "{d}/third", content: "3\n" }}
+    - name: fourth
+      copy: {{ dest: "{d}/fourth", content: "4\n" }}
+"#,
+        d = out_dir.path().display()
+    ));
+    let bin = assert_cmd::cargo::cargo_bin("fleet");
+    let cmd = format!(
+        "{} apply playbooks/step.yaml --step",
+        fleet::script::shquote(&bin.display().to_string())
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(repo.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            let mut stdin = c.stdin.take().expect("stdin");
+            // Typed as the questions come: `script` passes them to fleet's terminal.
+            for answer in ["y\n", "n\n", "c\n"] {
+                std::thread::sleep(std::time::Duration::from_millis(700));
+                stdin.write_all(answer.as_bytes())?;
+            }
+            drop(stdin);
+            c.wait_with_output()
+        })
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("run task `first`? [y]es / [n]o / [c]ontinue"), "{text}");
+    assert!(!text.contains("run task `fourth`?"), "c answers for the rest: {text}");
+    let mut made: Vec<String> = std::fs::read_dir(out_dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    assert_eq!(made, ["first", "fourth", "third"], "{text}");
 }

@@ -233,16 +233,18 @@ fn check_tags(
     Ok(())
 }
 
-/// Prints events as they come: human lines or JSON lines. Returns the recap.
+/// Prints events as they come: human lines or JSON lines. Returns the recap. `asking`: the
+/// run asks questions on the terminal (`--step`), so no progress line is drawn over them.
 pub async fn report(
     mut rx: mpsc::UnboundedReceiver<Event>,
     json: bool,
     verbose: bool,
     check: bool,
+    asking: bool,
 ) -> Vec<(String, HostRecap)> {
     let mut recap = Vec::new();
     // A progress line per play on a terminal; output lines go above it.
-    let bars = !json && !style::quiet() && std::io::stdout().is_terminal();
+    let bars = !json && !asking && !style::quiet() && std::io::stdout().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let (mut done, mut changed, mut failed) = (0u32, 0u32, 0u32);
     let say = |bar: &Option<indicatif::ProgressBar>, text: String| match bar {
@@ -503,7 +505,7 @@ pub fn execute(
         return Err(Error::Config(plan_diags));
     }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let check = opts.check;
+    let (check, asking) = (opts.check, opts.step);
     let shared = Arc::new(Shared {
         repo,
         library,
@@ -514,7 +516,7 @@ pub fn execute(
     let rt = crate::cli::runtime()?;
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
-        let reporter = tokio::spawn(report(rx, json, verbose, check));
+        let reporter = tokio::spawn(report(rx, json, verbose, check, asking));
         let pb = Arc::new(pb);
         run_playbook(shared, pb, tx).await;
         reporter.await.unwrap_or_default()
