@@ -620,8 +620,14 @@ nodes:
         .expect("script runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("run task `first`? [y]es / [n]o / [c]ontinue"), "{text}");
-    assert!(!text.contains("run task `fourth`?"), "c answers for the rest: {text}");
+    assert!(
+        text.contains("run task `first`? [y]es / [n]o / [c]ontinue"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("run task `fourth`?"),
+        "c answers for the rest: {text}"
+    );
     let mut made: Vec<String> = std::fs::read_dir(out_dir.path())
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

@@ -230,7 +230,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let reporter = tokio::spawn(crate::cli::apply::report(
-            rx, args.json, verbose, args.check,
+            rx, args.json, verbose, args.check, false,
         ));
         run_playbook(shared.clone(), Arc::new(pb), tx).await;
         reporter.await.unwrap_or_default()
