@@ -635,3 +635,64 @@ nodes:
     made.sort();
     assert_eq!(made, ["first", "fourth", "third"], "{text}");
 }
+
+#[test]
+fn roles_import_from_their_tasks_directory_and_delegates_are_checked() {
+    let repo = offline_repo(
+        r#"--- roles/worker/role.yaml
+description: test worker
+capabilities: [ollama]
+requires: { ram_gb: 16, os: [linux] }
+includes: [common]
+tasks:
+  - import_tasks: setup.yaml
+    when: node.name == "w1"
+--- roles/worker/tasks/setup.yaml
+- name: from the role's tasks directory
+  debug: { msg: "{{ greeting }}" }
+--- playbooks/site.yaml
+- hosts: worker
+  roles: [worker]
+"#,
+    );
+    let out = fleet(repo.path())
+        .args(["plan", "playbooks/site.yaml", "--json"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: J = serde_json::from_slice(&out.stdout).expect("json");
+    let t = plan["plays"][0]["targets"][0]["tasks"]
+        .as_array()
+        .and_then(|ts| {
+            ts.iter()
+                .find(|t| t["name"] == "from the role's tasks directory")
+                .cloned()
+        })
+        .expect("the imported task");
+    assert_eq!(t["role"], "worker");
+    assert_eq!(t["decision"]["state"], "run");
+    assert!(
+        t["source"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("roles/worker/tasks/setup.yaml:1")),
+        "{t}"
+    );
+
+    let repo = offline_repo(
+        "--- playbooks/delegate.yaml\n- hosts: all\n  tasks:\n    - name: d\n      debug: { msg: x }\n      delegate_to: w2\n",
+    );
+    let out = fleet(repo.path()).arg("validate").output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "playbooks/delegate.yaml:5:20: error: `delegate_to: w2` names no node of the inventory"
+        ),
+        "{err}"
+    );
+}
