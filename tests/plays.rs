@@ -696,3 +696,15 @@ tasks:
         "{err}"
     );
 }
+
+#[test]
+fn a_blocks_broken_when_is_reported_once() {
+    let repo = offline_repo(
+        "--- playbooks/when.yaml\n- hosts: all\n  tasks:\n    - block:\n        - debug: { msg: a }\n        - debug: { msg: b }\n      when: node.name ==\n",
+    );
+    let out = fleet(repo.path()).arg("validate").output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("playbooks/when.yaml:6:13: error: template syntax error").count(), 1, "{err}");
+    assert!(err.contains("1 error found"), "{err}");
+}
