@@ -283,6 +283,9 @@ fn runtime_names(expanded: &Expanded<'_>) -> BTreeSet<String> {
         .filter_map(|(_, t)| t.register.clone())
         .collect();
     names.insert("facts".into());
+    // What a `rescue` sees of the failure it handles.
+    names.insert("ansible_failed_task".into());
+    names.insert("ansible_failed_result".into());
     names
 }
 

@@ -108,7 +108,7 @@ const STRUCTURE: &str = r#"
           copy: { dest: /opt/plays/never, content: "no\n" }
       rescue:
         - name: rescued marker
-          copy: { dest: /opt/plays/rescued, content: "rescued\n" }
+          copy: { dest: /opt/plays/rescued, content: "{{ ansible_failed_task.name }}\n" }
       always:
         - name: always marker
           copy: { dest: /opt/plays/always, content: "always\n" }
@@ -157,6 +157,11 @@ fn blocks_rescue_always_and_includes_are_exact_and_idempotent() {
     );
     assert_eq!(recap(&real, "h1")["failed"], 0, "{:?}", recap(&real, "h1"));
     assert_eq!(recap(&real, "h1")["rescued"], 2);
+    assert_eq!(
+        hosts.sh(1, "cat /opt/plays/rescued"),
+        "must exist\n",
+        "the rescue sees the failed task"
+    );
     let h1 = hosts.sh(1, "cd /opt/plays && ls");
     let h2 = hosts.sh(2, "cd /opt/plays && ls");
     assert_eq!(
@@ -705,6 +710,11 @@ fn a_blocks_broken_when_is_reported_once() {
     let out = fleet(repo.path()).arg("validate").output().expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.matches("playbooks/when.yaml:6:13: error: template syntax error").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("playbooks/when.yaml:6:13: error: template syntax error")
+            .count(),
+        1,
+        "{err}"
+    );
     assert!(err.contains("1 error found"), "{err}");
 }

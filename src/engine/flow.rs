@@ -89,7 +89,20 @@ impl<'r> Run<'r> {
             // The failure is the block's, rescued: counted as such, not as the host's.
             self.recap.failed = failed_before;
             self.recap.rescued += 1;
-            flow = self.items(body, &b.rescue, base, play).await;
+            // As in Ansible, the rescue sees what failed (its message as printed: masked).
+            let mut scope = base.clone();
+            let (task, msg) = self.last_failure.clone().unwrap_or_default();
+            scope.insert(
+                "ansible_failed_task",
+                serde_json::json!({ "name": task }),
+                false,
+            );
+            scope.insert(
+                "ansible_failed_result",
+                serde_json::json!({ "failed": true, "msg": msg.unwrap_or_default() }),
+                false,
+            );
+            flow = self.items(body, &b.rescue, &scope, play).await;
         }
         if flow != Flow::Gone && !b.always.is_empty() {
             let after = self.items(body, &b.always, base, play).await;

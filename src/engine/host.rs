@@ -148,6 +148,8 @@ pub(crate) struct Run<'a> {
     pub(crate) batch: Arc<BatchShared>,
     /// The last task's result as `register` keeps it (for `run_once`).
     pub(crate) last: Option<(J, bool)>,
+    /// The last failed task's name and message (secrets masked), for a `rescue`.
+    pub(crate) last_failure: Option<(String, Option<String>)>,
 }
 
 /// Runs play `pi` of `pb` on one host; returns the host's state and its counts.
@@ -170,6 +172,7 @@ pub async fn run_play(
         notified: BTreeSet::new(),
         batch,
         last: None,
+        last_failure: None,
     };
     run.play(&pb.plays[pi]).await;
     (run.state, run.recap)
@@ -182,6 +185,10 @@ impl Run<'_> {
             self.recap.count(s);
         }
         e.mask_secrets();
+        if e.status == Some(Status::Failed) {
+            // What a `rescue` sees as `ansible_failed_task` / `ansible_failed_result`.
+            self.last_failure = Some((e.task.clone(), e.msg.clone()));
+        }
         let _ = self.tx.send(e);
     }
 
