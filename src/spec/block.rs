@@ -451,3 +451,89 @@ pub fn task_indices(items: &[Item], out: &mut Vec<usize>) {
 pub fn is_flat(items: &[Item]) -> bool {
     items.iter().all(|i| matches!(i, Item::Task(_)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(src: &str) -> (Vec<Task>, Vec<Item>, Vec<String>) {
+        let n = crate::spec::yaml::parse(&Arc::from("t.yaml"), src).expect("yaml");
+        let mut d = Decoder::with_modules(crate::modules::SPECS);
+        let (tasks, items) = decode_body(&mut d, &n, "tasks");
+        let errs = d.diags.sorted().iter().map(|x| x.to_string()).collect();
+        (tasks, items, errs)
+    }
+
+    #[test]
+    fn a_block_gives_its_tasks_when_become_tags_and_vars_and_theirs_win() {
+        let (tasks, items, errs) = body(concat!(
+            "- name: b\n",
+            "  when: a\n",
+            "  become_user: svc\n",
+            "  tags: [x]\n",
+            "  vars: { v: 1, w: 1 }\n",
+            "  block:\n",
+            "    - debug: { msg: one }\n",
+            "      when: b\n",
+            "      tags: [y]\n",
+            "      vars: { w: 2 }\n",
+            "    - block:\n",
+            "        - debug: { msg: two }\n",
+            "          become: false\n",
+            "      when: c\n",
+            "  rescue:\n",
+            "    - debug: { msg: three }\n",
+        ));
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(tasks.len(), 3);
+        let guards = |t: &Task| t.guards.iter().map(|g| g.value.clone()).collect::<Vec<_>>();
+        assert_eq!(guards(&tasks[0]), ["a"]);
+        assert_eq!(tasks[0].when.as_ref().map(|w| w.value.as_str()), Some("b"));
+        assert_eq!(tasks[0].tags, ["y", "x"]);
+        assert_eq!(tasks[0].become_as(false, None), Some("svc"));
+        assert_eq!(tasks[0].vars.keys().collect::<Vec<_>>(), ["v", "w"]);
+        assert_eq!(
+            tasks[0].vars["w"].key_text(),
+            "2",
+            "the task's own vars win"
+        );
+        assert_eq!(guards(&tasks[1]), ["a", "c"], "outermost first");
+        assert_eq!(
+            tasks[1].become_as(true, None),
+            None,
+            "its own `become: false` wins"
+        );
+        let Item::Block(b) = &items[0] else {
+            panic!("a block")
+        };
+        assert!(matches!(b.rescue[..], [Item::Task(2)]));
+        assert!(matches!(b.block[1], Item::Block(_)));
+        let mut all = Vec::new();
+        task_indices(&items, &mut all);
+        assert_eq!(all, [0, 1, 2]);
+        assert!(!is_flat(&items));
+    }
+
+    #[test]
+    fn misplaced_keys_are_errors() {
+        let (_, _, errs) = body("- always:\n    - debug: { msg: x }\n");
+        assert!(
+            errs[0].contains("t.yaml:1:3: error: `always` without `block`"),
+            "{errs:?}"
+        );
+        let (_, _, errs) = body("- block: []\n");
+        assert!(errs[0].contains("block `block` has no tasks"), "{errs:?}");
+        let (_, _, errs) = body("- block:\n    - debug: { msg: x }\n  loop: [1]\n");
+        assert!(
+            errs[0].contains("unknown key `loop` in a block"),
+            "{errs:?}"
+        );
+        let (_, _, errs) = body("- include_tasks: \"{{ f }}.yaml\"\n");
+        assert!(errs[0].contains("cannot be a template"), "{errs:?}");
+        let (_, _, errs) = body("- import_tasks: x.yaml\n");
+        assert!(
+            errs[0].contains("`import_tasks` cannot be used here"),
+            "{errs:?}"
+        );
+    }
+}
