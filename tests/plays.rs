@@ -301,11 +301,36 @@ fn serial_batches_stop_at_max_fail_percentage() {
     assert_eq!(recap(&events, "h2")["not_reached"], 1);
     assert_eq!(recap(&events, "h2")["changed"], 0);
     assert!(events.iter().all(|e| e["task"] != "later"));
+    // The human output says why it stopped, and whom it did not reach.
+    let human = fleet(repo.path())
+        .args(["apply", "playbooks/rolling.yaml"])
+        .output()
+        .expect("runs");
+    assert_eq!(human.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("  stopped play `rolling`, batch 1 of 2"),
+        "{text}"
+    );
+    let h3 = text
+        .lines()
+        .find(|l| l.contains(" h3 "))
+        .expect("h3 in the recap");
+    assert!(text.contains("not reached") && h3.contains("yes"), "{text}");
     assert_eq!(
         hosts
             .sh(2, "ls /opt/rolled 2>/dev/null || echo none")
             .trim(),
         "none"
+    );
+    // --list-hosts shows the batches.
+    let out = fleet(repo.path())
+        .args(["apply", "playbooks/rolling.yaml", "--list-hosts"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "play rolling (3 hosts): h1 | h2, h3\nplay later play (3 hosts): h1, h2, h3\n"
     );
     // 34% of 3 hosts is one host a batch: each batch finishes before the next starts.
     let real = exact_and_idempotent(repo.path(), "playbooks/rolling-ok.yaml", &[], 0);

@@ -168,16 +168,18 @@ fn list(
         if diags.has_errors() {
             return Err(Error::Config(diags));
         }
-        for play in &plan.plays {
+        for (play, spec) in plan.plays.iter().zip(&pb.plays) {
+            let names: Vec<&str> = play.targets.iter().map(|t| t.node.as_str()).collect();
+            // A rolling play shows its batches: `h1 | h2, h3`.
+            let hosts = crate::spec::playbook::batches(&names, &spec.serial)
+                .iter()
+                .map(|b| b.join(", "))
+                .collect::<Vec<_>>()
+                .join(" | ");
             crate::outln!(
-                "play {} ({}): {}",
+                "play {} ({}): {hosts}",
                 play.name,
                 crate::util::count(play.targets.len() as u64, "host", "hosts"),
-                play.targets
-                    .iter()
-                    .map(|t| t.node.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
             );
         }
     }
