@@ -108,7 +108,10 @@ fn percent(d: &mut Decoder, n: &Node, what: &str, zero_ok: bool) -> Option<f64> 
         Some(Resolved::Float(f)) => Some(f),
         Some(Resolved::Str(_)) => text
             .strip_suffix('%')
-            .and_then(|p| p.trim().parse::<f64>().ok()),
+            .unwrap_or(text)
+            .trim()
+            .parse::<f64>()
+            .ok(),
         _ => None,
     };
     match num {
