@@ -308,6 +308,8 @@ fn serial_batches_stop_at_max_fail_percentage() {
         .expect("runs");
     assert_eq!(human.status.code(), Some(1));
     let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("  batch 1 of 2: h1\n"), "{text}");
+    assert!(!text.contains("batch 2 of 2"), "{text}");
     assert!(
         text.contains("  stopped play `rolling`, batch 1 of 2"),
         "{text}"

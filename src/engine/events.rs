@@ -22,7 +22,7 @@ pub enum Status {
 /// One event.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    /// `play`, `task`, `handler`, `stop`, `recap`.
+    /// `play`, `batch`, `task`, `handler`, `stop`, `recap`.
     pub event: &'static str,
     /// Host (empty for `play`).
     pub host: String,
@@ -183,6 +183,15 @@ impl Event {
             status: Some(Status::Unreachable),
             msg: Some(msg),
             ..Event::base("task", host, "connect")
+        }
+    }
+
+    /// A batch of a rolling play (`serial`) starts.
+    pub fn batch(play: &str, n: usize, of: usize, hosts: &[String]) -> Event {
+        Event {
+            hosts: Some(hosts.len()),
+            msg: Some(format!("batch {n} of {of}: {}", hosts.join(", "))),
+            ..Event::base("batch", "", play)
         }
     }
 

@@ -160,6 +160,9 @@ pub async fn run_playbook(
             if interrupted.is_some() {
                 break;
             }
+            if batches.len() > 1 {
+                let _ = tx.send(Event::batch(&play.name, bi + 1, batches.len(), batch));
+            }
             let shared_batch = batch_shared::BatchShared::new(batch.clone());
             let permits = Arc::new(Semaphore::new(shared.opts.forks.max(1)));
             let mut joins = Vec::new();
