@@ -289,13 +289,11 @@ pub async fn report(
                 }
             }
             ("recap", _) => recap.push((e.host.clone(), e.counts.unwrap_or_default())),
-            ("batch", _) => {
-                if !style::quiet() {
-                    say(
-                        &bar,
-                        style::dim(&format!("  {}", e.msg.as_deref().unwrap_or(""))),
-                    );
-                }
+            ("batch", _) if !style::quiet() => {
+                say(
+                    &bar,
+                    style::dim(&format!("  {}", e.msg.as_deref().unwrap_or(""))),
+                );
             }
             ("stop", _) => {
                 let text = format!(
