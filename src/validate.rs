@@ -61,9 +61,10 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
         }
     }
 
+    let mut guards = BTreeSet::new();
     for role in repo.roles.values() {
         for t in role.tasks.iter().chain(role.handlers.iter()) {
-            check_task_syntax(&env, t, &mut diags);
+            check_task_syntax(&env, t, &mut guards, &mut diags);
         }
     }
 
@@ -102,12 +103,16 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
                 if had_errors {
                     continue;
                 }
+                let before = diags.error_count();
+                // A block's `when` is every task's inside it: checked once.
+                let mut guards = BTreeSet::new();
                 for play in &pb.plays {
                     for t in play.tasks.iter().chain(play.handlers.iter()) {
-                        check_task_syntax(&env, t, &mut diags);
+                        check_task_syntax(&env, t, &mut guards, &mut diags);
                     }
                 }
-                if clean {
+                // A template that does not compile would fail again for every host.
+                if clean && diags.error_count() == before {
                     check_play_handlers(repo, &pb, &mut diags);
                     let (plan, plan_diags) =
                         plan_playbook(repo, &library, &pb, &PlanOptions::default());
@@ -131,6 +136,7 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
 fn check_task_syntax(
     env: &minijinja::Environment<'_>,
     t: &crate::spec::task::Task,
+    guards: &mut BTreeSet<String>,
     diags: &mut Diagnostics,
 ) {
     let what = format!("in task `{}`", t.name);
@@ -146,9 +152,15 @@ fn check_task_syntax(
             diags.push(crate::template::render_error(&e, &n.loc, &[], &what));
         }
     }
+    let new_guards: Vec<_> = t
+        .guards
+        .iter()
+        .filter(|g| guards.insert(g.loc.to_string()))
+        .collect();
     for e in [&t.when, &t.until, &t.changed_when, &t.failed_when]
         .into_iter()
         .flatten()
+        .chain(new_guards)
     {
         let text = e.value.trim();
         let inner = text

@@ -185,6 +185,8 @@ fn execute(
         ssh_config: common.ssh_config.clone(),
         connect_timeout: Duration::from_secs(10),
         show_output: true,
+        start_at_task: None,
+        step: false,
         ..RunOptions::default()
     };
     crate::cli::apply::execute(repo, pb, opts, common.json, verbose)

@@ -39,6 +39,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         repo,
         opts,
         nodes: Default::default(),
+        steps: Default::default(),
     });
     let rt = crate::cli::runtime()?;
     let results = rt.block_on(async {

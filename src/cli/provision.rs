@@ -134,6 +134,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             Loc::file_start(&"<fleet provision>".into()),
         )],
         tasks: Vec::new(),
+        body: Vec::new(),
+        serial: Vec::new(),
+        max_fail_percentage: None,
         handlers: Vec::new(),
         become_: false,
         become_user: None,
@@ -169,6 +172,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         library,
         opts,
         nodes: Default::default(),
+        steps: Default::default(),
     });
     let rt = crate::cli::runtime()?;
 
@@ -226,7 +230,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let reporter = tokio::spawn(crate::cli::apply::report(
-            rx, args.json, verbose, args.check,
+            rx, args.json, verbose, args.check, false,
         ));
         run_playbook(shared.clone(), Arc::new(pb), tx).await;
         reporter.await.unwrap_or_default()

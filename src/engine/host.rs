@@ -16,7 +16,9 @@ use crate::connection::ssh::{SshConnection, SshTarget};
 use crate::connection::{AnyConnection, RunAs, Transport};
 use crate::engine::Shared;
 use crate::engine::batch::Batched;
+use crate::engine::batch_shared::BatchShared;
 use crate::engine::events::{Event, HostRecap, Status};
+use crate::engine::flow::Flow;
 use crate::facts::Facts;
 use crate::instance::Renderer;
 use crate::inventory::vars::{Layers, host_context};
@@ -42,6 +44,10 @@ pub struct HostState {
     pub(crate) predicted: BTreeSet<String>,
     /// Of those, the directories (created with their parents).
     pub(crate) predicted_dirs: BTreeSet<String>,
+    /// `--start-at-task`: whether the named task has been reached (true without it).
+    pub(crate) started: bool,
+    /// Connections to the hosts tasks are delegated to (`delegate_to`), with their facts.
+    pub(crate) delegates: std::collections::BTreeMap<String, (AnyConnection, Facts)>,
 }
 
 impl HostState {
@@ -56,6 +62,8 @@ impl HostState {
             dead: false,
             predicted: BTreeSet::new(),
             predicted_dirs: BTreeSet::new(),
+            started: true,
+            delegates: std::collections::BTreeMap::new(),
         }
     }
 
@@ -70,6 +78,9 @@ impl HostState {
     /// Closes its connection.
     pub async fn close(&mut self) {
         if let Some(c) = self.conn.take() {
+            c.close().await;
+        }
+        for (_, (c, _)) in std::mem::take(&mut self.delegates) {
             c.close().await;
         }
     }
@@ -105,7 +116,7 @@ pub fn ssh_target(shared: &Shared, node: &NodeSpec) -> SshTarget {
     }
 }
 
-fn is_local(shared: &Shared, node: &NodeSpec) -> bool {
+pub(crate) fn is_local(shared: &Shared, node: &NodeSpec) -> bool {
     VarLookup::new(&shared.repo)
         .get(node, "connection")
         .and_then(|v| v.as_str().map(str::to_string))
@@ -133,6 +144,12 @@ pub(crate) struct Run<'a> {
     pub(crate) tx: mpsc::UnboundedSender<Event>,
     pub(crate) recap: HostRecap,
     pub(crate) notified: BTreeSet<String>,
+    /// What the hosts of this batch share (`run_once`, `throttle`).
+    pub(crate) batch: Arc<BatchShared>,
+    /// The last task's result as `register` keeps it (for `run_once`).
+    pub(crate) last: Option<(J, bool)>,
+    /// The last failed task's name and message (secrets masked), for a `rescue`.
+    pub(crate) last_failure: Option<(String, Option<String>)>,
 }
 
 /// Runs play `pi` of `pb` on one host; returns the host's state and its counts.
@@ -142,7 +159,10 @@ pub async fn run_play(
     pi: usize,
     state: HostState,
     tx: mpsc::UnboundedSender<Event>,
+    batch: Arc<BatchShared>,
 ) -> (HostState, HostRecap) {
+    // However this run ends, the batch's other hosts stop waiting for this one.
+    let _finished = batch.guard(&state.name);
     let mut run = Run {
         shared: &shared,
         env: shared.environment(),
@@ -150,6 +170,9 @@ pub async fn run_play(
         tx,
         recap: HostRecap::default(),
         notified: BTreeSet::new(),
+        batch,
+        last: None,
+        last_failure: None,
     };
     run.play(&pb.plays[pi]).await;
     (run.state, run.recap)
@@ -162,6 +185,10 @@ impl Run<'_> {
             self.recap.count(s);
         }
         e.mask_secrets();
+        if e.status == Some(Status::Failed) {
+            // What a `rescue` sees as `ansible_failed_task` / `ansible_failed_result`.
+            self.last_failure = Some((e.task.clone(), e.msg.clone()));
+        }
         let _ = self.tx.send(e);
     }
 
@@ -299,19 +326,16 @@ impl Run<'_> {
                 return;
             }
         };
-        let mut i = 0;
-        while i < expanded.tasks.len() {
-            // Runs of simple tasks go to the host as one exec; the rest, and everything in
-            // check mode, one task per exec.
-            match self.batch(&expanded.tasks[i..], &base, play).await {
-                Batched::Done(n) => i += n,
-                Batched::Stop => return,
-                Batched::No => {
-                    let (origin, task) = expanded.tasks[i];
-                    if !self.run_task(origin, task, &base, play, "task").await {
-                        return;
-                    }
-                    i += 1;
+        if expanded.is_flat() {
+            // Plain tasks, as one sequence across the roles: what every play without blocks
+            // or includes runs, batched exactly as before.
+            if self.tasks(&expanded.tasks, &base, play).await != Flow::Next {
+                return;
+            }
+        } else {
+            for body in &expanded.bodies {
+                if self.items(*body, body.items, &base, play).await != Flow::Next {
+                    return;
                 }
             }
         }
@@ -331,6 +355,58 @@ impl Run<'_> {
             }
         }
         self.notified.clear();
+    }
+
+    /// Runs a sequence of plain tasks: runs of simple ones as one exec, the rest one by one.
+    pub(crate) async fn tasks(
+        &mut self,
+        tasks: &[(Origin<'_>, &Task)],
+        base: &Context,
+        play: &Play,
+    ) -> Flow {
+        let mut i = 0;
+        while i < tasks.len() {
+            let (origin, task) = tasks[i];
+            if !self.state.started {
+                // `--start-at-task`: everything before the named task is left out.
+                if !self.starts_here(task) {
+                    i += 1;
+                    continue;
+                }
+                self.state.started = true;
+            }
+            // Runs of simple tasks go to the host as one exec; the rest, and everything in
+            // check mode, one task per exec.
+            match self.batch(&tasks[i..], base, play).await {
+                Batched::Done(n) => i += n,
+                Batched::Stop => return self.stopped(),
+                Batched::No => {
+                    if !self.run_task(origin, task, base, play, "task").await {
+                        return self.stopped();
+                    }
+                    i += 1;
+                }
+            }
+        }
+        Flow::Next
+    }
+
+    /// Why a task sequence stopped: the host is gone, or a task failed.
+    pub(crate) fn stopped(&self) -> Flow {
+        if self.state.dead || self.state.conn.is_none() {
+            Flow::Gone
+        } else {
+            Flow::Failed
+        }
+    }
+
+    /// `--start-at-task NAME`: whether `task` is the named one.
+    fn starts_here(&self, task: &Task) -> bool {
+        self.shared
+            .opts
+            .start_at_task
+            .as_deref()
+            .is_none_or(|n| n == task.name)
     }
 
     /// The host fails before any task (its variables or roles cannot be used).
