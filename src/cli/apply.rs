@@ -57,6 +57,12 @@ pub struct Args {
     /// List the tags the playbook's tasks carry and stop.
     #[arg(long)]
     pub list_tags: bool,
+    /// The sudo password.
+    #[command(flatten)]
+    pub become_pass: crate::cli::become_pass::AskBecomePass,
+    /// Use cached facts younger than this (`10m`, `1h`) instead of gathering them again.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub facts_max_age: Option<Duration>,
 }
 
 /// Every tag the playbook's tasks (its roles' included) carry, and where each play's tasks
@@ -380,6 +386,8 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         ssh_config: args.ssh_config.clone(),
         connect_timeout: Duration::from_secs(10),
         show_output: false,
+        become_password: args.become_pass.read()?,
+        facts_max_age: args.facts_max_age,
     };
     execute(repo, pb, opts, args.json, verbose)
 }

@@ -10,6 +10,7 @@ use crate::error::Result;
 pub mod adhoc;
 pub mod agent;
 pub mod apply;
+pub mod become_pass;
 pub mod candidates;
 pub mod check;
 pub mod completions;

@@ -50,6 +50,10 @@ pub struct RunOptions {
     pub connect_timeout: Duration,
     /// Put each task's output (rc, stdout, stderr) in its event: ad-hoc commands show it.
     pub show_output: bool,
+    /// The sudo password for `become` (`-K`); a host's `become_password` variable wins.
+    pub become_password: Option<crate::secret::Secret<String>>,
+    /// Cached facts younger than this are used instead of gathering them again.
+    pub facts_max_age: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -65,6 +69,8 @@ impl Default for RunOptions {
             ssh_config: None,
             connect_timeout: Duration::from_secs(10),
             show_output: false,
+            become_password: None,
+            facts_max_age: None,
         }
     }
 }

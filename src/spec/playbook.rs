@@ -29,6 +29,9 @@ pub struct Play {
     pub become_: bool,
     /// The account tasks become (default root); implies `become`.
     pub become_user: Option<Spanned<String>>,
+    /// Gather the hosts' facts before the tasks (default); `false`: use the cached facts,
+    /// when there are any, and do not contact the host for them.
+    pub gather_facts: bool,
 }
 
 /// A playbook file.
@@ -50,6 +53,7 @@ const PLAY: &[&str] = &[
     "handlers",
     "become",
     "become_user",
+    "gather_facts",
 ];
 
 /// Decodes a playbook file.
@@ -117,6 +121,10 @@ pub fn decode_playbook(d: &mut Decoder, file: std::sync::Arc<str>, root: &Node) 
         let become_user = f
             .get("become_user")
             .and_then(|n| crate::spec::task::become_user(d, n, "play"));
+        let gather_facts = f
+            .get("gather_facts")
+            .and_then(|n| d.boolean(n, "play `gather_facts`"))
+            .unwrap_or(true);
         if roles.is_empty() && tasks.is_empty() {
             d.error_help(
                 &p.loc,
@@ -135,6 +143,7 @@ pub fn decode_playbook(d: &mut Decoder, file: std::sync::Arc<str>, root: &Node) 
             handlers,
             become_,
             become_user,
+            gather_facts,
         });
     }
     Playbook { file, plays }
