@@ -27,12 +27,7 @@ pub fn line(inner: &str, who: RunAs<'_>) -> String {
         "sh -c {}",
         shquote(&format!("echo {READY} >&2; exec {inner}"))
     );
-    let sudo = |u: &str| {
-        format!(
-            "sudo -S -p {PROMPT} -H -u {} -- {announced}",
-            shquote(u)
-        )
-    };
+    let sudo = |u: &str| format!("sudo -S -p {PROMPT} -H -u {} -- {announced}", shquote(u));
     match who {
         RunAs::Login => announced,
         RunAs::Become { user, login } if login == Some(user) => announced,
@@ -98,7 +93,10 @@ pub async fn handshake(
                     return Ok(Some(ExecOutput {
                         status: 1,
                         stdout: String::new(),
-                        stderr: format!("fleet: sudo ended before `{user}`'s shell started: {}", said.trim()),
+                        stderr: format!(
+                            "fleet: sudo ended before `{user}`'s shell started: {}",
+                            said.trim()
+                        ),
                     }));
                 }
                 Ok(n) => seen.extend_from_slice(&chunk[..n]),
@@ -129,7 +127,10 @@ mod tests {
             l.starts_with("sudo -S -p __FLEET_SUDO_PASSWORD__ -H -u svc -- sh -c "),
             "{l}"
         );
-        assert!(l.contains("echo __FLEET_SUDO_READY__ >&2; exec sh -s"), "{l}");
+        assert!(
+            l.contains("echo __FLEET_SUDO_READY__ >&2; exec sh -s"),
+            "{l}"
+        );
         let same = RunAs::Become {
             user: "root",
             login: Some("root"),

@@ -246,10 +246,7 @@ impl Run<'_> {
         };
         if fresh.is_some() || !play.gather_facts {
             if let Some((f, age)) = fresh {
-                tracing::info!(
-                    age_s = age.as_secs(),
-                    "facts from the cache (not gathered)"
-                );
+                tracing::info!(age_s = age.as_secs(), "facts from the cache (not gathered)");
                 self.state.facts = Some(f);
             } else {
                 tracing::info!("no facts: `gather_facts: false` and none cached");
