@@ -318,13 +318,17 @@ impl Run<'_> {
             play: Some(&play.vars),
             extra: Some(&self.shared.opts.extra),
         };
-        let facts_json =
-            serde_json::to_value(self.state.facts.clone().unwrap_or_default()).unwrap_or(J::Null);
+        // No facts (`gather_facts: false`, none cached): `facts` is undefined, not empty.
+        let facts_json = self
+            .state
+            .facts
+            .as_ref()
+            .map(|f| serde_json::to_value(f).unwrap_or(J::Null));
         let base = match host_context(
             &self.shared.repo.inventory,
             node,
             &layers,
-            Some(&facts_json),
+            facts_json.as_ref(),
             &self.env,
         ) {
             Ok(mut c) => {
