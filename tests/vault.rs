@@ -18,6 +18,9 @@ const PASSWORD: &str = "pw-VAULTCANARY-\"q\\uote'$x";
 const TOKEN: &str = "tok-VAULTCANARYtoken";
 const HOSTVAR: &str = "hv-VAULTCANARYhost";
 const PLAYVAR: &str = "pv-VAULTCANARYplay";
+/// The CLI test's value: not a canary, since that test's editor files may exist on
+/// /dev/shm while the run test looks for canaries there.
+const EDITED: &str = "edited-value-7q";
 
 fn canaries() -> [&'static str; 6] {
     [
@@ -177,7 +180,7 @@ fn init_encrypt_decrypt_view_edit_rekey() {
     // A plain file becomes FILE.age; the plain file goes.
     let plain = s.path().join("inventory/group_vars/all.yaml");
     std::fs::create_dir_all(plain.parent().expect("dir")).expect("mkdir");
-    std::fs::write(&plain, format!("db_password: {TOKEN}\n")).expect("write");
+    std::fs::write(&plain, format!("db_password: {EDITED}\n")).expect("write");
     ok(&s
         .fleet()
         .args(["secret", "encrypt", "inventory/group_vars/all.yaml"])
@@ -193,7 +196,7 @@ fn init_encrypt_decrypt_view_edit_rekey() {
         .args(["secret", "decrypt", "inventory/group_vars/all.yaml.age"])
         .output()
         .expect("runs"));
-    assert_eq!(shown, format!("db_password: {TOKEN}\n"));
+    assert_eq!(shown, format!("db_password: {EDITED}\n"));
     let viewed = ok(&s
         .fleet()
         .args(["secret", "view", "inventory/group_vars/all.yaml.age"])
@@ -287,7 +290,7 @@ fn init_encrypt_decrypt_view_edit_rekey() {
         .args(["secret", "decrypt", "inventory/group_vars/all.yaml.age"])
         .output()
         .expect("runs"));
-    assert_eq!(shown, format!("db_password: {TOKEN}\nextra: 1\n"));
+    assert_eq!(shown, format!("db_password: {EDITED}\nextra: 1\n"));
 
     // An unchanged edit, a failing editor and text that is not YAML rewrite nothing.
     let before = std::fs::read(&sealed).expect("sealed");
@@ -383,7 +386,7 @@ fn init_encrypt_decrypt_view_edit_rekey() {
     );
     ok(&s.fleet().args(["secret", "rekey"]).output().expect("runs"));
     let out = as_other(&["secret", "decrypt", "inventory/group_vars/all.yaml.age"]);
-    assert_eq!(ok(&out), format!("db_password: {TOKEN}\nextra: 1\n"));
+    assert_eq!(ok(&out), format!("db_password: {EDITED}\nextra: 1\n"));
 }
 
 #[test]

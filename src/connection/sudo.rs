@@ -116,6 +116,73 @@ pub async fn handshake(
 mod tests {
     use super::*;
 
+    /// A fake sudo: writes each chunk to stderr and, after a chunk with the prompt, reads
+    /// one line from its stdin (what it was answered) before the next; returns the answers.
+    async fn exchange(chunks: &'static [&'static str]) -> (Option<ExecOutput>, Vec<String>) {
+        use tokio::io::AsyncBufReadExt;
+        let (stdin, host_in) = tokio::io::duplex(1024);
+        let (mut host_err, stderr) = tokio::io::duplex(1024);
+        let host = tokio::spawn(async move {
+            let mut input = tokio::io::BufReader::new(host_in);
+            let mut answers = Vec::new();
+            for c in chunks {
+                if host_err.write_all(c.as_bytes()).await.is_err() {
+                    break;
+                }
+                if c.contains(PROMPT) {
+                    let mut line = String::new();
+                    match input.read_line(&mut line).await {
+                        Ok(n) if n > 0 => answers.push(line),
+                        _ => break,
+                    }
+                }
+            }
+            answers
+        });
+        let mut p = Spawned {
+            stdin: Box::pin(stdin),
+            stdout: Box::pin(tokio::io::empty()),
+            stderr: Box::pin(stderr),
+            wait: Box::pin(async { Ok(0) }),
+        };
+        let pw = Secret::new("hunter2".to_string());
+        let r = handshake(&mut p, &pw, "root", Duration::from_secs(5))
+            .await
+            .expect("no connection error");
+        drop(p);
+        (r, host.await.expect("fake sudo"))
+    }
+
+    #[tokio::test]
+    async fn one_prompt_one_answer_then_ready() {
+        let (r, answers) = exchange(&["lecture\n", PROMPT, "\n__FLEET_SUDO_READY__\n"]).await;
+        assert!(r.is_none());
+        assert_eq!(answers, ["hunter2\n"]);
+        // No prompt (NOPASSWD): nothing is written.
+        let (r, answers) = exchange(&["__FLEET_SUDO_READY__\n"]).await;
+        assert!(r.is_none());
+        assert!(answers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_second_prompt_is_a_refusal_and_is_not_answered() {
+        let (r, answers) = exchange(&[PROMPT, "\nSorry, try again.\n", PROMPT]).await;
+        let out = r.expect("refused");
+        assert!(
+            out.stderr
+                .contains("refused the become password for `root`")
+        );
+        assert_eq!(answers, ["hunter2\n"], "answered once only");
+        // sudo ending without the command starting: what sudo said.
+        let (r, _) = exchange(&[PROMPT, "\nsudo: pw is not in the sudoers file\n"]).await;
+        let out = r.expect("ended");
+        assert!(
+            out.stderr.contains("not in the sudoers file"),
+            "{}",
+            out.stderr
+        );
+    }
+
     #[test]
     fn lines_announce_and_read_the_password_from_stdin() {
         let svc = RunAs::Become {

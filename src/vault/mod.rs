@@ -130,6 +130,17 @@ impl Keyring {
     /// The identities from the command line, the environment or the default file.
     fn discover() -> Result<Keyring, Locked> {
         let from_file = |p: &Path| -> Result<Keyring, Locked> {
+            use std::os::unix::fs::PermissionsExt;
+            // As ssh does for a private key: others must not read it.
+            if let Ok(m) = std::fs::metadata(p)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    "the identity file `{}` is readable by others (mode {:o}): `chmod 600` it",
+                    p.display(),
+                    m.permissions().mode() & 0o777
+                );
+            }
             let text = std::fs::read_to_string(p).map_err(|e| {
                 Locked::Failed(format!(
                     "cannot read the identity file `{}`: {e}",
