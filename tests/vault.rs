@@ -393,12 +393,25 @@ fn init_encrypt_decrypt_view_edit_rekey() {
 fn a_missing_or_wrong_identity_names_the_file() {
     let s = Setup::new(
         INVENTORY,
-        "- name: p\n  hosts: all\n  tasks:\n    - { name: t, debug: { msg: \"{{ db_password }}\" } }\n",
+        "- name: p\n  hosts: all\n  tasks:\n    - { name: t, debug: { msg: \"{{ db_password }}\" } }\n    - { name: shipped, debug: { msg: \"{{ fleet.inventory_files | join(' ') }}\" } }\n",
     );
     ok(&s.fleet().args(["secret", "init"]).output().expect("runs"));
     s.encrypt(
         "inventory/group_vars/all.yaml.age",
         &format!("db_password: {TOKEN}\n"),
+    );
+    std::fs::create_dir_all(s.path().join("inventory/host_vars")).expect("mkdir");
+    std::fs::write(s.path().join("inventory/host_vars/h1.yaml"), "plain: 1\n").expect("w");
+    // What the hq role ships to HQ: the plain variables files, not the encrypted ones (HQ
+    // holds no identity).
+    let plan = ok(&s
+        .fleet()
+        .args(["plan", "playbooks/site.yaml"])
+        .output()
+        .expect("runs"));
+    assert!(
+        plan.contains("msg=\"inventory/fleet.yaml inventory/host_vars/h1.yaml\""),
+        "{plan}"
     );
     ok(&s
         .fleet()
