@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::error::{Diagnostic, Diagnostics, did_you_mean};
+use crate::error::{Diagnostic, Diagnostics, Loc, did_you_mean};
 use crate::plan::{PlanOptions, plan_playbook};
 use crate::play::role_order;
 use crate::repo::{Repo, shown};
@@ -111,8 +111,12 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
                         check_task_syntax(&env, t, &mut guards, &mut diags);
                     }
                 }
-                // A template that does not compile would fail again for every host.
-                if clean && diags.error_count() == before {
+                if clean && crate::repo::encrypted::skipped() > 0 {
+                    diags.push(Diagnostic::warning(
+                        Loc::file_start(&pb.file),
+                        "not planned: encrypted variables files could not be read (no identity), so the variables they define are unknown",
+                    ).with_help("give an identity (`--identity FILE`) to check the plays too"));
+                } else if clean && diags.error_count() == before {
                     check_play_handlers(repo, &pb, &mut diags);
                     let (plan, plan_diags) =
                         plan_playbook(repo, &library, &pb, &PlanOptions::default());

@@ -63,6 +63,12 @@ pub struct Args {
     /// Ask on the terminal before each task: y (run it), n (skip it), c (run the rest).
     #[arg(long)]
     pub step: bool,
+    /// The sudo password.
+    #[command(flatten)]
+    pub become_pass: crate::cli::become_pass::AskBecomePass,
+    /// Use cached facts younger than this (`10m`, `1h`) instead of gathering them again.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub facts_max_age: Option<Duration>,
 }
 
 /// `--start-at-task NAME` must name a task of the playbook (its roles' included).
@@ -483,6 +489,8 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         show_output: false,
         start_at_task: args.start_at_task.clone(),
         step: args.step,
+        become_password: args.become_pass.read()?,
+        facts_max_age: args.facts_max_age,
     };
     execute(repo, pb, opts, args.json, verbose)
 }

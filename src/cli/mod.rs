@@ -10,6 +10,7 @@ use crate::error::Result;
 pub mod adhoc;
 pub mod agent;
 pub mod apply;
+pub mod become_pass;
 pub mod candidates;
 pub mod check;
 pub mod completions;
@@ -29,6 +30,7 @@ pub mod provision;
 pub mod render;
 pub mod resources;
 pub mod route;
+pub mod secret;
 pub mod serve;
 pub mod spend;
 pub mod status;
@@ -73,6 +75,16 @@ pub struct Cli {
     /// No colors (also when NO_COLOR is set or output is not a terminal).
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_color: bool,
+    /// The age identity file that decrypts the repo's `.age` files (default: FLEET_AGE_IDENTITY,
+    /// else `~/.config/fleet/age-identity.txt`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "FLEET_AGE_IDENTITY_FILE",
+        help_heading = GLOBAL
+    )]
+    pub identity: Option<PathBuf>,
     /// How log lines (`-v`, `-vv`, `serve`, `agent`) are written: text, or one JSON object a line.
     #[arg(long, global = true, value_enum, default_value = "text", help_heading = GLOBAL)]
     pub log_format: LogFormat,
@@ -143,6 +155,8 @@ pub enum Command {
     Token(token::Args),
     /// The fleet CA and HQ's certificate (HTTPS between agents, CLI and HQ).
     Tls(tls::Args),
+    /// Encrypted files in the repo (age): init, encrypt, decrypt, view, edit, rekey.
+    Secret(secret::Args),
     /// Create a new fleet repo.
     Init(init::Args),
     /// Print shell completions (`fleet completions bash > /etc/bash_completion.d/fleet`).
@@ -168,6 +182,7 @@ pub fn run() -> Result<u8> {
     if !matches!(cli.command, Command::Serve(_) | Command::Agent(_)) {
         init_logging(None, false);
     }
+    crate::vault::set_identity_file(cli.identity.clone());
     let repo_dir = cli.inventory.clone();
     match cli.command {
         Command::Validate(a) => validate::run(repo_dir.as_deref(), &a, cli.quiet),
@@ -196,6 +211,7 @@ pub fn run() -> Result<u8> {
         Command::Agent(a) => agent::run(&a),
         Command::Token(a) => token::run(repo_dir.as_deref(), &a),
         Command::Tls(a) => tls::run(repo_dir.as_deref(), &a),
+        Command::Secret(a) => secret::run(repo_dir.as_deref(), &a),
         Command::Docs(a) => docs::run(&a),
     }
 }
@@ -221,7 +237,7 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Resources(a) => a.json,
         Command::Check(a) => a.json,
         Command::Token(a) => a.action.prints_data(),
-        Command::Completions(_) | Command::Docs(_) => true,
+        Command::Completions(_) | Command::Docs(_) | Command::Secret(_) => true,
         Command::Man(a) => a.out.is_none(),
         Command::Validate(_)
         | Command::Render(_)

@@ -56,6 +56,9 @@ pub struct Args {
     /// `.fleet/hq.sqlite` in the repo, when it exists, as on the HQ machine).
     #[arg(long, value_name = "PATH")]
     pub hq_db: Option<PathBuf>,
+    /// The sudo password.
+    #[command(flatten)]
+    pub become_pass: crate::cli::become_pass::AskBecomePass,
 }
 
 fn synthetic_node(name: &str, host: &str, role: &str) -> NodeSpec {
@@ -140,6 +143,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         handlers: Vec::new(),
         become_: false,
         become_user: None,
+        gather_facts: true,
     };
     let pb = Playbook {
         file: "<fleet provision>".into(),
@@ -165,6 +169,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         diff: args.diff,
         extra,
         ssh_config: args.ssh_config.clone(),
+        become_password: args.become_pass.read()?,
         ..RunOptions::default()
     };
     let shared = Arc::new(Shared {

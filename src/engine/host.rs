@@ -184,6 +184,14 @@ impl Run<'_> {
         if let Some(s) = e.status {
             self.recap.count(s);
         }
+        // A module that needs facts (package, service) fails without them: say why.
+        if e.status == Some(Status::Failed)
+            && self.state.facts.is_none()
+            && !self.state.dead
+            && let Some(m) = &mut e.msg
+        {
+            m.push_str(" (this host has no facts: the play says `gather_facts: false` and none are cached; `fleet facts NODE` caches them)");
+        }
         e.mask_secrets();
         if e.status == Some(Status::Failed) {
             // What a `rescue` sees as `ansible_failed_task` / `ansible_failed_result`.
@@ -243,9 +251,34 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Gathers facts when there are none yet or a change made them stale.
-    pub(crate) async fn gather(&mut self) -> Result<(), String> {
-        if self.state.facts.is_some() && !self.state.facts_stale {
+    /// Gathers facts when there are none yet or a change made them stale; with
+    /// `--facts-max-age`, cached facts younger than that are used instead (no round trip).
+    /// A play with `gather_facts: false` uses the cached facts, when there are any, and never
+    /// contacts the host for them.
+    pub(crate) async fn gather(&mut self, play: &Play) -> Result<(), String> {
+        if self.state.facts.is_some() && (!self.state.facts_stale || !play.gather_facts) {
+            return Ok(());
+        }
+        let cached = |max_age: Option<std::time::Duration>| {
+            let (root, name) = (self.shared.repo.root.clone(), self.state.name.clone());
+            tokio::task::spawn_blocking(move || match max_age {
+                Some(age) => crate::facts::load_fresh(&root, &name, age),
+                None => crate::facts::load_cached(&root, &name).map(|f| (f, Default::default())),
+            })
+        };
+        let fresh = match (play.gather_facts, self.shared.opts.facts_max_age) {
+            (false, _) => cached(None).await.ok().flatten(),
+            (true, Some(age)) if !self.state.facts_stale => cached(Some(age)).await.ok().flatten(),
+            (true, _) => None,
+        };
+        if fresh.is_some() || !play.gather_facts {
+            if let Some((f, age)) = fresh {
+                tracing::info!(age_s = age.as_secs(), "facts from the cache (not gathered)");
+                self.state.facts = Some(f);
+            } else {
+                tracing::info!("no facts: `gather_facts: false` and none cached");
+            }
+            self.state.facts_stale = false;
             return Ok(());
         }
         let Some(conn) = &self.state.conn else {
@@ -259,6 +292,10 @@ impl Run<'_> {
             ms = started.elapsed().as_millis() as u64,
             "facts gathered"
         );
+        // A custom facts file that is not JSON: said, and the other facts are used.
+        for problem in facts.local_errors.values() {
+            tracing::warn!("custom facts: {problem}");
+        }
         // File I/O off the runtime's threads, which the other hosts are using.
         let (root, name, f) = (
             self.shared.repo.root.clone(),
@@ -288,7 +325,7 @@ impl Run<'_> {
             self.unreachable(e);
             return;
         }
-        if let Err(e) = self.gather().await {
+        if let Err(e) = self.gather(play).await {
             self.unreachable(e);
             return;
         }
@@ -308,13 +345,17 @@ impl Run<'_> {
             play: Some(&play.vars),
             extra: Some(&self.shared.opts.extra),
         };
-        let facts_json =
-            serde_json::to_value(self.state.facts.clone().unwrap_or_default()).unwrap_or(J::Null);
+        // No facts (`gather_facts: false`, none cached): `facts` is undefined, not empty.
+        let facts_json = self
+            .state
+            .facts
+            .as_ref()
+            .map(|f| serde_json::to_value(f).unwrap_or(J::Null));
         let base = match host_context(
             &self.shared.repo.inventory,
             node,
             &layers,
-            Some(&facts_json),
+            facts_json.as_ref(),
             &self.env,
         ) {
             Ok(mut c) => {
@@ -326,6 +367,7 @@ impl Run<'_> {
                 return;
             }
         };
+        self.set_become_password(&base);
         if expanded.is_flat() {
             // Plain tasks, as one sequence across the roles: what every play without blocks
             // or includes runs, batched exactly as before.
@@ -407,6 +449,25 @@ impl Run<'_> {
             .start_at_task
             .as_deref()
             .is_none_or(|n| n == task.name)
+    }
+
+    /// The sudo password `become` uses on this host: its `become_password` variable, else
+    /// `--ask-become-pass`'s; none: `sudo -n` (no password).
+    fn set_become_password(&self, base: &Context) {
+        let from_var = base.get("become_password").and_then(|v| match v {
+            J::String(s) => Some(s.clone()),
+            J::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        if let Some(p) = &from_var {
+            crate::secret::remember(p);
+        }
+        let password = from_var
+            .map(crate::secret::Secret::new)
+            .or_else(|| self.shared.opts.become_password.clone());
+        if let Some(c) = &self.state.conn {
+            c.set_become_password(password);
+        }
     }
 
     /// The host fails before any task (its variables or roles cannot be used).

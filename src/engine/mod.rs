@@ -59,6 +59,10 @@ pub struct RunOptions {
     pub start_at_task: Option<String>,
     /// `--step`: ask on the terminal before each task.
     pub step: bool,
+    /// The sudo password for `become` (`-K`); a host's `become_password` variable wins.
+    pub become_password: Option<crate::secret::Secret<String>>,
+    /// Cached facts younger than this are used instead of gathering them again.
+    pub facts_max_age: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -76,6 +80,8 @@ impl Default for RunOptions {
             show_output: false,
             start_at_task: None,
             step: false,
+            become_password: None,
+            facts_max_age: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! files), the roles and the templates, and keeps every diagnostic found along the way.
 
 pub mod catalog_files;
+pub mod encrypted;
 pub mod lookup;
 pub mod var_dirs;
 
@@ -226,6 +227,10 @@ impl Repo {
         } else {
             Vec::new()
         };
+        // `secrets/NAME.age`: the `secrets` variable of every host.
+        if let Some((name, node)) = encrypted::secrets_dir(root, &mut diags) {
+            inventory.vars.insert(name, node);
+        }
 
         let mut roles = IndexMap::new();
         let roles_dir = root.join("roles");
@@ -355,7 +360,10 @@ impl Repo {
                     );
                     continue;
                 }
-                if let Some(n) = read_yaml(&path, &mut diags) {
+                if crate::vault::is_encrypted(&path) {
+                    let vars = encrypted::read_vars(&path, &mut d, &mut diags);
+                    play.vars.extend(vars);
+                } else if let Some(n) = read_yaml(&path, &mut diags) {
                     let vars = d.vars(&n, &format!("variables file `{}`", shown(&path)));
                     play.vars.extend(vars);
                 }
@@ -380,10 +388,15 @@ pub fn role_template_name(role: &str, src: &str) -> String {
 /// (relative paths), so a role can ship them (the hq role does, for `fleet serve`).
 pub fn add_repo_facts(ctx: &mut crate::template::Context, repo: &Repo) {
     // The variable files too: HQ's copy of the inventory must say what the controller's does.
+    // Not the encrypted ones: HQ holds no identity, and serves nothing that needs a secret.
     let files: Vec<String> = repo
         .inventory_files
         .iter()
-        .chain(repo.var_files.iter())
+        .chain(
+            repo.var_files
+                .iter()
+                .filter(|f| !crate::vault::is_encrypted(f)),
+        )
         .filter_map(|f| f.strip_prefix(&repo.root).ok())
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .collect();

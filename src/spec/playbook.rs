@@ -36,6 +36,9 @@ pub struct Play {
     pub become_: bool,
     /// The account tasks become (default root); implies `become`.
     pub become_user: Option<Spanned<String>>,
+    /// Gather the hosts' facts before the tasks (default); `false`: use the cached facts,
+    /// when there are any, and do not contact the host for them.
+    pub gather_facts: bool,
 }
 
 /// A playbook file.
@@ -59,6 +62,7 @@ const PLAY: &[&str] = &[
     "become_user",
     "serial",
     "max_fail_percentage",
+    "gather_facts",
 ];
 
 /// One batch size of `serial`.
@@ -251,6 +255,10 @@ pub fn decode_playbook(d: &mut Decoder, file: std::sync::Arc<str>, root: &Node) 
         let become_user = f
             .get("become_user")
             .and_then(|n| crate::spec::task::become_user(d, n, "play"));
+        let gather_facts = f
+            .get("gather_facts")
+            .and_then(|n| d.boolean(n, "play `gather_facts`"))
+            .unwrap_or(true);
         if roles.is_empty() && tasks.is_empty() {
             d.error_help(
                 &p.loc,
@@ -272,6 +280,7 @@ pub fn decode_playbook(d: &mut Decoder, file: std::sync::Arc<str>, root: &Node) 
             handlers,
             become_,
             become_user,
+            gather_facts,
         });
     }
     Playbook { file, plays }
