@@ -21,6 +21,7 @@ pub mod file;
 pub mod fleet_agent;
 pub mod fleet_tls;
 pub mod get_url;
+pub mod git;
 pub mod http;
 pub mod lineinfile;
 pub mod ollama_model;
@@ -60,6 +61,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &fleet_agent::FleetAgent,
     &fleet_tls::FleetTls,
     &user::User,
+    &git::Git,
     &debug::Debug,
 ];
 
@@ -80,6 +82,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &fleet_agent::SPEC,
     &fleet_tls::SPEC,
     &user::SPEC,
+    &git::SPEC,
     &debug::SPEC,
 ];
 

@@ -245,6 +245,18 @@ fn network() {
 }
 
 #[test]
+fn ansible_favourites() {
+    insta::assert_snapshot!(
+        "git",
+        script(
+            "git",
+            json!({ "repo": "file:///srv/repo.git", "dest": "/opt/app", "version": "v1.2", "depth": 1 }),
+            &linux()
+        )
+    );
+}
+
+#[test]
 fn the_frame_around_units() {
     let a = action(
         "file",
