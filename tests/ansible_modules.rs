@@ -179,3 +179,178 @@ fn git_clones_and_follows_branches_tags_and_commits() {
         "{ev:?}"
     );
 }
+
+/// Makes archives of a small tree (a directory, files, a relative link) on the controller.
+fn archives(dir: &Path) {
+    let sh = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(dir)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(
+        "mkdir -p files t/app/bin t/app/lib t/app/data && printf 'run\\n' > t/app/bin/run && chmod 755 t/app/bin/run && printf 'lib\\n' > t/app/lib/libx.so.1 && ln -s libx.so.1 t/app/lib/libx.so && ln -s ../lib/libx.so.1 t/app/bin/lib",
+    );
+    sh(
+        "cd t && tar -czf ../files/app.tar.gz app && tar -cJf ../files/app.tar.xz app && tar -cjf ../files/app.tar.bz2 app && tar -cf ../files/app.tar app && zip -qry ../files/app.zip app",
+    );
+    // Hostile archives: a member climbing out, an absolute member, a link leading out.
+    sh(
+        "python3 -c \"import zipfile; z = zipfile.ZipFile('files/slip.zip', 'w'); z.writestr('../../evil', 'x'); z.close()\"",
+    );
+    sh(
+        "python3 -c \"import tarfile, io; t = tarfile.open('files/abs.tar', 'w'); i = tarfile.TarInfo('/etc/evil'); i.size = 1; t.addfile(i, io.BytesIO(b'x')); t.close()\"",
+    );
+    sh(
+        "python3 -c \"import tarfile; t = tarfile.open('files/link.tar.gz', 'w:gz'); i = tarfile.TarInfo('app/etc'); i.type = tarfile.SYMTYPE; i.linkname = '../../etc'; t.addfile(i); t.close()\"",
+    );
+    sh("rm -rf t");
+}
+
+/// Puts a controller file on host 1.
+fn put(hosts: &Hosts, from: &Path, to: &str) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(from).expect("read"));
+    hosts.sh(
+        1,
+        &format!("mkdir -p /srv/arc && printf '%s' {b64} | base64 -d > {to}"),
+    );
+}
+
+#[test]
+fn unarchive_tar_and_zip_from_the_controller_or_the_host() {
+    let hosts = Hosts::up(1);
+    let pb = concat!(
+        "- name: unarchive\n  hosts: all\n  tasks:\n",
+        "    - { name: dirs, file: { path: \"/opt/u/{{ item }}\", state: directory }, loop: [gz, xz, bz2, tar, zip, rgz, rzip, skip] }\n",
+        "    - { name: gz, unarchive: { src: app.tar.gz, dest: /opt/u/gz }, register: g }\n",
+        "    - { name: xz, unarchive: { src: app.tar.xz, dest: /opt/u/xz } }\n",
+        "    - { name: bz2, unarchive: { src: files/app.tar.bz2, dest: /opt/u/bz2/ } }\n",
+        "    - { name: tar, unarchive: { src: app.tar, dest: /opt/u/tar } }\n",
+        "    - { name: zip, unarchive: { src: app.zip, dest: /opt/u/zip } }\n",
+        "    - { name: remote gz, unarchive: { src: /srv/arc/app.tar.gz, dest: /opt/u/rgz, remote_src: true }, register: rg }\n",
+        "    - { name: remote zip, unarchive: { src: /srv/arc/app.zip, dest: /opt/u/rzip, remote_src: true } }\n",
+        "    - { name: creates, unarchive: { src: app.tar.gz, dest: /opt/u/skip, creates: /etc/hostname } }\n",
+        "    - { name: show gz, debug: { msg: \"{{ g.stdout }}\" } }\n",
+        "    - { name: show remote gz, debug: { msg: \"{{ rg.stdout }}\" } }\n",
+    );
+    let r = repo(&hosts, pb, "");
+    archives(r.path());
+    put(
+        &hosts,
+        &r.path().join("files/app.tar.gz"),
+        "/srv/arc/app.tar.gz",
+    );
+    put(&hosts, &r.path().join("files/app.zip"), "/srv/arc/app.zip");
+    three_ways(r.path(), 8 + 7);
+    for d in ["gz", "xz", "bz2", "tar", "zip", "rgz", "rzip"] {
+        assert_eq!(
+            hosts.sh(1, &format!("cd /opt/u/{d}/app && cat bin/run lib/libx.so bin/lib && readlink lib/libx.so bin/lib && stat -c %a bin/run && ls -A data | wc -l")),
+            "run\nlib\nlib\nlibx.so.1\n../lib/libx.so.1\n755\n0\n",
+            "{d}"
+        );
+    }
+    assert_eq!(hosts.sh(1, "ls -A /opt/u/skip | wc -l"), "0\n");
+
+    // A file changed on the host, a link replaced, a file gone: only those tasks change, and
+    // check mode says so first (listing what differs).
+    hosts.sh(1, "echo local > /opt/u/gz/app/bin/run; rm /opt/u/zip/app/lib/libx.so && ln -s /etc/passwd /opt/u/zip/app/lib/libx.so; rm /opt/u/rgz/app/lib/libx.so.1");
+    let (_, check) = run(r.path(), &["--check"]);
+    let (code, real) = run(r.path(), &[]);
+    assert_eq!(code, 0, "{:?}", failures(&real));
+    assert_eq!(set(&check, "changed"), set(&real, "changed"));
+    assert_eq!(
+        set(&real, "changed").len(),
+        3,
+        "{:?}",
+        set(&real, "changed")
+    );
+    let out = |ev: &[serde_json::Value], t: &str| {
+        ev.iter()
+            .find(|e| e["task"] == t)
+            .and_then(|e| e["msg"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(out(&check, "show gz"), "app/bin/run");
+    assert_eq!(out(&check, "show remote gz"), "app/lib/libx.so.1");
+    assert_eq!(hosts.sh(1, "cat /opt/u/gz/app/bin/run; readlink /opt/u/zip/app/lib/libx.so; cat /opt/u/rgz/app/lib/libx.so.1"), "run\nlibx.so.1\nlib\n");
+}
+
+#[test]
+fn unarchive_refuses_members_that_escape_dest() {
+    let hosts = Hosts::up(1);
+    // From the controller: refused while planning, before any host is touched (exit 2).
+    for (src, why) in [
+        ("slip.zip", "member `../../evil` has a `..` component"),
+        ("abs.tar", "member `/etc/evil` is an absolute path"),
+        (
+            "link.tar.gz",
+            "member `app/etc` is a link to `../../etc`, outside",
+        ),
+    ] {
+        let r = repo(
+            &hosts,
+            &format!(
+                "- name: u\n  hosts: all\n  tasks:\n    - {{ name: u, unarchive: {{ src: {src}, dest: /opt }} }}\n"
+            ),
+            "",
+        );
+        archives(r.path());
+        let (code, _, stderr) = support::apply_json(r.path(), "playbooks/site.yaml", &[]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(why), "{src}: {stderr}");
+        if src == "slip.zip" {
+            put(
+                &hosts,
+                &r.path().join("files/slip.zip"),
+                "/srv/arc/slip.zip",
+            );
+        } else {
+            put(
+                &hosts,
+                &r.path().join(format!("files/{src}")),
+                &format!("/srv/arc/{src}"),
+            );
+        }
+    }
+    // On the host: the task fails with the member named, nothing is unpacked.
+    let pb = concat!(
+        "- name: u\n  hosts: all\n  tasks:\n",
+        "    - { name: slip, unarchive: { src: /srv/arc/slip.zip, dest: /opt/x/y, remote_src: true }, ignore_errors: true }\n",
+        "    - { name: abs, unarchive: { src: /srv/arc/abs.tar, dest: /opt/x/y, remote_src: true }, ignore_errors: true }\n",
+        "    - { name: link, unarchive: { src: /srv/arc/link.tar.gz, dest: /opt/x/y, remote_src: true }, ignore_errors: true }\n",
+    );
+    let r = repo(&hosts, pb, "");
+    hosts.sh(1, "mkdir -p /opt/x/y");
+    for check in [true, false] {
+        let (_, ev) = run(r.path(), if check { &["--check"] } else { &[] });
+        assert!(
+            failure_of(&ev, "slip").contains("member ../../evil would land outside /opt/x/y"),
+            "{ev:?}"
+        );
+        assert!(
+            failure_of(&ev, "abs").contains("member /etc/evil would land outside"),
+            "{ev:?}"
+        );
+        assert!(
+            failure_of(&ev, "link")
+                .contains("member app/etc is a link that leads outside /opt/x/y"),
+            "{ev:?}"
+        );
+    }
+    assert_eq!(
+        hosts.sh(
+            1,
+            "ls -A /opt/x/y /opt/x; ls /opt/evil /etc/evil 2>&1 | grep -c 'No such'"
+        ),
+        "/opt/x:\ny\n\n/opt/x/y:\n2\n"
+    );
+}

@@ -8,6 +8,7 @@
 //! here too, so `engine/` has no branch on module names. Adding a module is adding one file
 //! and its entry in [`ALL`].
 
+pub mod archive;
 pub mod args;
 pub mod attrs;
 pub mod place;
@@ -29,6 +30,7 @@ pub mod package;
 pub mod service;
 pub mod shell;
 pub mod template;
+pub mod unarchive;
 pub mod user;
 pub mod wait_for;
 
@@ -62,6 +64,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &fleet_tls::FleetTls,
     &user::User,
     &git::Git,
+    &unarchive::Unarchive,
     &debug::Debug,
 ];
 
@@ -83,6 +86,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &fleet_tls::SPEC,
     &user::SPEC,
     &git::SPEC,
+    &unarchive::SPEC,
     &debug::SPEC,
 ];
 

@@ -19,6 +19,23 @@ impl Files for Fixed {
         })
     }
     fn repo_file(&self, src: &str) -> Result<Vec<u8>, ArgError> {
+        if src.ends_with(".tar") {
+            // A small archive: a directory, a file, a link.
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            b.append_data(&mut h, "app/", &b""[..]).expect("dir");
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3);
+            b.append_data(&mut h, "app/run", &b"hi\n"[..])
+                .expect("file");
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, "app/cur", "run").expect("link");
+            return Ok(b.into_inner().expect("tar"));
+        }
         Ok(format!("file {src}\n").into_bytes())
     }
     fn repo_root(&self) -> &Path {
@@ -251,6 +268,29 @@ fn ansible_favourites() {
         script(
             "git",
             json!({ "repo": "file:///srv/repo.git", "dest": "/opt/app", "version": "v1.2", "depth": 1 }),
+            &linux()
+        )
+    );
+    let a = action("unarchive", json!({ "src": "app.tar", "dest": "/opt/app" }));
+    insta::assert_snapshot!(
+        "unarchive_compare",
+        a.script(&linux()).expect("script").script.text()
+    );
+    let more = crate::modules::Reported {
+        more: true,
+        ..Default::default()
+    };
+    let second = a
+        .followup(&linux(), &more)
+        .expect("followup")
+        .expect("a transfer");
+    assert!(second.stdin.is_some());
+    insta::assert_snapshot!("unarchive_transfer", second.script.text());
+    insta::assert_snapshot!(
+        "unarchive_remote",
+        script(
+            "unarchive",
+            json!({ "src": "/srv/app.tar.gz", "dest": "/opt/app", "remote_src": true, "creates": HOSTILE }),
             &linux()
         )
     );
