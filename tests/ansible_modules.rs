@@ -354,3 +354,81 @@ fn unarchive_refuses_members_that_escape_dest() {
         "/opt/x:\ny\n\n/opt/x/y:\n2\n"
     );
 }
+
+#[test]
+fn cron_entries_by_name_through_crontab() {
+    let hosts = Hosts::up(1);
+    // The test machine has no cron: a stand-in of crontab(1) (tests/standins/crontab).
+    hosts.install(1, "tests/standins/crontab", "/usr/local/bin/crontab");
+    hosts.sh(
+        1,
+        "useradd -m app && printf 'MAILTO=ops\\n#Ansible: old\\n*/5 * * * * /old\\n#fleet: gone\\n* * * * * /gone\\n' | crontab -",
+    );
+    let pb = concat!(
+        "- name: cron\n  hosts: all\n  tasks:\n",
+        "    - { name: nightly, cron: { name: nightly backup, minute: 0, hour: 3, job: \"/usr/bin/backup --all > /dev/null 2>&1\" } }\n",
+        "    - { name: reboot, cron: { name: agent, special_time: reboot, job: fleet agent, user: app } }\n",
+        "    - { name: off, cron: { name: off, job: /bin/true, weekday: \"1-5\", disabled: true } }\n",
+        "    - { name: path, cron: { name: PATH, env: true, job: \"/usr/local/bin:/usr/bin:/bin\" } }\n",
+        "    - { name: taken over, cron: { name: old, minute: \"*/10\", job: /old } }\n",
+        "    - { name: removed, cron: { name: gone, state: absent } }\n",
+        "    - { name: never there, cron: { name: never, state: absent } }\n",
+    );
+    let r = repo(&hosts, pb, "");
+    three_ways(r.path(), 6);
+    assert_eq!(
+        hosts.sh(
+            1,
+            "crontab -l; echo ---; crontab -l -u app; stat -c '%a %U' /var/spool/cron/crontabs/app"
+        ),
+        concat!(
+            "PATH=/usr/local/bin:/usr/bin:/bin\nMAILTO=ops\n#fleet: old\n*/10 * * * * /old\n",
+            "#fleet: nightly backup\n0 3 * * * /usr/bin/backup --all > /dev/null 2>&1\n#fleet: off\n#* * * * 1-5 /bin/true\n",
+            "---\n#fleet: agent\n@reboot fleet agent\n600 app\n"
+        )
+    );
+
+    // A change of time shows as a diff of the crontab; check mode shows it too.
+    for args in [
+        &["--check", "--diff", "-e", "h=4"][..],
+        &["--diff", "-e", "h=4"],
+    ] {
+        let moved = repo(
+            &hosts,
+            "- name: cron\n  hosts: all\n  tasks:\n    - { name: nightly, cron: { name: nightly backup, minute: 0, hour: \"{{ h }}\", job: \"/usr/bin/backup --all > /dev/null 2>&1\" } }\n",
+            "",
+        );
+        let (code, ev) = run(moved.path(), args);
+        assert_eq!(code, 0, "{ev:?}");
+        let diff = ev
+            .iter()
+            .find(|e| e["task"] == "nightly")
+            .and_then(|e| e["diff"].as_str())
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            diff.contains("-0 3 * * * /usr/bin/backup")
+                && diff.contains("+0 4 * * * /usr/bin/backup")
+                && diff.contains(" #fleet: nightly backup"),
+            "{diff}"
+        );
+    }
+    assert!(
+        hosts
+            .sh(1, "crontab -l")
+            .contains("0 4 * * * /usr/bin/backup")
+    );
+
+    // Bad values are refused before anything runs, at the argument.
+    let bad = repo(
+        &hosts,
+        "- name: cron\n  hosts: all\n  tasks:\n    - { name: bad, cron: { name: x, minute: \"1;reboot\", job: /bin/true } }\n",
+        "",
+    );
+    let (code, _, stderr) = support::apply_json(bad.path(), "playbooks/site.yaml", &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`minute`: expected a crontab time field"),
+        "{stderr}"
+    );
+}

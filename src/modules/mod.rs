@@ -17,6 +17,7 @@ pub mod values;
 
 pub mod command;
 pub mod copy;
+pub mod cron;
 pub mod debug;
 pub mod file;
 pub mod fleet_agent;
@@ -65,6 +66,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &user::User,
     &git::Git,
     &unarchive::Unarchive,
+    &cron::Cron,
     &debug::Debug,
 ];
 
@@ -87,6 +89,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &user::SPEC,
     &git::SPEC,
     &unarchive::SPEC,
+    &cron::SPEC,
     &debug::SPEC,
 ];
 

@@ -294,6 +294,14 @@ fn ansible_favourites() {
             &linux()
         )
     );
+    insta::assert_snapshot!(
+        "cron",
+        script(
+            "cron",
+            json!({ "name": HOSTILE.replace('\n', " "), "job": HOSTILE.replace('\n', " "), "minute": "*/5", "hour": 3, "user": "app" }),
+            &linux()
+        )
+    );
 }
 
 #[test]
