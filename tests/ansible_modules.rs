@@ -432,3 +432,82 @@ fn cron_entries_by_name_through_crontab() {
         "{stderr}"
     );
 }
+
+/// A fresh key pair on the controller: (private key path, public key line).
+fn keypair(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(path.with_extension("pub")).expect("pub");
+    (path, public.trim().to_string())
+}
+
+#[test]
+fn authorized_keys_of_users() {
+    let hosts = Hosts::up(1);
+    let keys = tempfile::tempdir().expect("tmp");
+    let (k1_private, k1) = keypair(keys.path(), "k1");
+    let (_, k2) = keypair(keys.path(), "k2");
+    let (_, k3) = keypair(keys.path(), "k3");
+    hosts.sh(
+        1,
+        &format!(
+            "set -e; for u in dev ops solo; do useradd -m -s /bin/sh $u; done; passwd -d dev >/dev/null 2>&1 || true; \
+             mkdir -m 755 /home/ops/.ssh && printf '# team keys\\n%s\\n%s\\n' '{k2}' '{k3}' > /home/ops/.ssh/authorized_keys && chmod 644 /home/ops/.ssh/authorized_keys && chown -R ops /home/ops/.ssh; \
+             mkdir -m 700 /home/solo/.ssh && printf '%s\\n%s\\n' '{k2}' '{k3}' > /home/solo/.ssh/authorized_keys && chown -R solo /home/solo/.ssh && chmod 600 /home/solo/.ssh/authorized_keys"
+        ),
+    );
+    let pb = format!(
+        concat!(
+            "- name: keys\n  hosts: all\n  tasks:\n",
+            "    - {{ name: dev, authorized_key: {{ user: dev, key: \"{k1}\" }} }}\n",
+            "    - {{ name: ops options, authorized_key: {{ user: ops, key: \"{k2}\", key_options: \"no-pty,from=\\\"127.0.0.1\\\"\" }} }}\n",
+            "    - {{ name: ops gone, authorized_key: {{ user: ops, key: \"{k3}\", state: absent }} }}\n",
+            "    - {{ name: ops never, authorized_key: {{ user: ops, key: \"{k1}\", state: absent }} }}\n",
+            "    - {{ name: solo, authorized_key: {{ user: solo, key: \"{k1}\", exclusive: true }} }}\n",
+        ),
+        k1 = k1,
+        k2 = k2,
+        k3 = k3
+    );
+    let r = repo(&hosts, &pb, "");
+    three_ways(r.path(), 4);
+    assert_eq!(
+        hosts.sh(1, "stat -c '%a %U %n' /home/dev/.ssh /home/dev/.ssh/authorized_keys /home/ops/.ssh /home/ops/.ssh/authorized_keys /home/solo/.ssh/authorized_keys; cat /home/dev/.ssh/authorized_keys /home/ops/.ssh/authorized_keys /home/solo/.ssh/authorized_keys"),
+        format!(
+            "700 dev /home/dev/.ssh\n600 dev /home/dev/.ssh/authorized_keys\n700 ops /home/ops/.ssh\n600 ops /home/ops/.ssh/authorized_keys\n600 solo /home/solo/.ssh/authorized_keys\n{k1}\n# team keys\nno-pty,from=\"127.0.0.1\" {k2}\n{k1}\n"
+        )
+    );
+    // sshd itself takes the key it was given (its StrictModes check the modes and owners).
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(hosts.ssh_config())
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-i"])
+        .arg(&k1_private)
+        .args(["-l", "dev", "host1", "id -un"])
+        .output()
+        .expect("ssh");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "dev\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A key that is not one fails before any host is touched.
+    let bad = repo(
+        &hosts,
+        "- name: keys\n  hosts: all\n  tasks:\n    - { name: bad, authorized_key: { user: dev, key: \"ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQAB\" } }\n",
+        "",
+    );
+    let (code, _, stderr) = support::apply_json(bad.path(), "playbooks/site.yaml", &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("the ssh-ed25519 key's data is not a ssh-ed25519 key"),
+        "{stderr}"
+    );
+}

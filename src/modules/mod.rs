@@ -15,6 +15,7 @@ pub mod place;
 pub mod run;
 pub mod values;
 
+pub mod authorized_key;
 pub mod command;
 pub mod copy;
 pub mod cron;
@@ -67,6 +68,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &git::Git,
     &unarchive::Unarchive,
     &cron::Cron,
+    &authorized_key::AuthorizedKey,
     &debug::Debug,
 ];
 
@@ -90,6 +92,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &git::SPEC,
     &unarchive::SPEC,
     &cron::SPEC,
+    &authorized_key::SPEC,
     &debug::SPEC,
 ];
 

@@ -302,6 +302,14 @@ fn ansible_favourites() {
             &linux()
         )
     );
+    insta::assert_snapshot!(
+        "authorized_key",
+        script(
+            "authorized_key",
+            json!({ "user": "app", "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINLmsPu4QhDy2LXaWCxuBN4bcZAg5M8FswK2snhyG7eu x'$(id)", "key_options": "no-pty,command=\"$(id) `x`\"", "exclusive": true }),
+            &linux()
+        )
+    );
 }
 
 #[test]
