@@ -511,3 +511,66 @@ fn authorized_keys_of_users() {
         "{stderr}"
     );
 }
+
+#[test]
+fn systemd_units_and_one_daemon_reload_however_many_changed() {
+    let hosts = Hosts::up(1);
+    hosts.install_standins(1);
+    hosts.sh(
+        1,
+        "printf '[Timer]\\nOnCalendar=daily\\n' > /etc/systemd/system/old.timer",
+    );
+    let pb = concat!(
+        "- name: units\n  hosts: all\n  vars: { port: 8080 }\n  tasks:\n",
+        "    - { name: a, systemd_unit: { name: demo-a, content: \"[Service]\\nExecStart=/bin/sleep 1000\\n\" }, notify: reload systemd }\n",
+        "    - { name: b, systemd_unit: { name: demo-b.service, src: b.service.j2 }, notify: reload systemd }\n",
+        "    - { name: old, systemd_unit: { name: old.timer, state: absent }, notify: reload systemd }\n",
+        "    - { name: never, systemd_unit: { name: never.socket, state: absent }, notify: reload systemd }\n",
+        "  handlers:\n",
+        "    - { name: reload systemd, systemd_unit: { daemon_reload: true } }\n",
+    );
+    let r = repo(
+        &hosts,
+        pb,
+        "--- templates/b.service.j2\n[Service]\nExecStart=/bin/sleep {{ port }}\n",
+    );
+    let real = three_ways(r.path(), 4);
+    assert!(
+        real.iter().any(|e| e["event"] == "handler"
+            && e["task"] == "reload systemd"
+            && e["status"] == "changed"),
+        "{real:?}"
+    );
+    let reloads = || {
+        hosts.sh(
+            1,
+            "grep -c 'systemctl daemon-reload' /var/log/standin-systemctl.log || true",
+        )
+    };
+    assert_eq!(reloads(), "1\n", "three units changed, one reload");
+    assert_eq!(
+        hosts.sh(1, "stat -c '%a' /etc/systemd/system/demo-a.service; cat /etc/systemd/system/demo-b.service; ls /etc/systemd/system/old.timer 2>&1 | grep -c 'No such'"),
+        "644\n[Service]\nExecStart=/bin/sleep 8080\n1\n"
+    );
+    // One unit changes: check mode predicts it and the reload; --diff shows the unit.
+    let (_, check) = run(r.path(), &["--check", "-e", "port=9090"]);
+    let (code, real) = run(r.path(), &["--diff", "-e", "port=9090"]);
+    assert_eq!(code, 0, "{:?}", failures(&real));
+    assert_eq!(set(&check, "changed"), set(&real, "changed"));
+    assert_eq!(
+        set(&real, "changed").len(),
+        2,
+        "{:?}",
+        set(&real, "changed")
+    );
+    let diff = real
+        .iter()
+        .find(|e| e["task"] == "b")
+        .and_then(|e| e["diff"].as_str())
+        .unwrap_or("");
+    assert!(
+        diff.contains("-ExecStart=/bin/sleep 8080") && diff.contains("+ExecStart=/bin/sleep 9090"),
+        "{diff}"
+    );
+    assert_eq!(reloads(), "2\n");
+}

@@ -31,6 +31,7 @@ pub mod ollama_model;
 pub mod package;
 pub mod service;
 pub mod shell;
+pub mod systemd_unit;
 pub mod template;
 pub mod unarchive;
 pub mod user;
@@ -69,6 +70,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &unarchive::Unarchive,
     &cron::Cron,
     &authorized_key::AuthorizedKey,
+    &systemd_unit::SystemdUnit,
     &debug::Debug,
 ];
 
@@ -93,6 +95,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &unarchive::SPEC,
     &cron::SPEC,
     &authorized_key::SPEC,
+    &systemd_unit::SPEC,
     &debug::SPEC,
 ];
 

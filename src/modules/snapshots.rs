@@ -310,6 +310,26 @@ fn ansible_favourites() {
             &linux()
         )
     );
+    insta::assert_snapshot!(
+        "systemd_unit",
+        script(
+            "systemd_unit",
+            json!({ "name": "ollama", "content": "[Service]\nExecStart=/usr/local/bin/ollama serve\n" }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "systemd_unit_absent",
+        script(
+            "systemd_unit",
+            json!({ "name": "old.timer", "state": "absent" }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "systemd_daemon_reload",
+        script("systemd_unit", json!({ "daemon_reload": true }), &linux())
+    );
 }
 
 #[test]
