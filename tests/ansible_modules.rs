@@ -574,3 +574,98 @@ fn systemd_units_and_one_daemon_reload_however_many_changed() {
     );
     assert_eq!(reloads(), "2\n");
 }
+
+/// The Docker CLI stand-in (tests/standins/docker) ahead of any real CLI, its daemon "up".
+fn docker_standin(hosts: &Hosts) {
+    hosts.install(1, "tests/standins/docker", "/usr/local/bin/docker");
+    hosts.sh(
+        1,
+        "mkdir -p /var/lib/standin-systemd && touch /var/lib/standin-systemd/docker.active",
+    );
+}
+
+#[test]
+fn docker_containers_recreated_when_their_config_differs() {
+    let hosts = Hosts::up(1);
+    docker_standin(&hosts);
+    hosts.sh(1, "docker run -d --name old busybox >/dev/null");
+    let pb = concat!(
+        "- name: docker\n  hosts: all\n  vars: { tag: \"1.27\" }\n  tasks:\n",
+        "    - { name: web, docker_container: { name: web, image: \"nginx:{{ tag }}\", ports: [\"8080:80\"], env: { A: \"1\" }, volumes: [\"/srv/www:/usr/share/nginx/html:ro\"], restart_policy: unless-stopped }, register: w }\n",
+        "    - { name: batch, docker_container: { name: batch, image: busybox, command: [sh, -c, \"echo hi\"], state: stopped } }\n",
+        "    - { name: gone, docker_container: { name: old, state: absent } }\n",
+        "    - { name: never, docker_container: { name: never, state: absent } }\n",
+    );
+    let r = repo(&hosts, pb, "");
+    three_ways(r.path(), 3);
+    let inspect =
+        |fmt: &str, name: &str| hosts.sh(1, &format!("docker inspect --format '{fmt}' {name}"));
+    // Published on the node's fleet address only (its inventory host, 127.0.0.1).
+    assert_eq!(
+        inspect("{{json .HostConfig.PortBindings}}", "web"),
+        "{\"80/tcp\":[{\"HostIp\":\"127.0.0.1\",\"HostPort\":\"8080\"}]}\n"
+    );
+    assert_eq!(
+        inspect(
+            "{{.State.Running}} {{.Config.Image}} {{json .Config.Cmd}} {{.HostConfig.RestartPolicy.Name}}",
+            "web batch"
+        ),
+        "true nginx:1.27 null unless-stopped\nfalse busybox [\"sh\",\"-c\",\"echo hi\"] no\n"
+    );
+    assert!(
+        hosts
+            .sh(1, "ls /var/lib/standin-docker/containers")
+            .lines()
+            .all(|l| l != "old.json")
+    );
+
+    // A new image tag: check mode and the run both recreate, and say what differs.
+    let (_, check) = run(r.path(), &["--check", "-e", "tag=1.28"]);
+    let (code, real) = run(r.path(), &["-e", "tag=1.28"]);
+    assert_eq!(code, 0, "{:?}", failures(&real));
+    assert_eq!(set(&check, "changed"), set(&real, "changed"));
+    assert_eq!(set(&real, "changed").len(), 1);
+    let note = |ev: &[serde_json::Value]| {
+        ev.iter()
+            .find(|e| e["task"] == "web")
+            .and_then(|e| e["msg"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(
+        note(&check),
+        "recreated: image nginx:1.27 → nginx:1.28",
+        "{check:?}"
+    );
+    assert_eq!(inspect("{{.Config.Image}}", "web"), "nginx:1.28\n");
+
+    // Stopped by hand: started again, not recreated. Made by hand: recreated.
+    hosts.sh(1, "docker stop web >/dev/null; docker rm -f batch >/dev/null; docker create --name batch busybox >/dev/null");
+    let (_, check) = run(r.path(), &["--check", "-e", "tag=1.28"]);
+    let (code, real) = run(r.path(), &["-e", "tag=1.28"]);
+    assert_eq!(code, 0);
+    assert_eq!(set(&check, "changed"), set(&real, "changed"));
+    assert_eq!(set(&real, "changed").len(), 2);
+    assert_eq!(note(&real), "");
+    let batch = real
+        .iter()
+        .find(|e| e["task"] == "batch")
+        .and_then(|e| e["msg"].as_str())
+        .unwrap_or("");
+    assert_eq!(batch, "recreated: the container was not made by fleet");
+    let log = hosts.sh(1, "cat /var/log/standin-docker.log");
+    assert!(log.contains("docker start web"), "{log}");
+
+    // No fleet IP and no IP in the port: refused before the run, at the argument.
+    let bad = repo(
+        &hosts,
+        "- name: d\n  hosts: all\n  tasks:\n    - { name: p, docker_container: { name: pp, image: x, ports: [\"80\"] } }\n",
+        "",
+    );
+    let (code, _, stderr) = support::apply_json(bad.path(), "playbooks/site.yaml", &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`ports`: `80` is not `HOST:CONTAINER`"),
+        "{stderr}"
+    );
+}

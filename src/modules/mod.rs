@@ -20,6 +20,7 @@ pub mod command;
 pub mod copy;
 pub mod cron;
 pub mod debug;
+pub mod docker_container;
 pub mod file;
 pub mod fleet_agent;
 pub mod fleet_tls;
@@ -71,6 +72,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &cron::Cron,
     &authorized_key::AuthorizedKey,
     &systemd_unit::SystemdUnit,
+    &docker_container::DockerContainer,
     &debug::Debug,
 ];
 
@@ -96,6 +98,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &cron::SPEC,
     &authorized_key::SPEC,
     &systemd_unit::SPEC,
+    &docker_container::SPEC,
     &debug::SPEC,
 ];
 

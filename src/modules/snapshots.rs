@@ -330,6 +330,14 @@ fn ansible_favourites() {
         "systemd_daemon_reload",
         script("systemd_unit", json!({ "daemon_reload": true }), &linux())
     );
+    insta::assert_snapshot!(
+        "docker_container",
+        script(
+            "docker_container",
+            json!({ "name": "web", "image": "nginx:1.27", "ports": ["8080:80", "127.0.0.1:8443:443"], "env": { "TOKEN": HOSTILE }, "volumes": ["/srv/www:/usr/share/nginx/html:ro"], "restart_policy": "unless-stopped", "command": ["nginx", "-g", "daemon off;"], "bind_address": "10.0.0.5" }),
+            &linux()
+        )
+    );
 }
 
 #[test]
