@@ -669,3 +669,70 @@ fn docker_containers_recreated_when_their_config_differs() {
         "{stderr}"
     );
 }
+
+#[test]
+fn docker_compose_projects_up_only_when_stale() {
+    let hosts = Hosts::up(1);
+    docker_standin(&hosts);
+    let compose = |web: &str, db: bool| {
+        format!(
+            "mkdir -p /srv/app && printf 'services:\\n  web:\\n    image: nginx:{web}\\n    ports: [\"127.0.0.1:8080:80\"]\\n{}' > /srv/app/compose.yaml",
+            if db {
+                "  db:\\n    image: postgres:16\\n"
+            } else {
+                ""
+            }
+        )
+    };
+    hosts.sh(1, &compose("1.27", true));
+    hosts.sh(1, "mkdir -p /srv/old && printf 'services:\\n  job:\\n    image: busybox\\n' > /srv/old/compose.yaml && cd /srv/old && docker compose up -d 2>/dev/null");
+    let pb = concat!(
+        "- name: compose\n  hosts: all\n  tasks:\n",
+        "    - { name: app, docker_compose: { project_src: /srv/app }, register: a }\n",
+        "    - { name: old, docker_compose: { project_src: /srv/old, state: absent } }\n",
+        "    - { name: what, debug: { msg: \"{{ a.stdout }}\" } }\n",
+    );
+    let r = repo(&hosts, pb, "");
+    let real = three_ways(r.path(), 2);
+    let msg = |ev: &[serde_json::Value]| {
+        ev.iter()
+            .find(|e| e["task"] == "what")
+            .and_then(|e| e["msg"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(msg(&real), "up db\nup web");
+    let ps = || {
+        hosts.sh(1, "cd /srv/app && docker compose ps --all --format json | sed 's/.*\"Service\":\"\\([a-z]*\\)\",\"State\":\"\\([a-z]*\\)\".*/\\1 \\2/'; ls /var/lib/standin-docker/containers")
+    };
+    assert_eq!(
+        ps(),
+        "db running\nweb running\napp-db-1.json\napp-web-1.json\n"
+    );
+
+    // One service changes, one is dropped, one is stopped by hand: check mode says so, the run
+    // brings only that about.
+    hosts.sh(1, &compose("1.28", false));
+    let (_, check) = run(r.path(), &["--check"]);
+    let (code, real) = run(r.path(), &[]);
+    assert_eq!(code, 0, "{:?}", failures(&real));
+    assert_eq!(set(&check, "changed"), set(&real, "changed"));
+    assert_eq!(msg(&check), "remove db\nup web");
+    assert_eq!(ps(), "web running\napp-web-1.json\n");
+    hosts.sh(1, "docker stop app-web-1 >/dev/null");
+    let (_, check) = run(r.path(), &["--check"]);
+    assert_eq!(msg(&check), "up web");
+    three_ways(r.path(), 1);
+
+    // Down.
+    let down = repo(
+        &hosts,
+        "- name: compose\n  hosts: all\n  tasks:\n    - { name: app, docker_compose: { project_src: /srv/app, state: absent } }\n",
+        "",
+    );
+    three_ways(down.path(), 1);
+    assert_eq!(
+        hosts.sh(1, "ls /var/lib/standin-docker/containers | wc -l"),
+        "0\n"
+    );
+}

@@ -20,6 +20,7 @@ pub mod command;
 pub mod copy;
 pub mod cron;
 pub mod debug;
+pub mod docker_compose;
 pub mod docker_container;
 pub mod file;
 pub mod fleet_agent;
@@ -73,6 +74,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &authorized_key::AuthorizedKey,
     &systemd_unit::SystemdUnit,
     &docker_container::DockerContainer,
+    &docker_compose::DockerCompose,
     &debug::Debug,
 ];
 
@@ -99,6 +101,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &authorized_key::SPEC,
     &systemd_unit::SPEC,
     &docker_container::SPEC,
+    &docker_compose::SPEC,
     &debug::SPEC,
 ];
 

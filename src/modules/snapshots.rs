@@ -338,6 +338,14 @@ fn ansible_favourites() {
             &linux()
         )
     );
+    insta::assert_snapshot!(
+        "docker_compose",
+        script(
+            "docker_compose",
+            json!({ "project_src": "/srv/app", "files": ["compose.yaml", "compose.prod.yaml"], "project_name": "app", "pull": true }),
+            &linux()
+        )
+    );
 }
 
 #[test]
