@@ -736,3 +736,90 @@ fn docker_compose_projects_up_only_when_stale() {
         "0\n"
     );
 }
+
+/// Wheels of `fleetdemo` 1.0 and 2.0 and `fleettool` 1.0 (a console script `fleettool`) in
+/// /srv/wheels on host 1: the test hosts reach no package index.
+fn wheels(hosts: &Hosts) {
+    let py = r#"
+import base64, hashlib, os, zipfile
+os.makedirs("/srv/wheels", exist_ok=True)
+def wheel(name, ver, script=None):
+    info = f"{name}-{ver}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VERSION = {ver!r}\ndef main():\n    print({ver!r})\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: fleet-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    if script:
+        files[f"{info}/entry_points.txt"] = f"[console_scripts]\n{script} = {name}:main\n"
+    record = ""
+    for p, t in files.items():
+        d = base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b"=").decode()
+        record += f"{p},sha256={d},{len(t.encode())}\n"
+    files[f"{info}/RECORD"] = record + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(f"/srv/wheels/{name}-{ver}-py3-none-any.whl", "w") as z:
+        for p, t in files.items():
+            z.writestr(p, t)
+wheel("fleetdemo", "1.0")
+wheel("fleetdemo", "2.0")
+wheel("fleettool", "1.0", "fleettool")
+wheel("fleettool", "1.1", "fleettool")
+"#;
+    hosts.sh(
+        1,
+        &format!("/usr/bin/python3 -c {}", fleet::script::shquote(py)),
+    );
+}
+
+#[test]
+fn pip_packages_in_a_virtualenv_from_local_wheels() {
+    let hosts = Hosts::up(1);
+    wheels(&hosts);
+    let pb = concat!(
+        "- name: pip\n  hosts: all\n  vars: { st: present, v: \"==1.0\" }\n  tasks:\n",
+        "    - { name: demo, pip: { name: \"fleetdemo{{ v }}\", virtualenv: /opt/venv, find_links: /srv/wheels, state: \"{{ st }}\" } }\n",
+        "    - { name: tool, pip: { name: [fleettool], virtualenv: /opt/venv, find_links: /srv/wheels } }\n",
+    );
+    let r = repo(&hosts, pb, "");
+    three_ways(r.path(), 2);
+    let version = || {
+        hosts.sh(1, "/opt/venv/bin/python -c 'import fleetdemo; print(fleetdemo.VERSION)' 2>&1; /opt/venv/bin/fleettool")
+    };
+    assert_eq!(version(), "1.0\n1.1\n");
+
+    // A looser specifier is already met; `latest` finds 2.0 (check mode asks pip, which
+    // installs nothing); `absent` removes it.
+    for (args, changed, after) in [
+        (&["-e", "v=>=1"][..], 0, "1.0\n1.1\n"),
+        (&["-e", "st=latest", "-e", "v=>=0"], 1, "2.0\n1.1\n"),
+    ] {
+        let (_, check) = run(r.path(), &[&["--check"][..], args].concat());
+        let (code, real) = run(r.path(), args);
+        assert_eq!(code, 0, "{:?}", failures(&real));
+        assert_eq!(set(&check, "changed"), set(&real, "changed"));
+        assert_eq!(set(&real, "changed").len(), changed, "{args:?}");
+        assert_eq!(version(), after);
+        let (_, again) = run(r.path(), args);
+        assert!(set(&again, "changed").is_empty(), "{args:?}: {again:?}");
+    }
+    let (_, check) = run(r.path(), &["--check", "-e", "st=absent", "-e", "v=>=0"]);
+    let (code, real) = run(r.path(), &["-e", "st=absent", "-e", "v=>=0"]);
+    assert_eq!(code, 0, "{:?}", failures(&real));
+    assert_eq!(set(&check, "changed"), set(&real, "changed"));
+    assert_eq!(set(&real, "changed").len(), 1);
+    assert!(
+        hosts
+            .sh(1, "/opt/venv/bin/python -c 'import fleetdemo' 2>&1 || true")
+            .contains("No module named")
+    );
+
+    // A requirement that is not one is refused before the run.
+    let bad = repo(
+        &hosts,
+        "- name: pip\n  hosts: all\n  tasks:\n    - { name: p, pip: { name: \"--index-url=http://evil/ x\" } }\n",
+        "",
+    );
+    let (code, _, stderr) = support::apply_json(bad.path(), "playbooks/site.yaml", &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is not a requirement"), "{stderr}");
+}

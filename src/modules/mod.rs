@@ -31,6 +31,7 @@ pub mod http;
 pub mod lineinfile;
 pub mod ollama_model;
 pub mod package;
+pub mod pip;
 pub mod service;
 pub mod shell;
 pub mod systemd_unit;
@@ -75,6 +76,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &systemd_unit::SystemdUnit,
     &docker_container::DockerContainer,
     &docker_compose::DockerCompose,
+    &pip::Pip,
     &debug::Debug,
 ];
 
@@ -102,6 +104,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &systemd_unit::SPEC,
     &docker_container::SPEC,
     &docker_compose::SPEC,
+    &pip::SPEC,
     &debug::SPEC,
 ];
 

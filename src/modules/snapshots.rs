@@ -346,6 +346,14 @@ fn ansible_favourites() {
             &linux()
         )
     );
+    insta::assert_snapshot!(
+        "pip",
+        script(
+            "pip",
+            json!({ "name": ["rich", "httpx>=0.27,<1"], "virtualenv": "/opt/tools/venv", "state": "latest", "find_links": "/srv/wheels" }),
+            &linux()
+        )
+    );
 }
 
 #[test]
