@@ -823,3 +823,41 @@ fn pip_packages_in_a_virtualenv_from_local_wheels() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("is not a requirement"), "{stderr}");
 }
+
+#[test]
+fn uv_tools_from_local_wheels() {
+    let hosts = Hosts::up(1);
+    assert!(
+        Path::new("/usr/local/bin/uv").exists(),
+        "uv is missing: scripts/install-test-deps installs it"
+    );
+    wheels(&hosts);
+    let pb = concat!(
+        "- name: uv\n  hosts: all\n  vars: { st: present, t: \"fleettool==1.0\" }\n  tasks:\n",
+        "    - { name: tool, uv: { name: \"{{ t }}\", find_links: /srv/wheels, state: \"{{ st }}\" } }\n",
+    );
+    let r = repo(&hosts, pb, "");
+    three_ways(r.path(), 1);
+    let tool = || hosts.sh(1, "/root/.local/bin/fleettool 2>&1 || true");
+    assert_eq!(tool(), "1.0\n");
+    // Any version will do when none is pinned; `latest` resolves 1.1 (check mode installs
+    // nothing); `absent` uninstalls.
+    for (args, changed, after) in [
+        (&["-e", "t=fleettool"][..], 0, "1.0\n"),
+        (&["-e", "t=fleettool", "-e", "st=latest"], 1, "1.1\n"),
+        (&["-e", "t=fleettool==1.0"], 1, "1.0\n"),
+        (&["-e", "t=fleettool", "-e", "st=absent"], 1, ""),
+    ] {
+        let (_, check) = run(r.path(), &[&["--check"][..], args].concat());
+        let (code, real) = run(r.path(), args);
+        assert_eq!(code, 0, "{:?}", failures(&real));
+        assert_eq!(set(&check, "changed"), set(&real, "changed"), "{args:?}");
+        assert_eq!(set(&real, "changed").len(), changed, "{args:?}");
+        let (_, again) = run(r.path(), args);
+        assert!(set(&again, "changed").is_empty(), "{args:?}");
+        if !after.is_empty() {
+            assert_eq!(tool(), after, "{args:?}");
+        }
+    }
+    assert!(!hosts.sh(1, "ls /root/.local/bin").contains("fleettool"));
+}

@@ -38,6 +38,7 @@ pub mod systemd_unit;
 pub mod template;
 pub mod unarchive;
 pub mod user;
+pub mod uv;
 pub mod wait_for;
 
 #[cfg(test)]
@@ -77,6 +78,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &docker_container::DockerContainer,
     &docker_compose::DockerCompose,
     &pip::Pip,
+    &uv::Uv,
     &debug::Debug,
 ];
 
@@ -105,6 +107,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &docker_container::SPEC,
     &docker_compose::SPEC,
     &pip::SPEC,
+    &uv::SPEC,
     &debug::SPEC,
 ];
 

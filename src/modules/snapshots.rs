@@ -354,6 +354,14 @@ fn ansible_favourites() {
             &linux()
         )
     );
+    insta::assert_snapshot!(
+        "uv",
+        script(
+            "uv",
+            json!({ "name": "ruff", "state": "latest", "index_url": "https://pypi.example/simple" }),
+            &linux()
+        )
+    );
 }
 
 #[test]
