@@ -861,3 +861,67 @@ fn uv_tools_from_local_wheels() {
     }
     assert!(!hosts.sh(1, "ls /root/.local/bin").contains("fleettool"));
 }
+
+#[test]
+fn sysctl_files_and_a_namespaced_kernel_value() {
+    let hosts = Hosts::up(1);
+    // The test hosts share the machine's kernel: only a value of their own UTS namespace
+    // (kernel.domainname) is set in the kernel; the others go to files only.
+    let here = std::fs::read_to_string("/proc/sys/kernel/domainname").expect("domainname");
+    hosts.sh(1, "mkdir -p /etc/sysctl.d && printf 'net.ipv4.ip_forward=1\\n# keep\\n' > /etc/sysctl.d/99-fleet.conf");
+    let pb = concat!(
+        "- name: sysctl\n  hosts: all\n  vars: { dn: fleet.test }\n  tasks:\n",
+        "    - { name: domain, sysctl: { name: kernel.domainname, value: \"{{ dn }}\" } }\n",
+        "    - { name: swap, sysctl: { name: vm.swappiness, value: 10, sysctl_file: /etc/sysctl.d/60-vm.conf, reload: false } }\n",
+        "    - { name: forward, sysctl: { name: net/ipv4/ip_forward, state: absent } }\n",
+    );
+    let r = repo(&hosts, pb, "");
+    three_ways(r.path(), 3);
+    assert_eq!(
+        hosts.sh(1, "sysctl -n kernel.domainname; cat /etc/sysctl.d/99-fleet.conf /etc/sysctl.d/60-vm.conf; stat -c %a /etc/sysctl.d/60-vm.conf"),
+        "fleet.test\n# keep\nkernel.domainname = fleet.test\nvm.swappiness = 10\n644\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/domainname").expect("domainname"),
+        here
+    );
+
+    // The kernel's value drifts: only the kernel is set again; a new value shows as a diff.
+    hosts.sh(1, "sysctl -q -w kernel.domainname=drifted");
+    let (_, check) = run(r.path(), &["--check"]);
+    let (code, real) = run(r.path(), &[]);
+    assert_eq!(code, 0);
+    assert_eq!(set(&check, "changed"), set(&real, "changed"));
+    assert_eq!(set(&real, "changed").len(), 1);
+    assert_eq!(hosts.sh(1, "sysctl -n kernel.domainname"), "fleet.test\n");
+    let (code, ev) = run(r.path(), &["--diff", "-e", "dn=other.test"]);
+    assert_eq!(code, 0);
+    let diff = ev
+        .iter()
+        .find(|e| e["task"] == "domain")
+        .and_then(|e| e["diff"].as_str())
+        .unwrap_or("");
+    assert!(
+        diff.contains("-kernel.domainname = fleet.test")
+            && diff.contains("+kernel.domainname = other.test"),
+        "{diff}"
+    );
+
+    // A parameter the kernel does not have fails before the file is written.
+    let bad = repo(
+        &hosts,
+        "- name: s\n  hosts: all\n  tasks:\n    - { name: nope, sysctl: { name: fleet.no_such_key, value: 1 } }\n",
+        "",
+    );
+    let (code, ev) = run(bad.path(), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        failure_of(&ev, "nope").contains("the kernel has no parameter fleet.no_such_key"),
+        "{ev:?}"
+    );
+    assert!(
+        !hosts
+            .sh(1, "cat /etc/sysctl.d/99-fleet.conf")
+            .contains("no_such_key")
+    );
+}

@@ -34,6 +34,7 @@ pub mod package;
 pub mod pip;
 pub mod service;
 pub mod shell;
+pub mod sysctl;
 pub mod systemd_unit;
 pub mod template;
 pub mod unarchive;
@@ -79,6 +80,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &docker_compose::DockerCompose,
     &pip::Pip,
     &uv::Uv,
+    &sysctl::Sysctl,
     &debug::Debug,
 ];
 
@@ -108,6 +110,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &docker_compose::SPEC,
     &pip::SPEC,
     &uv::SPEC,
+    &sysctl::SPEC,
     &debug::SPEC,
 ];
 

@@ -362,6 +362,14 @@ fn ansible_favourites() {
             &linux()
         )
     );
+    insta::assert_snapshot!(
+        "sysctl",
+        script(
+            "sysctl",
+            json!({ "name": "net.ipv4.ip_forward", "value": 1, "sysctl_file": "/etc/sysctl.d/60-net.conf" }),
+            &linux()
+        )
+    );
 }
 
 #[test]
