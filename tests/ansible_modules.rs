@@ -925,3 +925,42 @@ fn sysctl_files_and_a_namespaced_kernel_value() {
             .contains("no_such_key")
     );
 }
+
+#[test]
+fn mount_facts_are_read_not_made() {
+    let hosts = Hosts::up(1);
+    let r = repo(
+        &hosts,
+        "- name: m\n  hosts: all\n  tasks:\n    - { name: etc, debug: { msg: \"{{ facts.mounts | selectattr('mount', 'equalto', '/etc') | map(attribute='fstype') | list }}\" } }\n",
+        "",
+    );
+    let out = support::fleet(r.path())
+        .args(["facts", "h1", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("facts JSON");
+    let mounts = v["h1"]["mounts"].as_array().expect("mounts");
+    // The test host's /etc is an overlay of its own (tests/hosts/fleet-hosts); /proc is not
+    // storage and is left out.
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["mount"] == "/etc" && m["fstype"] == "overlay" && m["device"] == "fleet1"),
+        "{mounts:?}"
+    );
+    assert!(mounts.iter().all(|m| m["fstype"] != "proc"), "{mounts:?}");
+    // Tasks see them as `facts.mounts`.
+    let (code, ev) = run(r.path(), &[]);
+    assert_eq!(code, 0);
+    let msg = ev
+        .iter()
+        .find(|e| e["task"] == "etc")
+        .and_then(|e| e["msg"].as_str())
+        .unwrap_or("");
+    assert!(msg.contains("overlay"), "{ev:?}");
+}

@@ -21,6 +21,20 @@ pub struct Disk {
     pub free_gb: f64,
 }
 
+/// A mounted filesystem (read-only facts: fleet mounts nothing).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// What is mounted (`/dev/nvme0n1p2`, `server:/export`).
+    pub device: String,
+    /// Where.
+    pub mount: String,
+    /// Its filesystem type (`ext4`, `apfs`, `nfs`).
+    pub fstype: String,
+    /// Its mount options.
+    pub options: Vec<String>,
+}
+
 /// What fleet knows about a host after gathering facts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Facts {
@@ -65,6 +79,9 @@ pub struct Facts {
     /// Its Tailscale IPv4 address (`tailscale ip -4`), when it is on a tailnet.
     #[serde(default)]
     pub tailscale_ip: Option<String>,
+    /// Mounted filesystems (`/proc/mounts`; `mount` on macOS), pseudo filesystems left out.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
 }
 
 impl Facts {
