@@ -60,7 +60,7 @@ pub fn name_problem(n: &str) -> Option<&'static str> {
     let ok = !n.is_empty()
         && !n.starts_with(['-', '.', '/'])
         && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/*".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
     (!ok).then_some("a parameter name such as `net.ipv4.ip_forward`")
 }
 
