@@ -388,7 +388,7 @@ fn diff_of(action: &dyn Action, rep: &Reported, secret: bool) -> Option<String> 
             (old, Some(new)) => Some(
                 similar::TextDiff::from_lines(
                     old.as_deref().unwrap_or(""),
-                    &String::from_utf8_lossy(new),
+                    String::from_utf8_lossy(new),
                 )
                 .unified_diff()
                 .context_radius(3)

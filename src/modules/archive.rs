@@ -219,12 +219,12 @@ mod tests {
 
     #[test]
     fn member_paths_stay_inside() {
-        assert_eq!(member_path("./a/b/").unwrap(), Some("a/b".to_string()));
-        assert_eq!(member_path("./").unwrap(), None);
-        assert!(member_path("/etc/passwd").unwrap_err().contains("absolute"));
-        assert!(member_path("a/../../x").unwrap_err().contains("`..`"));
+        assert_eq!(member_path("./a/b/").expect("ok"), Some("a/b".to_string()));
+        assert_eq!(member_path("./").expect("ok"), None);
+        assert!(member_path("/etc/passwd").expect_err("an error").contains("absolute"));
+        assert!(member_path("a/../../x").expect_err("an error").contains("`..`"));
         assert!(member_path("..").is_err());
-        assert_eq!(member_path("a..b/c").unwrap(), Some("a..b/c".to_string()));
+        assert_eq!(member_path("a..b/c").expect("ok"), Some("a..b/c".to_string()));
     }
 
     #[test]
@@ -280,17 +280,17 @@ mod tests {
                 kind: Kind::Link("run".into()),
             },
         ];
-        assert_eq!(list(&t).unwrap(), (Format::Tar, want.clone()));
+        assert_eq!(list(&t).expect("ok"), (Format::Tar, want.clone()));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&t).unwrap();
-        assert_eq!(list(&gz.finish().unwrap()).unwrap().1, want);
+        gz.write_all(&t).expect("ok");
+        assert_eq!(list(&gz.finish().expect("ok")).expect("ok").1, want);
         let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
-        bz.write_all(&t).unwrap();
-        assert_eq!(list(&bz.finish().unwrap()).unwrap().1, want);
+        bz.write_all(&t).expect("ok");
+        assert_eq!(list(&bz.finish().expect("ok")).expect("ok").1, want);
         let mut xz = Vec::new();
-        lzma_rs::xz_compress(&mut &t[..], &mut xz).unwrap();
-        assert_eq!(list(&xz).unwrap().1, want);
-        assert!(list(b"plain text").unwrap_err().contains("not an archive"));
+        lzma_rs::xz_compress(&mut &t[..], &mut xz).expect("ok");
+        assert_eq!(list(&xz).expect("ok").1, want);
+        assert!(list(b"plain text").expect_err("an error").contains("not an archive"));
     }
 
     #[test]
@@ -298,15 +298,15 @@ mod tests {
         let slip = tar_of(&[("../evil", tar::EntryType::Regular, b"x", None)]);
         assert!(
             list(&slip)
-                .unwrap_err()
+                .expect_err("an error")
                 .contains("member `../evil` has a `..`")
         );
         let abs = tar_of(&[("/etc/cron.d/x", tar::EntryType::Regular, b"x", None)]);
-        assert!(list(&abs).unwrap_err().contains("absolute"));
+        assert!(list(&abs).expect_err("an error").contains("absolute"));
         let link = tar_of(&[("l", tar::EntryType::Symlink, b"", Some("/etc"))]);
-        assert!(list(&link).unwrap_err().contains("outside"));
+        assert!(list(&link).expect_err("an error").contains("outside"));
         let hard = tar_of(&[("h", tar::EntryType::Link, b"", Some("x"))]);
-        assert!(list(&hard).unwrap_err().contains("hard link"));
+        assert!(list(&hard).expect_err("an error").contains("hard link"));
     }
 
     #[test]
@@ -317,19 +317,19 @@ mod tests {
             for n in names {
                 if n.ends_with('/') {
                     w.add_directory(*n, zip::write::SimpleFileOptions::default())
-                        .unwrap();
+                        .expect("ok");
                 } else {
                     w.start_file(*n, zip::write::SimpleFileOptions::default())
-                        .unwrap();
-                    w.write_all(b"z").unwrap();
+                        .expect("ok");
+                    w.write_all(b"z").expect("ok");
                 }
             }
-            w.finish().unwrap().into_inner()
+            w.finish().expect("ok").into_inner()
         };
-        let (f, m) = list(&zip_of(&["d/", "d/f"])).unwrap();
+        let (f, m) = list(&zip_of(&["d/", "d/f"])).expect("ok");
         assert_eq!(f, Format::Zip);
         assert_eq!(m[0].kind, Kind::Dir);
         assert_eq!(m[1].kind, Kind::File(crate::util::sha256_hex(b"z")));
-        assert!(list(&zip_of(&["../../x"])).unwrap_err().contains("`..`"));
+        assert!(list(&zip_of(&["../../x"])).expect_err("an error").contains("`..`"));
     }
 }

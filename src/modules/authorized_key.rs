@@ -308,29 +308,29 @@ mod tests {
     fn bad_keys_say_why() {
         assert!(
             parse_key("ssh-foo AAAA")
-                .unwrap_err()
+                .expect_err("an error")
                 .contains("not a public key type")
         );
         assert!(
             parse_key("no-pty ssh-ed25519 AAAA")
-                .unwrap_err()
+                .expect_err("an error")
                 .contains("options go in")
         );
         assert!(
             parse_key("ssh-ed25519")
-                .unwrap_err()
+                .expect_err("an error")
                 .contains("no key data")
         );
         assert!(
             parse_key("ssh-ed25519 !!!")
-                .unwrap_err()
+                .expect_err("an error")
                 .contains("not base64")
         );
         // An ed25519 blob presented as RSA.
         let blob = ED.split(' ').nth(1).expect("blob");
         assert!(
             parse_key(&format!("ssh-rsa {blob}"))
-                .unwrap_err()
+                .expect_err("an error")
                 .contains("not a ssh-rsa key")
         );
         assert!(parse_key("ssh-ed25519 AAAAC3Nz").is_err(), "cut short");

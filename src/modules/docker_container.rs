@@ -414,7 +414,7 @@ mod tests {
         );
         assert!(
             parse_port("8080:80", None)
-                .unwrap_err()
+                .expect_err("an error")
                 .contains("no fleet IP")
         );
         assert!(
@@ -423,7 +423,7 @@ mod tests {
         );
         assert!(
             parse_port("x:8080:80", None)
-                .unwrap_err()
+                .expect_err("an error")
                 .contains("not an IPv4")
         );
         assert!(parse_port("8080:80/icmp", Some("1.2.3.4")).is_err());
