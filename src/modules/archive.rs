@@ -221,10 +221,21 @@ mod tests {
     fn member_paths_stay_inside() {
         assert_eq!(member_path("./a/b/").expect("ok"), Some("a/b".to_string()));
         assert_eq!(member_path("./").expect("ok"), None);
-        assert!(member_path("/etc/passwd").expect_err("an error").contains("absolute"));
-        assert!(member_path("a/../../x").expect_err("an error").contains("`..`"));
+        assert!(
+            member_path("/etc/passwd")
+                .expect_err("an error")
+                .contains("absolute")
+        );
+        assert!(
+            member_path("a/../../x")
+                .expect_err("an error")
+                .contains("`..`")
+        );
         assert!(member_path("..").is_err());
-        assert_eq!(member_path("a..b/c").expect("ok"), Some("a..b/c".to_string()));
+        assert_eq!(
+            member_path("a..b/c").expect("ok"),
+            Some("a..b/c".to_string())
+        );
     }
 
     #[test]
@@ -290,7 +301,11 @@ mod tests {
         let mut xz = Vec::new();
         lzma_rs::xz_compress(&mut &t[..], &mut xz).expect("ok");
         assert_eq!(list(&xz).expect("ok").1, want);
-        assert!(list(b"plain text").expect_err("an error").contains("not an archive"));
+        assert!(
+            list(b"plain text")
+                .expect_err("an error")
+                .contains("not an archive")
+        );
     }
 
     #[test]
@@ -330,6 +345,10 @@ mod tests {
         assert_eq!(f, Format::Zip);
         assert_eq!(m[0].kind, Kind::Dir);
         assert_eq!(m[1].kind, Kind::File(crate::util::sha256_hex(b"z")));
-        assert!(list(&zip_of(&["../../x"])).expect_err("an error").contains("`..`"));
+        assert!(
+            list(&zip_of(&["../../x"]))
+                .expect_err("an error")
+                .contains("`..`")
+        );
     }
 }
