@@ -14,6 +14,10 @@ use support::{Hosts, build_repo, crate_root, parse_case};
 
 const MARK: &str = "fleet-mark";
 
+/// A well-formed public key (an authorized_key task's options are the hostile part).
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINLmsPu4QhDy2LXaWCxuBN4bcZAg5M8FswK2snhyG7eu k";
+
 /// The hostile values; `mark` is where a successful injection would create a file.
 fn values(mark: &str) -> Vec<String> {
     vec![
@@ -83,6 +87,12 @@ fn no_mark(hosts: &Hosts, when: &str) {
 fn no_value_runs_as_code_and_data_arrives_byte_for_byte() {
     let hosts = Hosts::up(1);
     hosts.install_standins(1);
+    hosts.install(1, "tests/standins/crontab", "/usr/local/bin/crontab");
+    hosts.install(1, "tests/standins/docker", "/usr/local/bin/docker");
+    hosts.sh(
+        1,
+        "mkdir -p /var/lib/standin-systemd && touch /var/lib/standin-systemd/docker.active",
+    );
     let (hook, bodies) = support::webhook();
     let abs = values(&format!("/tmp/{MARK}"));
     // Values for file names: a relative mark (a script's working directory is the login's
@@ -112,7 +122,7 @@ fn no_value_runs_as_code_and_data_arrives_byte_for_byte() {
         "- name: hostile\n  hosts: all\n  tasks:".to_string(),
         format!("    - {{ name: read abs, http: {{ url: \"{server}/abs.json\" }}, register: abs }}"),
         format!("    - {{ name: read rel, http: {{ url: \"{server}/rel.json\" }}, register: rel }}"),
-        "    - { name: dirs, file: { path: \"/srv/h/{{ item }}\", state: directory }, loop: [touch, dirs, link, copy, names, tmpl, lines, argv, env, shenv, cwd, reg, sub] }".into(),
+        "    - { name: dirs, file: { path: \"/srv/h/{{ item }}\", state: directory }, loop: [touch, dirs, link, copy, names, tmpl, lines, argv, env, shenv, cwd, reg, sub, git, sysctl, units] }".into(),
         // file
         format!("    - {{ name: touch, file: {{ path: \"/srv/h/touch/{{{{ item.v }}}}\", state: touch }}, {r}, {t} }}"),
         format!("    - {{ name: mkdirs, file: {{ path: \"/srv/h/dirs/{{{{ item.v }}}}\", state: directory, mode: \"0750\" }}, {r}, {t} }}"),
@@ -161,6 +171,26 @@ fn no_value_runs_as_code_and_data_arrives_byte_for_byte() {
         format!("    - {{ name: agent, fleet_agent: {{ hq_url: \"http://127.0.0.1:1/{{{{ item.v }}}}\", token_file: \"{{{{ item.v }}}}\", interval: \"{{{{ item.v }}}}\", binary: \"{{{{ item.v }}}}\", user: \"{{{{ item.v }}}}\", source: \"{{{{ item.v }}}}\", token_source: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),
         format!("    - {{ name: agent url, fleet_agent: {{ hq_url: \"http://127.0.0.1:1/{{{{ item.v }}}}\", binary: /srv/h/sub/fleet, token_file: /srv/h/sub/agent.token, token_source: /nonexistent }}, {a}, {t} }}"),
         format!("    - {{ name: debug, debug: {{ msg: \"{{{{ item.v }}}}\" }}, {a} }}"),
+        // the modules Ansible users reach for
+        format!("    - {{ name: git, git: {{ repo: \"{{{{ item.v }}}}\", dest: \"/srv/h/git/{{{{ item.i }}}}\", version: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),
+        format!("    - {{ name: git dest, git: {{ repo: /srv/none.git, dest: \"/srv/h/names/git{{{{ item.v }}}}\", depth: \"{{{{ item.v }}}}\" }}, {r}, {t} }}"),
+        format!("    - {{ name: unarchive, unarchive: {{ src: \"{{{{ item.v }}}}\", dest: \"/srv/h/dirs/{{{{ item.v }}}}\", remote_src: true, creates: \"{{{{ item.v }}}}\" }}, {r}, {t} }}"),
+        format!("    - {{ name: unarchive src, unarchive: {{ src: \"{{{{ item.v }}}}\", dest: /srv/h/sub }}, {a}, {t} }}"),
+        format!("    - {{ name: cron, cron: {{ name: \"{{{{ item.v }}}}\", job: \"{{{{ item.v }}}}\", minute: \"{{{{ item.v }}}}\", special_time: \"{{{{ item.v }}}}\", user: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),
+        format!("    - {{ name: cron data, cron: {{ name: \"{{{{ item.v }}}}\", job: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),
+        format!("    - {{ name: cron env, cron: {{ name: \"{{{{ item.v }}}}\", env: true, job: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),
+        format!("    - {{ name: authorized_key, authorized_key: {{ user: \"{{{{ item.v }}}}\", key: \"{{{{ item.v }}}}\", key_options: \"{{{{ item.v }}}}\", path: \"/srv/h/names/k{{{{ item.v }}}}\", state: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),
+        format!("    - {{ name: authorized_key opts, authorized_key: {{ user: root, key: \"{KEY}\", key_options: \"{{{{ item.v }}}}\", path: \"/srv/h/sub/keys{{{{ item.i }}}}\" }}, {a}, {t} }}"),
+        format!("    - {{ name: systemd_unit, systemd_unit: {{ name: \"{{{{ item.v }}}}\", content: \"{{{{ item.v }}}}\", dir: \"/srv/h/dirs/{{{{ item.v }}}}\", state: \"{{{{ item.v }}}}\" }}, {r}, {t} }}"),
+        format!("    - {{ name: systemd_unit content, systemd_unit: {{ name: \"u{{{{ item.i }}}}\", content: \"{{{{ item.v }}}}\", dir: /srv/h/units }}, {a}, {t} }}"),
+        format!("    - {{ name: docker_container, docker_container: {{ name: \"{{{{ item.v }}}}\", image: \"{{{{ item.v }}}}\", ports: [\"{{{{ item.v }}}}\"], env: {{ V: \"{{{{ item.v }}}}\" }}, volumes: [\"{{{{ item.v }}}}\"], command: [\"{{{{ item.v }}}}\"], bind_address: \"{{{{ item.v }}}}\", restart_policy: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),
+        format!("    - {{ name: docker data, docker_container: {{ name: \"hc{{{{ item.i }}}}\", image: busybox, env: {{ V: \"{{{{ item.v }}}}\" }}, command: [sh, \"{{{{ item.v }}}}\"], volumes: [\"/srv/h/{{{{ item.i }}}}:/x\"] }}, {a}, {t} }}"),
+        format!("    - {{ name: docker_compose, docker_compose: {{ project_src: \"/srv/h/dirs/{{{{ item.v }}}}\", files: [\"{{{{ item.v }}}}\"], project_name: \"{{{{ item.v }}}}\" }}, {r}, {t} }}"),
+        format!("    - {{ name: pip, pip: {{ name: \"{{{{ item.v }}}}\", virtualenv: \"/srv/h/names/venv{{{{ item.v }}}}\", python: \"{{{{ item.v }}}}\", index_url: \"{{{{ item.v }}}}\", find_links: \"{{{{ item.v }}}}\" }}, {r}, {t} }}"),
+        format!("    - {{ name: pip python, pip: {{ name: fleetdemo, virtualenv: \"/srv/h/names/venv{{{{ item.v }}}}\", python: \"{{{{ item.v }}}}\" }}, {r}, {t} }}"),
+        format!("    - {{ name: uv, uv: {{ name: \"{{{{ item.v }}}}\", find_links: \"{{{{ item.v }}}}\", index_url: \"{{{{ item.v }}}}\", state: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),
+        format!("    - {{ name: sysctl, sysctl: {{ name: \"{{{{ item.v }}}}\", value: \"{{{{ item.v }}}}\", sysctl_file: \"/srv/h/names/s{{{{ item.v }}}}\", reload: false }}, {r}, {t} }}"),
+        format!("    - {{ name: sysctl data, sysctl: {{ name: kernel.domainname, value: \"{{{{ item.v }}}}\", sysctl_file: \"/srv/h/sysctl/{{{{ item.i }}}}\", reload: false }}, {a}, {t} }}"),
         // values that come from the host through register + loop
         "    - { name: read lines, shell: cat /srv/in/lines, register: got, changed_when: false }".into(),
         format!("    - {{ name: reg package, package: {{ name: \"{{{{ item }}}}\" }}, loop: \"{{{{ got.stdout_lines }}}}\", {t} }}"),
@@ -296,5 +326,66 @@ fn no_value_runs_as_code_and_data_arrives_byte_for_byte() {
         status("package")
     );
     assert!(status("reg package").iter().all(|s| s == "failed"));
+    // Cron entries, unit files, sysctl values and container environments hold the values as
+    // data (a cron name or job with a control character is refused; sysctl reads any
+    // whitespace as one space).
+    let crontab = hosts.sh(1, "crontab -l");
+    for v in abs.iter().filter(|v| !v.chars().any(char::is_control)) {
+        assert!(
+            crontab.lines().any(|l| l == format!("#fleet: {v}"))
+                && crontab.lines().any(|l| l == format!("* * * * * {v}")),
+            "cron entry {v:?}: {crontab}"
+        );
+    }
+    assert_eq!(
+        listing(&hosts, "/srv/h/units", true),
+        by_index(&abs, &all)
+            .into_iter()
+            .map(|(k, v)| (format!("u{k}.service"), v))
+            .collect()
+    );
+    assert_eq!(
+        listing(&hosts, "/srv/h/sysctl", true),
+        by_index(&abs, &all)
+            .into_iter()
+            .map(|(k, v)| (
+                k,
+                format!(
+                    "kernel.domainname = {}\n",
+                    v.split_whitespace().collect::<Vec<_>>().join(" ")
+                )
+            ))
+            .collect()
+    );
+    let containers = listing(&hosts, "/var/lib/standin-docker/containers", true);
+    for (i, v) in abs.iter().enumerate() {
+        let c: serde_json::Value = serde_json::from_str(
+            containers
+                .get(&format!("hc{i}.json"))
+                .unwrap_or_else(|| panic!("container hc{i} for {v:?}: {containers:?}")),
+        )
+        .expect("container JSON");
+        assert_eq!(
+            c["Config"]["Env"].as_array().and_then(|e| e.last()),
+            Some(&serde_json::json!(format!("V={v}")))
+        );
+        assert_eq!(c["Config"]["Cmd"], serde_json::json!(["sh", v]));
+    }
+    for task in [
+        "git",
+        "git dest",
+        "unarchive",
+        "unarchive src",
+        "pip",
+        "pip python",
+        "uv",
+        "sysctl",
+    ] {
+        let s = status(task);
+        assert!(
+            !s.is_empty() && s.iter().all(|s| s == "failed"),
+            "{task}: {s:?}"
+        );
+    }
     no_mark(&hosts, "after the checks");
 }

@@ -105,6 +105,7 @@ pub async fn action(
             missing: false,
             more: false,
             before: r.before,
+            after: r2.after.or(r.after),
         }),
         Err(m) => Err(m),
     })

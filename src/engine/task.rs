@@ -324,7 +324,11 @@ impl Run<'_> {
                 });
             }
             let diff = if mode.diff && changed {
-                diff_of(action.as_ref(), &rep)
+                diff_of(
+                    action.as_ref(),
+                    &rep,
+                    inst.args.as_ref().is_some_and(|a| a.is_secret()),
+                )
             } else {
                 None
             };
@@ -423,8 +427,9 @@ impl Run<'_> {
 }
 
 /// A unified diff of the file a task placed (or, for a file edited in place, its old
-/// contents); none for a content that read a secret.
-fn diff_of(action: &dyn Action, rep: &Reported) -> Option<String> {
+/// contents, or both ways when the host computed the new ones); none for a content that read
+/// a secret.
+fn diff_of(action: &dyn Action, rep: &Reported, secret: bool) -> Option<String> {
     let before = rep
         .before
         .as_ref()
@@ -445,11 +450,27 @@ fn diff_of(action: &dyn Action, rep: &Reported) -> Option<String> {
                     .to_string(),
             )
         }
-        None => before.map(|old| {
-            format!(
-                "--- before\n{}",
-                old.lines().map(|l| format!(" {l}\n")).collect::<String>()
-            )
-        }),
+        None => match (before, &rep.after) {
+            // A file the host edited and reported both ways (`fleet_new`).
+            (_, Some(_)) if secret => Some(format!(
+                "--- before\n+++ after\n(the new content reads a secret: {MASK})\n"
+            )),
+            (old, Some(new)) => Some(
+                similar::TextDiff::from_lines(
+                    old.as_deref().unwrap_or(""),
+                    String::from_utf8_lossy(new),
+                )
+                .unified_diff()
+                .context_radius(3)
+                .header("before", "after")
+                .to_string(),
+            ),
+            (old, None) => old.map(|old| {
+                format!(
+                    "--- before\n{}",
+                    old.lines().map(|l| format!(" {l}\n")).collect::<String>()
+                )
+            }),
+        },
     }
 }

@@ -21,6 +21,20 @@ pub struct Disk {
     pub free_gb: f64,
 }
 
+/// A mounted filesystem (read-only facts: fleet mounts nothing).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// What is mounted (`/dev/nvme0n1p2`, `server:/export`).
+    pub device: String,
+    /// Where.
+    pub mount: String,
+    /// Its filesystem type (`ext4`, `apfs`, `nfs`).
+    pub fstype: String,
+    /// Its mount options.
+    pub options: Vec<String>,
+}
+
 /// What fleet knows about a host after gathering facts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Facts {
@@ -72,6 +86,9 @@ pub struct Facts {
     /// The custom facts files that are not valid JSON: name → what is wrong.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub local_errors: std::collections::BTreeMap<String, String>,
+    /// Mounted filesystems (`/proc/mounts`; `mount` on macOS), pseudo filesystems left out.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
 }
 
 impl Facts {

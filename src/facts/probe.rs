@@ -1,7 +1,7 @@
 //! Facts in one round trip: a POSIX sh probe prints `key=value` lines for Linux and macOS
 //! alike, and a pure parser turns them into [`Facts`] (tested on fixtures of both).
 
-use crate::facts::{Disk, Facts};
+use crate::facts::{Disk, Facts, Mount};
 
 /// The probe script. Every command may be missing; the parser takes what is there.
 pub const PROBE: &str = r#"
@@ -43,6 +43,7 @@ if command -v ip >/dev/null 2>&1; then
 elif command -v ifconfig >/dev/null 2>&1; then
   ifconfig 2>/dev/null
 fi
+if [ -r /proc/mounts ]; then sed 's/^/mount=/' /proc/mounts; else mount 2>/dev/null | sed 's/^/mount_bsd=/'; fi
 for t in tailscale /opt/homebrew/bin/tailscale /usr/local/bin/tailscale /Applications/Tailscale.app/Contents/MacOS/Tailscale; do
   if command -v $t >/dev/null 2>&1; then echo "tailscale_ip=$($t ip -4 2>/dev/null | head -n1)"; break; fi
 done
@@ -129,6 +130,68 @@ fn parse_local(files: Vec<(String, Option<Vec<u8>>)>, f: &mut Facts) {
     }
 }
 
+/// Filesystems that are the kernel's own views, not storage: left out of the mount facts.
+const PSEUDO_FS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "devpts",
+    "mqueue",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "configfs",
+    "fusectl",
+    "hugetlbfs",
+    "autofs",
+    "binfmt_misc",
+    "nsfs",
+    "rpc_pipefs",
+    "devfs",
+    "efivarfs",
+    "selinuxfs",
+];
+
+/// A line of `/proc/mounts` (`DEV PATH TYPE OPTS 0 0`, spaces in names as `\040`) or of
+/// macOS' `mount` (`DEV on PATH (TYPE, OPT, OPT)`).
+fn parse_mount(kind: &str, line: &str) -> Option<Mount> {
+    let (device, mount, fstype, options) = if kind == "mount" {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let unescape = |s: &str| {
+            s.replace("\\040", " ")
+                .replace("\\011", "\t")
+                .replace("\\012", "\n")
+                .replace("\\134", "\\")
+        };
+        (
+            unescape(w.first()?),
+            unescape(w.get(1)?),
+            w.get(2)?.to_string(),
+            w.get(3)
+                .map_or(Vec::new(), |o| o.split(',').map(str::to_string).collect()),
+        )
+    } else {
+        let (head, tail) = line.rsplit_once(" (")?;
+        let (device, mount) = head.split_once(" on ")?;
+        let mut opts = tail.trim_end_matches(')').split(", ").map(str::to_string);
+        (
+            device.to_string(),
+            mount.to_string(),
+            opts.next()?,
+            opts.collect(),
+        )
+    };
+    (!PSEUDO_FS.contains(&fstype.as_str())).then_some(Mount {
+        device,
+        mount,
+        fstype,
+        options,
+    })
+}
+
 /// Parses the probe's output.
 pub fn parse(text: &str) -> Facts {
     let mut f = Facts::default();
@@ -208,6 +271,7 @@ pub fn parse(text: &str) -> Facts {
             }
             "ollama_version" => f.ollama_version = Some(v.to_string()),
             "user" => f.user = Some(v.to_string()),
+            "mount" | "mount_bsd" => f.mounts.extend(parse_mount(k, v)),
             "tailscale_ip" if v.parse::<std::net::Ipv4Addr>().is_ok() => {
                 f.tailscale_ip = Some(v.to_string());
             }
@@ -310,6 +374,38 @@ mod tests {
         assert!(f.local_errors["broken"].contains("broken.json: not valid JSON"));
         assert!(f.local_errors["empty"].contains("not valid JSON"));
         assert!(f.local_errors["odd"].contains("could not read it"));
+}
+
+    #[test]
+    fn mounts_from_linux_and_macos() {
+        let f = parse(
+            "mount=/dev/nvme0n1p2 / ext4 rw,relatime 0 0\nmount=proc /proc proc rw 0 0\nmount=srv:/x /mnt/my\\040disk nfs4 ro 0 0\nmount_bsd=/dev/disk3s1s1 on / (apfs, sealed, local, read-only)\nmount_bsd=devfs on /dev (devfs, local)\n",
+        );
+        let m: Vec<_> = f
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.device.as_str(),
+                    m.mount.as_str(),
+                    m.fstype.as_str(),
+                    m.options.join(","),
+                )
+            })
+            .collect();
+        assert_eq!(
+            m,
+            [
+                ("/dev/nvme0n1p2", "/", "ext4", "rw,relatime".to_string()),
+                ("srv:/x", "/mnt/my disk", "nfs4", "ro".to_string()),
+                (
+                    "/dev/disk3s1s1",
+                    "/",
+                    "apfs",
+                    "sealed,local,read-only".to_string()
+                )
+            ]
+        );
     }
 
     #[test]

@@ -8,27 +8,38 @@
 //! here too, so `engine/` has no branch on module names. Adding a module is adding one file
 //! and its entry in [`ALL`].
 
+pub mod archive;
 pub mod args;
 pub mod attrs;
 pub mod place;
 pub mod run;
 pub mod values;
 
+pub mod authorized_key;
 pub mod command;
 pub mod copy;
+pub mod cron;
 pub mod debug;
+pub mod docker_compose;
+pub mod docker_container;
 pub mod file;
 pub mod fleet_agent;
 pub mod fleet_tls;
 pub mod get_url;
+pub mod git;
 pub mod http;
 pub mod lineinfile;
 pub mod ollama_model;
 pub mod package;
+pub mod pip;
 pub mod service;
 pub mod shell;
+pub mod sysctl;
+pub mod systemd_unit;
 pub mod template;
+pub mod unarchive;
 pub mod user;
+pub mod uv;
 pub mod wait_for;
 
 #[cfg(test)]
@@ -60,6 +71,16 @@ pub static ALL: &[&dyn AnyModule] = &[
     &fleet_agent::FleetAgent,
     &fleet_tls::FleetTls,
     &user::User,
+    &git::Git,
+    &unarchive::Unarchive,
+    &cron::Cron,
+    &authorized_key::AuthorizedKey,
+    &systemd_unit::SystemdUnit,
+    &docker_container::DockerContainer,
+    &docker_compose::DockerCompose,
+    &pip::Pip,
+    &uv::Uv,
+    &sysctl::Sysctl,
     &debug::Debug,
 ];
 
@@ -80,6 +101,16 @@ pub static SPECS: &[&ModuleSpec] = &[
     &fleet_agent::SPEC,
     &fleet_tls::SPEC,
     &user::SPEC,
+    &git::SPEC,
+    &unarchive::SPEC,
+    &cron::SPEC,
+    &authorized_key::SPEC,
+    &systemd_unit::SPEC,
+    &docker_container::SPEC,
+    &docker_compose::SPEC,
+    &pip::SPEC,
+    &uv::SPEC,
+    &sysctl::SPEC,
     &debug::SPEC,
 ];
 

@@ -19,6 +19,23 @@ impl Files for Fixed {
         })
     }
     fn repo_file(&self, src: &str) -> Result<Vec<u8>, ArgError> {
+        if src.ends_with(".tar") {
+            // A small archive: a directory, a file, a link.
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            b.append_data(&mut h, "app/", &b""[..]).expect("dir");
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3);
+            b.append_data(&mut h, "app/run", &b"hi\n"[..])
+                .expect("file");
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, "app/cur", "run").expect("link");
+            return Ok(b.into_inner().expect("tar"));
+        }
         Ok(format!("file {src}\n").into_bytes())
     }
     fn repo_root(&self) -> &Path {
@@ -239,6 +256,117 @@ fn network() {
         script(
             "ollama_model",
             json!({ "name": "llama3.1:8b", "url": "http://127.0.0.1:11434/" }),
+            &linux()
+        )
+    );
+}
+
+#[test]
+fn ansible_favourites() {
+    insta::assert_snapshot!(
+        "git",
+        script(
+            "git",
+            json!({ "repo": "file:///srv/repo.git", "dest": "/opt/app", "version": "v1.2", "depth": 1 }),
+            &linux()
+        )
+    );
+    let a = action("unarchive", json!({ "src": "app.tar", "dest": "/opt/app" }));
+    insta::assert_snapshot!(
+        "unarchive_compare",
+        a.script(&linux()).expect("script").script.text()
+    );
+    let more = crate::modules::Reported {
+        more: true,
+        ..Default::default()
+    };
+    let second = a
+        .followup(&linux(), &more)
+        .expect("followup")
+        .expect("a transfer");
+    assert!(second.stdin.is_some());
+    insta::assert_snapshot!("unarchive_transfer", second.script.text());
+    insta::assert_snapshot!(
+        "unarchive_remote",
+        script(
+            "unarchive",
+            json!({ "src": "/srv/app.tar.gz", "dest": "/opt/app", "remote_src": true, "creates": HOSTILE }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "cron",
+        script(
+            "cron",
+            json!({ "name": HOSTILE.replace('\n', " "), "job": HOSTILE.replace('\n', " "), "minute": "*/5", "hour": 3, "user": "app" }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "authorized_key",
+        script(
+            "authorized_key",
+            json!({ "user": "app", "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINLmsPu4QhDy2LXaWCxuBN4bcZAg5M8FswK2snhyG7eu x'$(id)", "key_options": "no-pty,command=\"$(id) `x`\"", "exclusive": true }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "systemd_unit",
+        script(
+            "systemd_unit",
+            json!({ "name": "ollama", "content": "[Service]\nExecStart=/usr/local/bin/ollama serve\n" }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "systemd_unit_absent",
+        script(
+            "systemd_unit",
+            json!({ "name": "old.timer", "state": "absent" }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "systemd_daemon_reload",
+        script("systemd_unit", json!({ "daemon_reload": true }), &linux())
+    );
+    insta::assert_snapshot!(
+        "docker_container",
+        script(
+            "docker_container",
+            json!({ "name": "web", "image": "nginx:1.27", "ports": ["8080:80", "127.0.0.1:8443:443"], "env": { "TOKEN": HOSTILE }, "volumes": ["/srv/www:/usr/share/nginx/html:ro"], "restart_policy": "unless-stopped", "command": ["nginx", "-g", "daemon off;"], "bind_address": "10.0.0.5" }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "docker_compose",
+        script(
+            "docker_compose",
+            json!({ "project_src": "/srv/app", "files": ["compose.yaml", "compose.prod.yaml"], "project_name": "app", "pull": true }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "pip",
+        script(
+            "pip",
+            json!({ "name": ["rich", "httpx>=0.27,<1"], "virtualenv": "/opt/tools/venv", "state": "latest", "find_links": "/srv/wheels" }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "uv",
+        script(
+            "uv",
+            json!({ "name": "ruff", "state": "latest", "index_url": "https://pypi.example/simple" }),
+            &linux()
+        )
+    );
+    insta::assert_snapshot!(
+        "sysctl",
+        script(
+            "sysctl",
+            json!({ "name": "net.ipv4.ip_forward", "value": 1, "sysctl_file": "/etc/sysctl.d/60-net.conf" }),
             &linux()
         )
     );

@@ -53,6 +53,10 @@ impl Nonce {
     fn old(&self) -> String {
         format!("__FLEET_OLD_{}__", self.0)
     }
+
+    fn new_mark(&self) -> String {
+        format!("__FLEET_NEW_{}__", self.0)
+    }
 }
 
 impl Default for Nonce {
@@ -105,6 +109,8 @@ pub struct Unit<'a> {
 /// - `fleet_stat PATH`: `st` = "MODE USER GROUP UID GID" (from the exec's one `stat` while
 ///   nothing but other units' own paths has changed yet);
 /// - `fleet_old PATH`: the file's contents, base64, between markers (for `--diff`);
+/// - `fleet_new PATH`: the contents it will have, for `--diff` of a file whose new contents
+///   only the host can compute (an edit merged with what is there);
 /// - `fleet_sum PATH`: `sum` = the file's sha256;
 /// - `fleet_tmp_trap`: removes `$t` when the unit ends or the connection drops.
 const PRELUDE: &str = concat!(
@@ -116,6 +122,7 @@ const PRELUDE: &str = concat!(
     "if [ \"$r\" != \"$FLEET_STATS\" ]; then r=${r##*\"\n\"}; set -- $r; [ $# = 5 ] && { st=$r; return 0; }; fi;; esac; fi; ",
     "st=$(stat -c '%a %U %G %u %g' -- \"$p_\" 2>/dev/null || stat -f '%Lp %Su %Sg %u %g' -- \"$p_\" 2>/dev/null); }\n",
     "fleet_old() { printf '__FLEET_OLD_%s__\\n' \"$FN\"; base64 < \"$1\"; printf '\\n__FLEET_OLD_%s__\\n' \"$FN\"; }\n",
+    "fleet_new() { printf '__FLEET_NEW_%s__\\n' \"$FN\"; base64 < \"$1\"; printf '\\n__FLEET_NEW_%s__\\n' \"$FN\"; }\n",
     "fleet_sum() { set -- \"$1\" \"$( { sha256sum < \"$1\" || shasum -a 256 < \"$1\"; } 2>/dev/null)\"; sum=${2%% *}; }\n",
     "fleet_tmp_trap() { trap 'rm -f -- \"$t\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; }\n",
 );
@@ -260,6 +267,8 @@ pub struct Reported {
     pub more: bool,
     /// The file's previous contents, when it changed and `--diff` asked for them.
     pub before: Option<Vec<u8>>,
+    /// Its new contents, when only the host knows them (`fleet_new`) and `--diff` asked.
+    pub after: Option<Vec<u8>>,
 }
 
 /// Reads a unit's result line and old contents; `Err` with the unit's message when it
@@ -284,20 +293,8 @@ pub fn report(out: &UnitOutput, nonce: &Nonce) -> Result<Reported, String> {
             .unwrap_or("0")
     };
     let mut body = out.stdout[..i].to_string();
-    let old = nonce.old();
-    let mut before = None;
-    if let Some(start) = body.find(&format!("{old}\n"))
-        && let Some(len) = body[start + old.len() + 1..].find(&format!("\n{old}\n"))
-    {
-        let from = start + old.len() + 1;
-        let b64: String = body[from..from + len]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        use base64::Engine;
-        before = base64::engine::general_purpose::STANDARD.decode(b64).ok();
-        body.replace_range(start..from + len + old.len() + 2, "");
-    }
+    let before = take_block(&mut body, &nonce.old());
+    let after = take_block(&mut body, &nonce.new_mark());
     // Like a shell's $(...), drop the final newline of what the command printed.
     if body.ends_with('\n') {
         body.pop();
@@ -310,7 +307,22 @@ pub fn report(out: &UnitOutput, nonce: &Nonce) -> Result<Reported, String> {
         missing: field("missing") == "1",
         more: field("more") == "1",
         before,
+        after,
     })
+}
+
+/// Removes the base64 block between two `mark` lines from `body` and decodes it.
+fn take_block(body: &mut String, mark: &str) -> Option<Vec<u8>> {
+    let start = body.find(&format!("{mark}\n"))?;
+    let from = start + mark.len() + 1;
+    let len = body[from..].find(&format!("\n{mark}\n"))?;
+    let b64: String = body[from..from + len]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    body.replace_range(start..from + len + mark.len() + 2, "");
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
 #[cfg(test)]
