@@ -86,7 +86,8 @@ struct LoadArgs {
     /// A request not answered within this long after it was due is an error (`timeout`).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// `NAME=PID`: report the CPU that process and its descendants used (repeatable).
+    /// `NAME=PID`: report the CPU that process and its descendants used (repeatable; `self`
+    /// is the load generator).
     #[arg(long = "cpu", value_name = "NAME=PID")]
     cpu: Vec<String>,
     /// A label copied into the output.
@@ -432,10 +433,12 @@ fn parse_cpu(spec: &str) -> Result<(String, u32), String> {
     let (name, pid) = spec
         .split_once('=')
         .ok_or_else(|| format!("`--cpu {spec}`: expected NAME=PID"))?;
-    let pid = pid
-        .trim()
-        .parse()
-        .map_err(|_| format!("`--cpu {spec}`: `{pid}` is not a process id"))?;
+    let pid = match pid.trim() {
+        "self" => std::process::id(),
+        p => p
+            .parse()
+            .map_err(|_| format!("`--cpu {spec}`: `{pid}` is not a process id"))?,
+    };
     Ok((name.trim().to_string(), pid))
 }
 
@@ -730,6 +733,7 @@ mod tests {
         );
         assert!(parse_serve("=m").is_err());
         assert_eq!(parse_cpu("gw=12").expect("ok"), ("gw".to_string(), 12));
+        assert_eq!(parse_cpu("me=self").expect("ok").1, std::process::id());
         assert!(
             parse_cpu("gw=x")
                 .expect_err("pid")
