@@ -374,7 +374,7 @@ mod tests {
         assert!(f.local_errors["broken"].contains("broken.json: not valid JSON"));
         assert!(f.local_errors["empty"].contains("not valid JSON"));
         assert!(f.local_errors["odd"].contains("could not read it"));
-}
+    }
 
     #[test]
     fn mounts_from_linux_and_macos() {

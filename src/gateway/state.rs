@@ -126,7 +126,7 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// The spend ledger.
     pub ledger: Ledger,
-    tokens: Mutex<Store>,
+    tokens: Mutex<TokenCache>,
     /// The pooled HTTP client for upstreams.
     pub client: reqwest::Client,
     recent: Mutex<HashMap<String, VecDeque<RecentError>>>,
@@ -137,6 +137,51 @@ impl std::fmt::Debug for Gateway {
         f.debug_struct("Gateway")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
+    }
+}
+
+/// Valid tokens seen recently, so a request does not query SQLite: the cache is emptied
+/// whenever the store changed (`PRAGMA data_version`: a `fleet token revoke` from another
+/// process shows at once) and an entry lives [`TOKEN_TTL`] at most (a rotated token's old
+/// secret expires by time).
+struct TokenCache {
+    store: Store,
+    version: i64,
+    known: HashMap<String, (String, TokenKind, std::time::Instant)>,
+}
+
+/// How long a cached token is trusted without asking the store again.
+const TOKEN_TTL: Duration = Duration::from_secs(5);
+
+impl TokenCache {
+    fn lookup(&mut self, hash: &str) -> Result<Option<(String, TokenKind)>, String> {
+        let v = self.store.data_version();
+        if v != self.version {
+            self.known.clear();
+            self.version = v;
+        }
+        if let Some((name, kind, at)) = self.known.get(hash)
+            && at.elapsed() < TOKEN_TTL
+        {
+            return Ok(Some((name.clone(), *kind)));
+        }
+        let found = self.store.token_by_hash(hash, now_ms())?;
+        match found {
+            Some(t) => {
+                if self.known.len() >= 4096 {
+                    self.known.clear();
+                }
+                self.known.insert(
+                    hash.to_string(),
+                    (t.name.clone(), t.kind, std::time::Instant::now()),
+                );
+                Ok(Some((t.name, t.kind)))
+            }
+            None => {
+                self.known.remove(hash);
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -210,7 +255,11 @@ impl Gateway {
             inflight,
             metrics: Metrics::new(),
             ledger: Ledger::open(db).map_err(|e| StartError::Store(e.to_string()))?,
-            tokens: Mutex::new(Store::open(db).map_err(StartError::Store)?),
+            tokens: Mutex::new(TokenCache {
+                store: Store::open(db).map_err(StartError::Store)?,
+                version: i64::MIN,
+                known: HashMap::new(),
+            }),
             client,
             recent: Mutex::new(HashMap::new()),
         })
@@ -293,10 +342,10 @@ impl Gateway {
             .tokens
             .lock()
             .map_err(|_| "store lock poisoned".to_string())
-            .and_then(|s| s.token_by_hash(&tokens::hash(token), now_ms()))
+            .and_then(|mut c| c.lookup(&tokens::hash(token)))
             .map_err(AuthError::Store)?;
         match found {
-            Some(t) if matches!(t.kind, TokenKind::Client | TokenKind::Admin) => Ok(t.name),
+            Some((name, TokenKind::Client | TokenKind::Admin)) => Ok(name),
             _ => Err(AuthError::Invalid),
         }
     }
