@@ -8,15 +8,18 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 
 pub mod adhoc;
+pub mod adopt;
 pub mod agent;
 pub mod apply;
 pub mod candidates;
 pub mod check;
 pub mod completions;
 pub mod docs;
+pub mod drain;
 pub mod eligible;
 pub mod facts;
 pub mod init;
+pub mod join;
 pub mod man;
 pub mod nodes;
 pub mod plan;
@@ -122,6 +125,16 @@ pub enum Command {
     Agent(agent::Args),
     /// Issue or revoke a node's agent token.
     Token(token::Args),
+    /// On a new machine: register it with HQ as pending (with a join token).
+    Join(join::Args),
+    /// Make a pending machine a node: inventory, agent token, provision.
+    Adopt(adopt::Args),
+    /// Take a node out of routing; its agent stops once nothing is in flight (`--undo`: back).
+    Drain(drain::Args),
+    /// Bring a drained node back (`fleet drain --undo NODE`).
+    Undrain(drain::UndrainArgs),
+    /// On a node: drain it with its own agent token.
+    Leave(drain::LeaveArgs),
     /// The fleet CA and HQ's certificate (HTTPS between agents, CLI and HQ).
     Tls(tls::Args),
     /// Create a new fleet repo.
@@ -170,6 +183,11 @@ pub fn run() -> Result<u8> {
         Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
         Command::Agent(a) => agent::run(&a),
         Command::Token(a) => token::run(repo_dir.as_deref(), &a),
+        Command::Join(a) => join::run(&a),
+        Command::Adopt(a) => adopt::run(repo_dir.as_deref(), &a, cli.verbose > 0),
+        Command::Drain(a) => drain::run(repo_dir.as_deref(), &a),
+        Command::Undrain(a) => drain::undrain(repo_dir.as_deref(), &a),
+        Command::Leave(a) => drain::leave(&a),
         Command::Tls(a) => tls::run(repo_dir.as_deref(), &a),
         Command::Docs(a) => docs::run(&a),
     }
@@ -190,6 +208,7 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Resources(a) => a.json,
         Command::Check(a) => a.json,
         Command::Token(a) => a.action.prints_data(),
+        Command::Adopt(a) => a.json,
         Command::Completions(_) | Command::Docs(_) => true,
         Command::Man(a) => a.out.is_none(),
         Command::Validate(_)
@@ -197,6 +216,10 @@ fn asks_for_data(c: &Command) -> bool {
         | Command::Serve(_)
         | Command::Agent(_)
         | Command::Tls(_)
+        | Command::Join(_)
+        | Command::Drain(_)
+        | Command::Undrain(_)
+        | Command::Leave(_)
         | Command::Init(_) => false,
     }
 }

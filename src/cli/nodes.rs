@@ -1,4 +1,5 @@
-//! `fleet nodes`: the inventory as a table or JSON.
+//! `fleet nodes`: the inventory as a table or JSON; `--pending`: the machines that joined and
+//! wait for `fleet adopt`, from HQ.
 
 use std::path::Path;
 
@@ -14,6 +15,89 @@ pub struct Args {
     /// JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The machines that joined (`fleet join`) and wait for `fleet adopt`, from HQ.
+    #[arg(long)]
+    pub pending: bool,
+}
+
+/// Fetches `GET /api/pending` from the inventory's HQ with the client token.
+pub fn fetch_pending(
+    repo: &crate::repo::Repo,
+) -> std::result::Result<Vec<crate::hq::wire::PendingNode>, String> {
+    let Some(url) = &repo.inventory.fleet.hq_url else {
+        return Err("the inventory sets no `fleet.hq_url`".into());
+    };
+    let token = crate::hq::client::client_token(&repo.root);
+    let ca = crate::hq::client::repo_ca(&repo.root);
+    let base = url.value.trim_end_matches('/').to_string();
+    crate::hq::client::block_on(async {
+        let client =
+            crate::hq::client::hq_client(&base, std::time::Duration::from_secs(10), Some(&ca))?;
+        let url = format!("{base}/api/pending");
+        let resp = crate::hq::client::get(&client, &url, token.as_deref())
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        resp.json::<crate::hq::wire::PendingResponse>()
+            .await
+            .map(|r| r.pending)
+            .map_err(|e| format!("{url}: unexpected answer: {e}"))
+    })?
+}
+
+/// `fleet nodes --pending`.
+fn pending(repo: &crate::repo::Repo, json: bool) -> Result<u8> {
+    let list = fetch_pending(repo).map_err(crate::error::Error::Failed)?;
+    if json {
+        let out = serde_json::to_string_pretty(&json!({ "pending": list })).unwrap_or_default();
+        crate::outln!("{out}");
+        return Ok(0);
+    }
+    if list.is_empty() {
+        crate::noteln!(
+            "no machine waits to be adopted (`fleet join` on a new machine registers it)"
+        );
+        return Ok(0);
+    }
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "name", "ssh", "os/arch", "cpu", "memory", "gpu", "priority", "joined",
+    ]);
+    for p in &list {
+        let f = &p.request.facts;
+        let hw = crate::facts::Facts::from(f).overlay(&Default::default());
+        let ssh = &p.request.ssh;
+        t.add_row([
+            p.name.clone(),
+            format!("{}@{}:{}", ssh.user, ssh.address, ssh.port),
+            format!(
+                "{}/{}",
+                hw.os.as_deref().unwrap_or("?"),
+                hw.arch.as_deref().unwrap_or("?")
+            ),
+            format!(
+                "{} × {}",
+                hw.cores.map_or("?".into(), |c| c.to_string()),
+                hw.chip.as_deref().unwrap_or("?")
+            ),
+            fmt_gb(hw.ram_gb),
+            hw.gpu
+                .as_ref()
+                .map(|g| {
+                    format!(
+                        "{} {}",
+                        g.name.clone().unwrap_or_else(|| g.vendor.clone()),
+                        fmt_gb(Some(g.vram_gb))
+                    )
+                })
+                .unwrap_or_else(|| "-".into()),
+            format!("{} (hw)", default_priority(&hw)),
+            p.joined_at.clone(),
+        ]);
+    }
+    crate::outln!("{t}");
+    crate::noteln!("adopt one with `fleet adopt NAME --role ROLE`");
+    Ok(0)
 }
 
 fn fmt_gb(v: Option<f64>) -> String {
@@ -30,6 +114,9 @@ fn fmt_gb(v: Option<f64>) -> String {
 /// Runs `fleet nodes`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let repo = crate::cli::load_repo(repo_dir)?;
+    if args.pending {
+        return pending(&repo, args.json);
+    }
     let inv = &repo.inventory;
     if args.json {
         let nodes: Vec<_> = inv

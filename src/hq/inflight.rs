@@ -92,7 +92,11 @@ mod tests {
         drop(a);
         assert_eq!(f.count("n"), 1);
         assert!(f.try_take("n", 2).is_some());
-        assert_eq!(f.count("n"), 1, "the slot taken in the assert was given back");
+        assert_eq!(
+            f.count("n"),
+            1,
+            "the slot taken in the assert was given back"
+        );
     }
 
     #[test]

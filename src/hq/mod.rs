@@ -4,7 +4,10 @@
 
 pub mod client;
 pub mod conductor;
+pub mod discovery;
+pub mod drain;
 pub mod inflight;
+pub mod join;
 pub mod listener;
 pub mod server;
 pub mod status;
