@@ -123,22 +123,26 @@ fn join_pending_adopt_online_drain_leave_and_back() {
     );
     let repo = r.path();
     let db = repo.join(".fleet/hq.sqlite");
-    let _serve = spawn_fleet(
-        repo,
-        &[
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--db",
-            &db.display().to_string(),
-        ],
-        &repo.join("serve.log"),
-    );
-    wait_for(20, "serve", || {
-        http("GET", &format!("{hq}/healthz"), None, None)
-            .ok()
-            .filter(|(c, _)| *c == 200)
-    });
+    let serve = || {
+        let s = spawn_fleet(
+            repo,
+            &[
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--db",
+                &db.display().to_string(),
+            ],
+            &repo.join(format!("serve-{}.log", support::free_port())),
+        );
+        wait_for(20, "serve", || {
+            http("GET", &format!("{hq}/healthz"), None, None)
+                .ok()
+                .filter(|(c, _)| *c == 200)
+        });
+        s
+    };
+    let mut hq_process = serve();
     let client = support::hq_token(repo);
 
     // A join token: shown once, listed by name with its expiry, unused.
@@ -329,12 +333,32 @@ fn join_pending_adopt_online_drain_leave_and_back() {
     let unit = hosts.sh(1, "cat /etc/systemd/system/fleet-agent.service");
     assert!(unit.contains("RestartPreventExitStatus=0"), "{unit}");
 
+    // Draining survives a restart of HQ (it is in HQ's SQLite).
+    drop(hq_process);
+    hq_process = serve();
+    let s = node_status(port, &client, "host1");
+    assert_eq!(s["status"], "draining", "{s}");
+    assert_eq!(routing_pool(port, &client), Vec::<String>::new());
+    let nodes = text(
+        &fleet(repo)
+            .args(["nodes", "--live"])
+            .output()
+            .expect("runs"),
+    );
+    assert!(
+        nodes
+            .lines()
+            .any(|l| l.contains("host1") && l.contains("draining")),
+        "{nodes}"
+    );
+
     // `fleet check` shows it draining and does not fail for it.
     let check = fleet(repo)
         .args(["check", "--node", "host1"])
         .output()
         .expect("runs");
     assert!(text(&check).contains("draining"), "{}", text(&check));
+    assert!(check.status.success(), "draining is not a failure: {}", text(&check));
 
     // Undo: back in routing once its agent runs again (`fleet provision` starts it).
     let undo = fleet(repo)
@@ -379,6 +403,23 @@ fn join_pending_adopt_online_drain_leave_and_back() {
     )
     .expect("post");
     assert_eq!(code, 403, "{body}");
+
+    // No secret in HQ's logs or the agent's.
+    drop(hq_process);
+    for entry in std::fs::read_dir(repo).expect("repo") {
+        let path = entry.expect("entry").path();
+        if path.to_string_lossy().ends_with(".log") {
+            let log = std::fs::read_to_string(&path).expect("log");
+            for secret in [&token, &spare, &agent_token] {
+                assert!(!log.contains(secret.as_str()), "{}: {log}", path.display());
+            }
+        }
+    }
+    let agent_log = hosts.sh(
+        1,
+        "cat /var/log/fleet/agent.log /var/log/standin-fleet-agent.log",
+    );
+    assert!(!agent_log.contains(&agent_token), "{agent_log}");
 }
 
 #[test]

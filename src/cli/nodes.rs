@@ -18,6 +18,10 @@ pub struct Args {
     /// The machines that joined (`fleet join`) and wait for `fleet adopt`, from HQ.
     #[arg(long)]
     pub pending: bool,
+    /// Add each node's live status from HQ (`online`, `degraded`, `offline`, `draining`);
+    /// says so and goes on without it when HQ does not answer.
+    #[arg(long, conflicts_with = "pending")]
+    pub live: bool,
 }
 
 /// Fetches `GET /api/pending` from the inventory's HQ with the client token.
@@ -118,12 +122,29 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return pending(&repo, args.json);
     }
     let inv = &repo.inventory;
+    let live = if args.live {
+        match crate::cli::render::live_status(&repo, std::time::Duration::from_secs(3)) {
+            Ok(l) => Some(l),
+            Err(why) => {
+                crate::noteln!("no live status: {why}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let status_of = |name: &str| {
+        live.as_ref().map(|l| {
+            l.get(name)
+                .map_or("unknown".to_string(), |n| n.status.clone())
+        })
+    };
     if args.json {
         let nodes: Vec<_> = inv
             .nodes
             .values()
             .map(|n| {
-                json!({
+                let mut j = json!({
                     "name": n.name,
                     "role": n.role.value,
                     "host": n.host,
@@ -135,7 +156,11 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                     "max_concurrent": n.max_concurrent,
                     "labels": n.labels,
                     "hq": inv.fleet.hq.as_ref().is_some_and(|h| h.value == n.name),
-                })
+                });
+                if let Some(s) = status_of(&n.name) {
+                    j["status"] = s.into();
+                }
+                j
             })
             .collect();
         let out = serde_json::to_string_pretty(&json!({ "fleet": inv.fleet.name, "nodes": nodes }))
@@ -145,7 +170,11 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     }
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED);
-    t.set_header(["node", "role", "address", "hardware", "models", "priority"]);
+    let mut header = vec!["node", "role", "address", "hardware", "models", "priority"];
+    if live.is_some() {
+        header.push("status");
+    }
+    t.set_header(header);
     for n in inv.nodes.values() {
         let hw = &n.hardware;
         let mut parts: Vec<String> = Vec::new();
@@ -185,7 +214,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        t.add_row([
+        let mut row = vec![
             n.name.clone(),
             role,
             match &n.address {
@@ -195,7 +224,11 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             parts.join(", "),
             models,
             prio,
-        ]);
+        ];
+        if let Some(s) = status_of(&n.name) {
+            row.push(s);
+        }
+        t.add_row(row);
     }
     crate::outln!("{t}");
     Ok(0)
