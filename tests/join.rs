@@ -358,7 +358,11 @@ fn join_pending_adopt_online_drain_leave_and_back() {
         .output()
         .expect("runs");
     assert!(text(&check).contains("draining"), "{}", text(&check));
-    assert!(check.status.success(), "draining is not a failure: {}", text(&check));
+    assert!(
+        check.status.success(),
+        "draining is not a failure: {}",
+        text(&check)
+    );
 
     // Undo: back in routing once its agent runs again (`fleet provision` starts it).
     let undo = fleet(repo)

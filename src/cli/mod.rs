@@ -117,7 +117,7 @@ pub enum Command {
     Eligible(eligible::Args),
     /// This machine's CPU, memory, disks and GPUs.
     Resources(resources::Args),
-    /// Health sweep: SSH, Ollama, heartbeats, Docker, disk; exit 1 unless all nodes are online.
+    /// Health sweep: SSH, Ollama, heartbeats, Docker, disk; exit 1 unless all nodes are online (or draining).
     Check(check::Args),
     /// Run the HQ registry (heartbeats, node status, live routing table, metrics).
     Serve(serve::Args),
