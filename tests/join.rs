@@ -534,3 +534,142 @@ fn join_pins_hq_by_the_ca_fingerprint_in_its_token() {
         .code(2)
         .stderr(predicates::str::contains("in clear"));
 }
+
+#[test]
+fn the_join_drain_and_leave_endpoints_are_strict() {
+    let port = free_port();
+    let hq = format!("http://127.0.0.1:{port}");
+    let inv = format!(
+        "fleet: {{ name: t, hq: hq1, hq_url: \"{hq}\" }}\nvars: {{ app_dir: /opt/app }}\nnodes:\n  hq1: {{ host: 127.0.0.1, role: common }}\n  w1: {{ host: 127.0.0.2, role: common }}\n"
+    );
+    let r = build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &parse_case("s", &format!("--- inventory/fleet.yaml\n{inv}")),
+    );
+    let repo = r.path();
+    let db = repo.join(".fleet/hq.sqlite");
+    let _serve = spawn_fleet(
+        repo,
+        &[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--db",
+            &db.display().to_string(),
+        ],
+        &repo.join("serve.log"),
+    );
+    wait_for(20, "serve", || {
+        http("GET", &format!("{hq}/healthz"), None, None)
+            .ok()
+            .filter(|(c, _)| *c == 200)
+    });
+    let client = support::hq_token(repo);
+    let (token, name) = issue_join(repo, &[]);
+    let good = serde_json::json!({
+        "name": "box1",
+        "ssh": { "address": "127.0.0.1", "user": "root", "port": 22 },
+        "facts": { "os": "linux", "cores": 4 },
+        "fleet_version": "0.1.0"
+    });
+    let post = |body: &[u8], bearer: Option<&str>| {
+        http("POST", &format!("{hq}/api/join"), bearer, Some(body)).expect("post")
+    };
+    // No token; an unknown field anywhere; a bad name; too big: refused, the token unused.
+    assert_eq!(post(good.to_string().as_bytes(), None).0, 401);
+    let mut unknown = good.clone();
+    unknown["facts"]["extra"] = serde_json::json!(1);
+    let (code, body) = post(unknown.to_string().as_bytes(), Some(&token));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("unknown field"), "{body}");
+    let mut bad_name = good.clone();
+    bad_name["name"] = serde_json::json!("-rf");
+    assert_eq!(post(bad_name.to_string().as_bytes(), Some(&token)).0, 400);
+    let big = vec![b' '; 20_000];
+    assert_eq!(post(&big, Some(&token)).0, 413);
+    let listed = text(&fleet(repo).args(["token", "list"]).output().expect("runs"));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&name) && l.contains("unused")),
+        "{listed}"
+    );
+    // A join token reads nothing.
+    let (code, _) = http("GET", &format!("{hq}/api/nodes"), Some(&token), None).expect("get");
+    assert_eq!(code, 401);
+    // The good one is pending; the token is then used up.
+    let (code, body) = post(good.to_string().as_bytes(), Some(&token));
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = post(good.to_string().as_bytes(), Some(&token));
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("already used"), "{body}");
+    // A node token does not read the pending list; a client token does.
+    fleet(repo)
+        .args(["token", "issue", "w1"])
+        .assert()
+        .success();
+    let node_token = String::from_utf8_lossy(
+        &fleet(repo)
+            .args(["token", "rotate", "w1", "--overlap", "0s"])
+            .output()
+            .expect("runs")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let (code, _) =
+        http("GET", &format!("{hq}/api/pending"), Some(&node_token), None).expect("get");
+    assert_eq!(code, 403);
+    let (code, body) = http("GET", &format!("{hq}/api/pending"), Some(&client), None).expect("get");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"box1\""), "{body}");
+    // Draining needs an admin token; leaving, a node token (and drains only its own node).
+    let drain = format!("{hq}/api/nodes/w1/drain");
+    assert_eq!(
+        http("POST", &drain, Some(&client), Some(b""))
+            .expect("post")
+            .0,
+        403
+    );
+    assert_eq!(http("POST", &drain, None, Some(b"")).expect("post").0, 401);
+    assert_eq!(
+        http("POST", &format!("{hq}/api/leave"), Some(&client), Some(b""))
+            .expect("post")
+            .0,
+        403
+    );
+    let (code, body) = http(
+        "POST",
+        &format!("{hq}/api/leave"),
+        Some(&node_token),
+        Some(b""),
+    )
+    .expect("post");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (v["node"].as_str(), v["draining"].as_bool()),
+        (Some("w1"), Some(true))
+    );
+    let (_, body) = http("GET", &format!("{hq}/api/nodes"), Some(&client), None).expect("get");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let states: Vec<(String, String)> = v["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or("").to_string(),
+                n["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("w1".into(), "draining".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("hq1".into(), "offline".into())),
+        "{states:?}"
+    );
+}

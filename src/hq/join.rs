@@ -201,14 +201,17 @@ impl Store {
     }
 }
 
-/// Whether `name` is a valid node name (what the inventory accepts), at most 63 characters.
+/// Whether `name` is a valid name for a joining machine: what the inventory accepts, starting
+/// with a letter (never `-`: the name ends up on command lines), at most 63 characters.
 pub fn valid_node_name(name: &str) -> bool {
-    name.len() <= 63 && crate::spec::decode::is_identifier(&name.replace('-', "_"))
+    name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && crate::spec::decode::is_identifier(&name.replace('-', "_"))
 }
 
 /// A node name from a host name: its first label, lower-cased, anything but letters, digits,
 /// `-` and `_` turned into `-`, starting with a letter (`Mac-Studio.local` → `mac-studio`,
-/// `7th_box` → `n-7th_box`); `None` when nothing usable is left.
+/// `7th_box` → `n-7th_box`, `_x` → `n-_x`); `None` when nothing usable is left.
 pub fn name_from_hostname(hostname: &str) -> Option<String> {
     let label = hostname.trim().split('.').next().unwrap_or("");
     let mut out = String::new();
@@ -224,7 +227,7 @@ pub fn name_from_hostname(hostname: &str) -> Option<String> {
     if out.is_empty() {
         return None;
     }
-    let out = if out.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+    let out = if out.starts_with(|c: char| c.is_ascii_alphabetic()) {
         out
     } else {
         format!("n-{out}")
@@ -262,7 +265,31 @@ pub fn check_request(req: &JoinRequest) -> Result<(), String> {
     if req.ssh.port == 0 {
         return Err("`ssh.port` must be 1-65535".into());
     }
+    // What a machine says of itself is shown in tables later: no control characters (a
+    // terminal escape in a "host name" would rewrite the operator's screen).
+    let facts = serde_json::to_value(&req.facts).unwrap_or_default();
+    if let Some(bad) = control_chars(&facts, "facts") {
+        return Err(format!("`{bad}` holds control characters"));
+    }
+    if req.fleet_version.chars().any(char::is_control) || req.fleet_version.len() > 64 {
+        return Err("`fleet_version` must be a version".into());
+    }
     Ok(())
+}
+
+/// The path of the first string in `v` that holds a control character.
+fn control_chars(v: &serde_json::Value, at: &str) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => s.chars().any(char::is_control).then(|| at.to_string()),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| control_chars(x, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .find_map(|(k, x)| control_chars(x, &format!("{at}.{k}"))),
+        _ => None,
+    }
 }
 
 /// `POST /api/join`: a new machine registers as pending with a join token.
@@ -468,6 +495,8 @@ mod tests {
         assert!(check_request(&req("n1")).is_ok());
         assert!(check_request(&req("1n")).is_err());
         assert!(check_request(&req("a b")).is_err());
+        assert!(check_request(&req("-rf")).is_err());
+        assert!(check_request(&req("_x")).is_err());
         let mut r = req("n1");
         r.ssh.address = "-oProxyCommand=x".into();
         assert!(check_request(&r).is_err());
@@ -477,5 +506,22 @@ mod tests {
         let mut r = req("n1");
         r.ssh.port = 0;
         assert!(check_request(&r).is_err());
+        let mut r = req("n1");
+        r.facts.hostname = Some("box\u{1b}[2J".into());
+        assert_eq!(
+            check_request(&r),
+            Err("`facts.hostname` holds control characters".to_string())
+        );
+        let mut r = req("n1");
+        r.facts.disks.push(crate::facts::Disk {
+            mount: "/\n".into(),
+            total_gb: 1.0,
+            free_gb: 1.0,
+        });
+        assert!(
+            check_request(&r)
+                .unwrap_err()
+                .contains("facts.disks[0].mount")
+        );
     }
 }
