@@ -520,7 +520,7 @@ mod tests {
         });
         assert!(
             check_request(&r)
-                .unwrap_err()
+                .expect_err("a newline in a mount")
                 .contains("facts.disks[0].mount")
         );
     }
