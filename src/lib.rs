@@ -9,6 +9,7 @@ pub mod eligibility;
 pub mod engine;
 pub mod error;
 pub mod facts;
+pub mod gateway;
 pub mod health;
 pub mod hq;
 pub mod instance;

@@ -127,6 +127,18 @@ impl Hq {
         )
     }
 
+    /// Everything `fleet serve` logged so far (every run of it).
+    fn log(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.repo.path()).expect("repo").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("serve-") && name.ends_with(".log") {
+                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+
     /// The client token `fleet serve` wrote for its repo.
     fn client(&self) -> String {
         support::hq_token(self.repo.path())
@@ -424,7 +436,20 @@ fn every_answered_heartbeat_survives_kill_9() {
 fn metrics_parse_as_prometheus_text() {
     let hq = Hq::new("", &[]);
     let t = hq.token("n1");
-    assert_eq!(hq.post(Some(&t), &beat("n1", 1)).0, 200);
+    let rich = serde_json::json!({
+        "node": "n1", "agent_version": "test", "sent_at": "2026-11-23T10:00:00Z", "seq": 1,
+        "resources": {
+            "cores": 8, "load_1m": 1.5, "ram_gb": 32.0, "ram_used_gb": 12.5,
+            "disks": [{"mount": "/", "total_gb": 500.0, "free_gb": 200.0}],
+            "gpus": [{"vendor": "nvidia", "name": "RTX 4090", "vram_gb": 24.0}]
+        },
+        "services": {"ollama": {"up": true, "models": ["big:8b", "small:3b"]}}
+    });
+    assert_eq!(
+        hq.post(Some(&t), &serde_json::to_vec(&rich).expect("json"))
+            .0,
+        200
+    );
     assert_eq!(hq.post(Some("bad"), &beat("n1", 2)).0, 401);
     let scrape = hq.issue(&["--scrape", "prom"]);
     let (code, text) = hq.get("/metrics", Some(&scrape));
@@ -450,6 +475,53 @@ fn metrics_parse_as_prometheus_text() {
         Some(1.0)
     );
     assert!(value("fleet_node_heartbeat_age_seconds", ("node", "n1")).is_some());
+    // What the heartbeat measured, per node.
+    assert_eq!(value("fleet_node_up", ("node", "n1")), Some(1.0));
+    assert_eq!(value("fleet_node_up", ("node", "n2")), Some(0.0));
+    assert_eq!(value("fleet_node_load1", ("node", "n1")), Some(1.5));
+    assert_eq!(
+        value("fleet_node_memory_used_bytes", ("node", "n1")),
+        Some(12.5e9)
+    );
+    assert_eq!(
+        value("fleet_node_memory_total_bytes", ("node", "n1")),
+        Some(32e9)
+    );
+    assert_eq!(
+        value("fleet_node_disk_free_bytes", ("mount", "/")),
+        Some(200e9)
+    );
+    assert_eq!(
+        value("fleet_node_gpu_memory_bytes", ("name", "RTX 4090")),
+        Some(24e9)
+    );
+    assert_eq!(value("fleet_node_models_loaded", ("node", "n1")), Some(2.0));
+    // HQ's own process.
+    let rss = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "process_resident_memory_bytes");
+    assert!(
+        rss.is_some_and(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v > 1e6)),
+        "{rss:?}"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "process_cpu_seconds")
+    );
+    // The access log names each request, and a refused heartbeat is a warning with its reason.
+    let log = hq.log();
+    assert!(
+        log.contains("route=/api/heartbeat status=200") && log.contains("node=n1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("heartbeat refused: no valid token for node `n1`"),
+        "{log}"
+    );
+    assert!(!log.contains(&t), "a token in the log");
     assert!(
         scrape
             .samples

@@ -14,20 +14,26 @@ pub mod apply;
 pub mod candidates;
 pub mod check;
 pub mod completions;
+pub mod dispatch;
 pub mod docs;
 pub mod drain;
 pub mod eligible;
 pub mod facts;
+pub mod hq_api;
 pub mod init;
 pub mod join;
 pub mod man;
 pub mod nodes;
+pub mod peers;
 pub mod plan;
+pub mod prompt;
 pub mod provision;
 pub mod render;
 pub mod resources;
 pub mod route;
 pub mod serve;
+pub mod spend;
+pub mod status;
 pub mod style;
 pub mod tls;
 pub mod token;
@@ -123,6 +129,16 @@ pub enum Command {
     Serve(serve::Args),
     /// Send this node's heartbeats to HQ.
     Agent(agent::Args),
+    /// Send one prompt through the fleet (HQ's gateway picks the worker; `--direct` without HQ).
+    Prompt(prompt::Args),
+    /// Run a batch of prompts (JSON lines) through the fleet, resumable, as many at once as it has room for.
+    Dispatch(dispatch::Args),
+    /// The workers taking work now: models, requests in flight, breakers.
+    Peers(peers::Args),
+    /// Each node as HQ and its gateway see it: state, heartbeat, resources, in flight, errors.
+    Status(status::Args),
+    /// What the cloud fallback cost, today and this month, by provider, model and client.
+    Spend(spend::Args),
     /// Issue or revoke a node's agent token.
     Token(token::Args),
     /// On a new machine: register it with HQ as pending (with a join token).
@@ -171,6 +187,11 @@ pub fn run() -> Result<u8> {
         Command::Render(a) => render::run(repo_dir.as_deref(), &a),
         Command::Route(a) => route::run(repo_dir.as_deref(), &a),
         Command::Eligible(a) => eligible::run(repo_dir.as_deref(), &a),
+        Command::Prompt(a) => prompt::run(repo_dir.as_deref(), &a),
+        Command::Dispatch(a) => dispatch::run(repo_dir.as_deref(), &a),
+        Command::Peers(a) => peers::run(repo_dir.as_deref(), &a),
+        Command::Status(a) => status::run(repo_dir.as_deref(), &a),
+        Command::Spend(a) => spend::run(repo_dir.as_deref(), &a),
         Command::Resources(a) => resources::run(&a),
         Command::Apply(a) => apply::run(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Run(a) => adhoc::run(repo_dir.as_deref(), &a, cli.verbose > 0),
@@ -205,6 +226,11 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Facts(a) => a.json,
         Command::Route(a) => a.json,
         Command::Eligible(a) => a.json,
+        Command::Prompt(_) => true,
+        Command::Dispatch(a) => a.json,
+        Command::Peers(a) => a.json,
+        Command::Status(a) => a.json,
+        Command::Spend(a) => a.json,
         Command::Resources(a) => a.json,
         Command::Check(a) => a.json,
         Command::Token(a) => a.action.prints_data(),

@@ -52,6 +52,19 @@ pub struct Args {
     /// HQ's private key (PEM), with `--tls-cert`.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Gateway: how long a worker or provider has for its answer's first byte (and, streaming,
+    /// between two chunks) before the request moves to the next candidate.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, help_heading = "Gateway")]
+    pub upstream_timeout: std::time::Duration,
+    /// Gateway: consecutive failures after which a worker gets no requests for the cooldown.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Gateway")]
+    pub breaker_failures: u32,
+    /// Gateway: how long a failing worker is left alone before one request probes it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, help_heading = "Gateway")]
+    pub breaker_cooldown: std::time::Duration,
+    /// Gateway: largest request body in bytes (413 over it).
+    #[arg(long, default_value_t = 4 * 1024 * 1024, help_heading = "Gateway")]
+    pub max_request_body: usize,
 }
 
 /// Where commands of this repo find a client token for HQ when `FLEET_HQ_TOKEN` is not set.
@@ -262,6 +275,14 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             unauth_rate_per_ip: args.unauth_rate_limit.max(0.001),
             limits,
             tls,
+            gateway: crate::gateway::Settings {
+                upstream_timeout: args.upstream_timeout,
+                breaker_failures: args.breaker_failures,
+                breaker_cooldown: args.breaker_cooldown,
+                max_body: args.max_request_body,
+                body_timeout: args.body_timeout.max(std::time::Duration::from_secs(30)),
+                ..crate::gateway::Settings::default()
+            },
         };
         let db = cfg.db.clone();
         let running = start(cfg, repo, shutdown_signal())

@@ -249,10 +249,13 @@ pub(crate) async fn drain(
     UrlPath(name): UrlPath<String>,
     req: Request,
 ) -> Response {
-    match require_admin(&st, &req) {
+    let answer = match require_admin(&st, &req) {
         Ok(t) => set_draining(&st, &name, &format!("admin:{}", t.name)),
-        Err((code, why)) => error(code, why),
-    }
+        Err((code, why)) => return error(code, why),
+    };
+    // The gateway stops choosing it now, not at its next refresh.
+    crate::hq::server::refresh_gateway(&st).await;
+    answer
 }
 
 /// `DELETE /api/nodes/{name}/drain` (admin token): the node takes work again.
@@ -272,6 +275,7 @@ pub(crate) async fn undrain(
         Ok(was) => {
             if was.is_some() {
                 tracing::info!("{name} is no longer draining");
+                crate::hq::server::refresh_gateway(&st).await;
             }
             let mut r = changed(&st, &name, false, was.is_some());
             // Whether its agent had been told to stop: then it must be started again.
@@ -293,7 +297,11 @@ pub(crate) async fn undrain(
 /// `POST /api/leave` (a node token): the node drains itself; a node token drains only its own.
 pub(crate) async fn leave(State(st): State<Arc<AppState>>, req: Request) -> Response {
     match token_of(&st, &req) {
-        Ok(t) if t.kind == TokenKind::Node => set_draining(&st, &t.name, "leave"),
+        Ok(t) if t.kind == TokenKind::Node => {
+            let answer = set_draining(&st, &t.name, "leave");
+            crate::hq::server::refresh_gateway(&st).await;
+            answer
+        }
         Ok(_) => error(
             StatusCode::FORBIDDEN,
             "`leave` takes the node's own agent token (an admin drains with `fleet drain NODE`)",

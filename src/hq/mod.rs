@@ -9,6 +9,7 @@ pub mod drain;
 pub mod inflight;
 pub mod join;
 pub mod listener;
+pub mod node_metrics;
 pub mod server;
 pub mod status;
 pub mod store;

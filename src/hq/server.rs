@@ -17,7 +17,6 @@ use axum::{Json, Router};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
@@ -53,6 +52,8 @@ pub struct Config {
     pub limits: Limits,
     /// HTTPS with this configuration (see `hq::tls`); `None` serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The gateway's settings.
+    pub gateway: crate::gateway::Settings,
 }
 
 /// Why a heartbeat was refused.
@@ -136,6 +137,8 @@ pub(crate) struct AppState {
     reloading: tokio::sync::Mutex<()>,
     /// Gateway requests in flight per worker (draining waits for a node's to reach 0).
     pub(crate) inflight: Arc<crate::hq::inflight::InFlight>,
+    /// The gateway (`/v1/…`), fed the live routing table.
+    pub(crate) gateway: Arc<crate::gateway::Gateway>,
 }
 
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
@@ -243,7 +246,10 @@ fn writer_loop(
 }
 
 pub(crate) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, Json(ErrorBody { error: msg.into() })).into_response()
+    let msg = msg.into();
+    let mut r = (code, Json(ErrorBody { error: msg.clone() })).into_response();
+    r.extensions_mut().insert(Reason(msg));
+    r
 }
 
 /// The bearer token of a request, if it has one.
@@ -269,7 +275,39 @@ fn check_heartbeat(hb: &Heartbeat) -> Result<(), String> {
     Ok(())
 }
 
-async fn heartbeat(State(st): State<Arc<AppState>>, req: Request) -> Response {
+/// `POST /api/heartbeat`: a refused heartbeat is logged as a warning with the reason (and its
+/// sender's address); the access log names the node.
+async fn heartbeat(state: State<Arc<AppState>>, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let State(st) = state;
+    let resp = heartbeat_inner(&st, req).await;
+    let node = resp.extensions().get::<NodeName>().map(|n| n.0.clone());
+    let status = resp.status();
+    if !status.is_success() {
+        let reason = match resp.extensions().get::<Reason>() {
+            Some(r) => r.0.clone(),
+            None => status.to_string(),
+        };
+        tracing::warn!(
+            node = %node.as_deref().unwrap_or("?"),
+            %peer,
+            status = status.as_u16(),
+            "heartbeat refused: {reason}"
+        );
+    }
+    resp
+}
+
+/// Why an answer refused its request (for the log; the body says the same).
+#[derive(Debug, Clone)]
+struct Reason(String);
+
+/// Checks and stores a heartbeat; the answer names the node (once known) in an extension.
+async fn heartbeat_inner(st: &Arc<AppState>, req: Request) -> Response {
     let conn = req.extensions().get::<Arc<Conn>>().cloned();
     let Some(token) = bearer(req.headers()).map(str::to_string) else {
         return error(StatusCode::UNAUTHORIZED, MISSING_TOKEN);
@@ -309,9 +347,24 @@ async fn heartbeat(State(st): State<Arc<AppState>>, req: Request) -> Response {
         Ok(h) => h,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed heartbeat: {e}")),
     };
-    if let Err(e) = check_heartbeat(&hb) {
-        return error(StatusCode::BAD_REQUEST, format!("malformed heartbeat: {e}"));
-    }
+    let node = NodeName(hb.node.clone());
+    let mut resp = if let Err(e) = check_heartbeat(&hb) {
+        error(StatusCode::BAD_REQUEST, format!("malformed heartbeat: {e}"))
+    } else {
+        store_heartbeat(st, hb, token, &body, conn).await
+    };
+    resp.extensions_mut().insert(node);
+    resp
+}
+
+/// Hands a checked heartbeat to the writer and answers once it is stored (or refused).
+async fn store_heartbeat(
+    st: &Arc<AppState>,
+    hb: Heartbeat,
+    token: String,
+    body: &[u8],
+    conn: Option<Arc<Conn>>,
+) -> Response {
     let known = |st: &AppState| {
         st.repo
             .read()
@@ -319,16 +372,16 @@ async fn heartbeat(State(st): State<Arc<AppState>>, req: Request) -> Response {
             .unwrap_or(false)
     };
     let node = hb.node.clone();
-    let mut in_inventory = known(&st);
+    let mut in_inventory = known(st);
     if !in_inventory {
-        reload_if_changed(&st).await;
-        in_inventory = known(&st);
+        reload_if_changed(st).await;
+        in_inventory = known(st);
     }
     let (tx, rx) = oneshot::channel();
     let job = Job {
         token_hash: tokens::hash(&token),
         in_inventory,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: String::from_utf8_lossy(body).into_owned(),
         heartbeat: hb,
         reply: tx,
     };
@@ -346,7 +399,7 @@ async fn heartbeat(State(st): State<Arc<AppState>>, req: Request) -> Response {
         // A drained node's agent is told to stop once nothing is in flight to it.
         Ok(Ok(())) => (
             StatusCode::OK,
-            Json(crate::hq::drain::heartbeat_answer(&st, &node)),
+            Json(crate::hq::drain::heartbeat_answer(st, &node)),
         )
             .into_response(),
         Ok(Err(Refusal::Unauthorized(m))) => error(StatusCode::UNAUTHORIZED, m),
@@ -555,20 +608,10 @@ async fn node(State(st): State<Arc<AppState>>, UrlPath(name): UrlPath<String>) -
 }
 
 async fn routing(State(st): State<Arc<AppState>>) -> Response {
-    let all = match statuses(&st) {
-        Ok(n) => n,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
-    let status_map: crate::render::routing::StatusMap =
-        all.into_iter().map(|n| (n.name, n.status)).collect();
-    let repo = match st.repo.read() {
-        Ok(r) => r.clone(),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "repo lock poisoned"),
-    };
-    let facts = crate::facts::FactsCache::open(&repo.root);
-    let (table, _) =
-        crate::render::routing::build(&repo, &|n| facts.hardware(n).0, Some(&status_map));
-    Json(table).into_response()
+    match live_table(&st) {
+        Ok(table) => Json(table).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
@@ -600,31 +643,11 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         "Store commits (each holds one or more heartbeats)",
         st.metrics.batches.clone(),
     );
-    let by_status: Family<Vec<(String, String)>, Gauge> = Family::default();
-    let age: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>> =
-        Family::default();
     if let Ok(all) = statuses(&st) {
-        for s in ["online", "degraded", "offline", "draining"] {
-            by_status
-                .get_or_create(&vec![("status".into(), s.into())])
-                .set(0);
-        }
-        for n in &all {
-            by_status
-                .get_or_create(&vec![("status".into(), n.status.clone())])
-                .inc();
-            if let Some(a) = n.heartbeat_age_secs {
-                age.get_or_create(&vec![("node".into(), n.name.clone())])
-                    .set(a);
-            }
-        }
+        crate::hq::node_metrics::register(&mut reg, &all);
     }
-    reg.register("fleet_nodes", "Nodes by status", by_status);
-    reg.register(
-        "fleet_node_heartbeat_age_seconds",
-        "Seconds since each node's last heartbeat",
-        age,
-    );
+    crate::hq::node_metrics::register_process(&mut reg);
+    st.gateway.metrics.register(&mut reg, &st.inflight);
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &reg).is_err() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics");
@@ -639,13 +662,39 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// The node a request was about (a heartbeat's sender), for the access log.
+#[derive(Debug, Clone)]
+struct NodeName(String);
+
 async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let start = Instant::now();
+    let method = req.method().clone();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let resp = next.run(req).await;
+    // The gateway writes its own line when an answer (a stream, maybe) has been sent.
+    if route != "/v1/chat/completions" {
+        let node = resp
+            .extensions()
+            .get::<NodeName>()
+            .map_or("", |n| n.0.as_str());
+        tracing::info!(
+            target: "fleet::access",
+            method = %method,
+            route = %route,
+            status = resp.status().as_u16(),
+            latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+            node = %node,
+            peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+            "request"
+        );
+    }
     st.metrics
         .latency
         .get_or_create(&PathLabel {
@@ -697,6 +746,16 @@ pub async fn start(
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let stamp = inventory_stamp(&repo);
     let tls = cfg.tls.clone();
+    let inflight = Arc::new(crate::hq::inflight::InFlight::new());
+    let gateway = Arc::new(
+        crate::gateway::Gateway::new(
+            cfg.gateway.clone(),
+            &cfg.db,
+            inflight.clone(),
+            crate::render::routing::RoutingTable::empty(),
+        )
+        .map_err(|e| format!("gateway: {e}"))?,
+    );
     let state = Arc::new(AppState {
         inventory_stamp: Mutex::new(stamp),
         reloading: tokio::sync::Mutex::new(()),
@@ -707,7 +766,8 @@ pub async fn start(
         metrics,
         cfg,
         conductor_wake: tokio::sync::Notify::new(),
-        inflight: Arc::new(crate::hq::inflight::InFlight::new()),
+        inflight,
+        gateway: gateway.clone(),
     });
     // The conductor's table is written before the first request is answered, so whoever waits
     // for HQ to answer finds the file in place.
@@ -715,6 +775,8 @@ pub async fn start(
     publish_for_conductor(&state, &mut hysteresis).await;
     spawn_conductor(state.clone(), hysteresis);
     spawn_reload(state.clone());
+    refresh_gateway(&state).await;
+    spawn_gateway_refresh(state.clone());
     let reads = Router::new()
         .route("/api/nodes", get(nodes))
         .route("/api/nodes/{name}", get(node))
@@ -726,6 +788,14 @@ pub async fn start(
         )
         .route("/api/pending", get(crate::hq::join::list))
         .route("/metrics", get(metrics_text))
+        .route(
+            "/api/gateway",
+            get(crate::gateway::api::status).with_state(gateway.clone()),
+        )
+        .route(
+            "/api/spend",
+            get(crate::gateway::api::spend).with_state(gateway.clone()),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     let limits = state.cfg.limits.clone();
     let app = Router::new()
@@ -739,6 +809,14 @@ pub async fn start(
         )
         .route("/api/leave", post(crate::hq::drain::leave))
         .route("/healthz", get(healthz))
+        .route(
+            "/v1/chat/completions",
+            post(crate::gateway::chat::completions).with_state(gateway.clone()),
+        )
+        .route(
+            "/v1/models",
+            get(crate::gateway::api::models).with_state(gateway.clone()),
+        )
         .merge(reads)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -794,6 +872,42 @@ async fn publish_for_conductor(
         Err(e) => tracing::error!("routing table for the conductor: {e}"),
     }
     next
+}
+
+/// Gives the gateway the live routing table as it is now.
+pub(crate) async fn refresh_gateway(state: &Arc<AppState>) {
+    let st = state.clone();
+    let table = tokio::task::spawn_blocking(move || live_table(&st)).await;
+    match table {
+        Ok(Ok(t)) => state.gateway.set_table(t),
+        Ok(Err(e)) => tracing::error!("gateway routing table: {e}"),
+        Err(e) => tracing::error!("gateway routing table: {e}"),
+    }
+}
+
+/// Keeps the gateway's table live: rebuilt every second from the node states.
+fn spawn_gateway_refresh(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            refresh_gateway(&state).await;
+        }
+    });
+}
+
+/// The routing table with every node's live state (what `/api/routing` answers).
+fn live_table(st: &AppState) -> Result<crate::render::routing::RoutingTable, String> {
+    let status_map: crate::render::routing::StatusMap = statuses(st)?
+        .into_iter()
+        .map(|n| (n.name, n.status))
+        .collect();
+    let repo = st
+        .repo
+        .read()
+        .map_err(|_| "repo lock poisoned".to_string())?
+        .clone();
+    let facts = crate::facts::FactsCache::open(&repo.root);
+    Ok(crate::render::routing::build(&repo, &|n| facts.hardware(n).0, Some(&status_map)).0)
 }
 
 /// Keeps the conductor's table live for as long as the server runs.

@@ -100,6 +100,19 @@ pub struct RoutingTable {
     pub rules: Vec<Rule>,
 }
 
+impl RoutingTable {
+    /// A table with no workers, rules or cloud (what the gateway has before its first look).
+    pub fn empty() -> Self {
+        RoutingTable {
+            fleet: None,
+            status_source: "hq",
+            workers: Vec::new(),
+            cloud: None,
+            rules: Vec::new(),
+        }
+    }
+}
+
 /// Live node states from HQ: node → `online`/`degraded`/`offline`/`draining`.
 pub type StatusMap = BTreeMap<String, String>;
 

@@ -2,6 +2,7 @@
 //! overlay, and the real `fleet` binary.
 #![allow(dead_code)]
 
+pub mod chat;
 pub mod ollama;
 
 use std::path::{Path, PathBuf};
