@@ -594,6 +594,12 @@ fn the_join_drain_and_leave_endpoints_are_strict() {
             .any(|l| l.contains(&name) && l.contains("unused")),
         "{listed}"
     );
+    // A join token is not rotated (it works once: issue a new one).
+    fleet(repo)
+        .args(["token", "rotate", &name])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("is a join token"));
     // A join token reads nothing.
     let (code, _) = http("GET", &format!("{hq}/api/nodes"), Some(&token), None).expect("get");
     assert_eq!(code, 401);
