@@ -269,7 +269,7 @@ impl<'a> Renderer<'a> {
                         item: Some(Rendered::plain(J::String(format!(
                             "<each of {text}, at run time>"
                         )))),
-                        decision: match &task.when {
+                        decision: match task.guards.iter().chain(&task.when).next() {
                             None => Decision::Run,
                             Some(w) => Decision::AtRunTime {
                                 when: w.value.clone(),
@@ -286,6 +286,65 @@ impl<'a> Renderer<'a> {
             .into_iter()
             .map(|item| self.instance(task, &ctx0, item, &what, phase))
             .collect())
+    }
+
+    /// Whether an instance runs: the conditions of the task's blocks and imports, then its
+    /// own `when`; the first that is false skips it.
+    fn decide(
+        &self,
+        task: &Task,
+        ctx: &Context,
+        what: &str,
+        phase: Phase<'_>,
+    ) -> Result<Decision, Diagnostic> {
+        let mut decision = Decision::Run;
+        for w in task.guards.iter().chain(&task.when) {
+            match self.condition(w, ctx, what, phase)? {
+                Decision::Run => {}
+                d @ Decision::Skip { .. } => return Ok(d),
+                d @ Decision::AtRunTime { .. } => {
+                    if decision == Decision::Run {
+                        decision = d;
+                    }
+                }
+            }
+        }
+        Ok(decision)
+    }
+
+    /// Decides one condition for this host.
+    pub fn condition(
+        &self,
+        w: &crate::spec::decode::Spanned<String>,
+        ctx: &Context,
+        what: &str,
+        phase: Phase<'_>,
+    ) -> Result<Decision, Diagnostic> {
+        Ok(
+            match template::eval_expr(self.env, &w.value, ctx, &w.loc, what) {
+                Ok((v, _)) if v.is_true() => Decision::Run,
+                Ok(_) => Decision::Skip {
+                    when: w.value.clone(),
+                },
+                Err(_) if matches!(phase, Phase::Offline { runtime } if needs_runtime(self.env, &w.value, ctx, runtime, true)) => {
+                    Decision::AtRunTime {
+                        when: w.value.clone(),
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+        )
+    }
+
+    /// The items of a loop (an `include_tasks`'s); offline, `None` when only a run knows them.
+    pub fn items(
+        &self,
+        l: &Node,
+        ctx: &Context,
+        what: &str,
+        phase: Phase<'_>,
+    ) -> Result<Option<Vec<Rendered>>, Diagnostic> {
+        self.loop_items(l, ctx, what, phase)
     }
 
     fn add_task_vars(
@@ -315,21 +374,7 @@ impl<'a> Renderer<'a> {
         if let Some(i) = &item {
             ctx.insert("item", i.value.clone(), i.is_secret());
         }
-        let decision = match &task.when {
-            None => Decision::Run,
-            Some(w) => match template::eval_expr(self.env, &w.value, &ctx, &w.loc, what) {
-                Ok((v, _)) if v.is_true() => Decision::Run,
-                Ok(_) => Decision::Skip {
-                    when: w.value.clone(),
-                },
-                Err(_) if matches!(phase, Phase::Offline { runtime } if needs_runtime(self.env, &w.value, &ctx, runtime, true)) => {
-                    Decision::AtRunTime {
-                        when: w.value.clone(),
-                    }
-                }
-                Err(e) => return Err(e),
-            },
-        };
+        let decision = self.decide(task, &ctx, what, phase)?;
         let name = match template::render_str(self.env, &task.name, &ctx, &task.loc, what) {
             Ok((_, true)) => MASK.to_string(),
             Ok((n, false)) => n,

@@ -27,3 +27,4 @@ pub mod spec;
 pub mod template;
 pub mod util;
 pub mod validate;
+pub mod vault;

@@ -12,8 +12,9 @@ use crate::error::{Diagnostic, Diagnostics};
 use crate::instance::{Phase, Renderer};
 use crate::inventory::select::select;
 use crate::inventory::vars::{ExtraVars, Layers, host_context};
-use crate::play::{Expanded, Origin, expand};
+use crate::play::{Body, Expanded, Origin, expand};
 use crate::repo::Repo;
+use crate::spec::block::Item;
 use crate::spec::playbook::{Play, Playbook};
 use crate::spec::task::Task;
 use crate::template::{Context, Library};
@@ -69,6 +70,15 @@ pub struct PlannedTask {
     pub become_user: Option<String>,
     /// Where the task is written.
     pub source: String,
+    /// Runs on one host of its batch; every host gets its result.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub run_once: bool,
+    /// Runs on this host instead (as written; rendered at run time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegate_to: Option<String>,
+    /// At most this many hosts run it at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<u32>,
 }
 
 /// One host's tasks in one play.
@@ -273,6 +283,9 @@ fn runtime_names(expanded: &Expanded<'_>) -> BTreeSet<String> {
         .filter_map(|(_, t)| t.register.clone())
         .collect();
     names.insert("facts".into());
+    // What a `rescue` sees of the failure it handles.
+    names.insert("ansible_failed_task".into());
+    names.insert("ansible_failed_result".into());
     names
 }
 
@@ -306,10 +319,22 @@ impl HostPlanner<'_> {
             node: name,
         };
         let mut tasks = Vec::new();
-        for (origin, task) in &self.expanded.tasks {
-            match self.plan_task(&renderer, *origin, task, &ctx, &runtime) {
-                Ok(mut t) => tasks.append(&mut t),
-                Err(d) => diags.push(d),
+        if self.expanded.is_flat() {
+            for (origin, task) in &self.expanded.tasks {
+                match self.plan_task(&renderer, *origin, task, &ctx, &runtime) {
+                    Ok(mut t) => tasks.append(&mut t),
+                    Err(d) => diags.push(d),
+                }
+            }
+        } else {
+            let mut walk = Walk {
+                planner: self,
+                renderer: &renderer,
+                tasks: &mut tasks,
+                diags: &mut diags,
+            };
+            for body in &self.expanded.bodies {
+                walk.items(*body, body.items, &ctx, &runtime, None);
             }
         }
         if diags.has_errors() {
@@ -338,6 +363,23 @@ impl HostPlanner<'_> {
         runtime: &BTreeSet<String>,
     ) -> Result<Vec<PlannedTask>, Diagnostic> {
         let phase = Phase::Offline { runtime };
+        if let Some(d) = &task.delegate_to
+            && !d.value.contains("{{")
+            && !crate::spec::task::is_localhost(&d.value)
+            && !self.repo.inventory.nodes.contains_key(&d.value)
+        {
+            return Err(Diagnostic::error(
+                d.loc.clone(),
+                format!("`delegate_to: {}` names no node of the inventory", d.value),
+            )
+            .with_help(
+                crate::error::did_you_mean(
+                    &d.value,
+                    self.repo.inventory.nodes.keys().map(String::as_str),
+                )
+                .unwrap_or_else(|| "name a node, or `localhost` for this machine".into()),
+            ));
+        }
         let mut out = Vec::new();
         for inst in renderer.instances(task, base, phase)? {
             let inst = inst?;
@@ -384,8 +426,154 @@ impl HostPlanner<'_> {
                 become_: become_.is_some(),
                 become_user: become_.filter(|u| u != "root"),
                 source: format!("{}:{}", task.loc.file, task.loc.line),
+                run_once: task.run_once,
+                delegate_to: task.delegate_to.as_ref().map(|d| d.value.clone()),
+                throttle: task.throttle,
             });
         }
         Ok(out)
+    }
+}
+
+/// A host's plan of a task list with structure (blocks, includes).
+struct Walk<'w, 'a> {
+    planner: &'w HostPlanner<'a>,
+    renderer: &'w Renderer<'w>,
+    tasks: &'w mut Vec<PlannedTask>,
+    diags: &'w mut Diagnostics,
+}
+
+impl Walk<'_, '_> {
+    /// Plans `items`; `only`: a decision every task's `Run` becomes (a rescue's, or a skipped
+    /// or run-time include's).
+    fn items(
+        &mut self,
+        body: Body<'_>,
+        items: &[Item],
+        ctx: &Context,
+        runtime: &BTreeSet<String>,
+        only: Option<&Decision>,
+    ) {
+        for item in items {
+            match item {
+                Item::Task(i) => {
+                    let task = &body.tasks[*i];
+                    match self
+                        .planner
+                        .plan_task(self.renderer, body.origin, task, ctx, runtime)
+                    {
+                        Ok(planned) => self.tasks.extend(planned.into_iter().map(|mut t| {
+                            if let Some(d) = only
+                                && !matches!(t.decision, Decision::Skip { .. })
+                            {
+                                t.decision = d.clone();
+                            }
+                            t
+                        })),
+                        Err(d) => self.diags.push(d),
+                    }
+                }
+                Item::Block(b) => {
+                    self.items(body, &b.block, ctx, runtime, only);
+                    let rescue = only.cloned().unwrap_or(Decision::AtRunTime {
+                        when: format!("block `{}` fails", b.name),
+                    });
+                    self.items(body, &b.rescue, ctx, runtime, Some(&rescue));
+                    self.items(body, &b.always, ctx, runtime, only);
+                }
+                Item::Include(inc) => self.include(body, inc, ctx, runtime, only),
+            }
+        }
+    }
+
+    fn include(
+        &mut self,
+        body: Body<'_>,
+        inc: &crate::spec::block::Include,
+        ctx: &Context,
+        runtime: &BTreeSet<String>,
+        only: Option<&Decision>,
+    ) {
+        let what = format!("for host `{}` in `{}`", self.renderer.node, inc.name);
+        let phase = Phase::Offline { runtime };
+        let items = match &inc.loop_ {
+            None => Some(vec![None]),
+            Some(l) => match self.renderer.items(l, ctx, &what, phase) {
+                Ok(Some(items)) => Some(items.into_iter().map(Some).collect()),
+                Ok(None) => None,
+                Err(d) => {
+                    self.diags.push(d);
+                    return;
+                }
+            },
+        };
+        let Some(items) = items else {
+            // Items only a run knows: the file's tasks once, `item` and the include's
+            // variables decided on the host.
+            let mut rt = runtime.clone();
+            rt.insert("item".into());
+            rt.extend(inc.vars.keys().cloned());
+            let d = only.cloned().unwrap_or(Decision::AtRunTime {
+                when: format!("for each item of `{}`", inc.name),
+            });
+            self.items(body, &inc.body, ctx, &rt, Some(&d));
+            return;
+        };
+        for item in items {
+            let mut scope = ctx.clone();
+            if let Some(i) = &item {
+                scope.insert("item", i.value.clone(), i.is_secret());
+            }
+            for (k, v) in &inc.vars {
+                match self.renderer.render_node(v, &scope, &what, phase) {
+                    Ok((r, _)) => {
+                        let secret = r.is_secret();
+                        scope.insert(k, r.value, secret);
+                    }
+                    Err(d) => {
+                        self.diags.push(d);
+                        return;
+                    }
+                }
+            }
+            let decision = match &inc.when {
+                None => None,
+                Some(w) => match self.renderer.condition(w, &scope, &what, phase) {
+                    Ok(Decision::Run) => None,
+                    Ok(d) => Some(d),
+                    Err(d) => {
+                        self.diags.push(d);
+                        return;
+                    }
+                },
+            };
+            if let Some(Decision::Skip { .. }) = &decision {
+                // Not rendered: a skipped include's tasks may not make sense for this host.
+                let mut idx = Vec::new();
+                crate::spec::block::task_indices(&inc.body, &mut idx);
+                for i in idx {
+                    let t = &body.tasks[i];
+                    self.tasks.push(PlannedTask {
+                        role: body.origin.map(str::to_string),
+                        name: t.name.clone(),
+                        module: t.module.name,
+                        args: t.args.to_json(),
+                        item: item.as_ref().map(|i| i.shown.clone()),
+                        decision: decision.clone().unwrap_or(Decision::Run),
+                        file: None,
+                        notify: Vec::new(),
+                        become_: false,
+                        become_user: None,
+                        source: format!("{}:{}", t.loc.file, t.loc.line),
+                        run_once: t.run_once,
+                        delegate_to: t.delegate_to.as_ref().map(|d| d.value.clone()),
+                        throttle: t.throttle,
+                    });
+                }
+                continue;
+            }
+            let d = decision.as_ref().or(only);
+            self.items(body, &inc.body, &scope, runtime, d);
+        }
     }
 }

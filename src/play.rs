@@ -4,6 +4,7 @@
 use indexmap::IndexMap;
 
 use crate::error::Diagnostic;
+use crate::spec::block::Item;
 use crate::spec::decode::{Spanned, VarMap};
 use crate::spec::playbook::Play;
 use crate::spec::role::Role;
@@ -21,6 +22,30 @@ pub struct Expanded<'a> {
     pub tasks: Vec<(Origin<'a>, &'a Task)>,
     /// Handlers of the roles and the play.
     pub handlers: Vec<(Origin<'a>, &'a Task)>,
+    /// The same tasks with their structure (blocks, includes): each role's, then the
+    /// play's, with the flat list its items index.
+    pub bodies: Vec<Body<'a>>,
+}
+
+/// A role's or the play's tasks with their structure.
+#[derive(Debug, Clone, Copy)]
+pub struct Body<'a> {
+    /// Whose tasks.
+    pub origin: Origin<'a>,
+    /// The structure.
+    pub items: &'a [Item],
+    /// The flat list the items index.
+    pub tasks: &'a [Task],
+}
+
+impl Expanded<'_> {
+    /// Whether every body is plain tasks (no block, no include): the play runs its tasks
+    /// in one sequence, as it always has.
+    pub fn is_flat(&self) -> bool {
+        self.bodies
+            .iter()
+            .all(|b| crate::spec::block::is_flat(b.items))
+    }
 }
 
 impl<'a> Expanded<'a> {
@@ -96,7 +121,7 @@ pub fn expand<'a>(
     play: &'a Play,
 ) -> Result<Expanded<'a>, Diagnostic> {
     let ordered = role_order(roles, &play.roles)?;
-    Ok(from_roles(ordered, &play.tasks, &play.handlers))
+    Ok(from_roles(ordered, &play.tasks, &play.body, &play.handlers))
 }
 
 /// Expands a single role (for `fleet provision NODE --role R`).
@@ -105,21 +130,38 @@ pub fn expand_role<'a>(
     role: &Spanned<String>,
 ) -> Result<Expanded<'a>, Diagnostic> {
     let ordered = role_order(roles, std::slice::from_ref(role))?;
-    Ok(from_roles(ordered, &[], &[]))
+    Ok(from_roles(ordered, &[], &[], &[]))
 }
 
-fn from_roles<'a>(ordered: Vec<&'a Role>, tasks: &'a [Task], handlers: &'a [Task]) -> Expanded<'a> {
+fn from_roles<'a>(
+    ordered: Vec<&'a Role>,
+    tasks: &'a [Task],
+    body: &'a [Item],
+    handlers: &'a [Task],
+) -> Expanded<'a> {
     let mut all_tasks = Vec::new();
     let mut all_handlers = Vec::new();
+    let mut bodies = Vec::new();
     for r in &ordered {
         all_tasks.extend(r.tasks.iter().map(|t| (Some(r.name.as_str()), t)));
         all_handlers.extend(r.handlers.iter().map(|t| (Some(r.name.as_str()), t)));
+        bodies.push(Body {
+            origin: Some(r.name.as_str()),
+            items: &r.body,
+            tasks: &r.tasks,
+        });
     }
     all_tasks.extend(tasks.iter().map(|t| (None, t)));
     all_handlers.extend(handlers.iter().map(|t| (None, t)));
+    bodies.push(Body {
+        origin: None,
+        items: body,
+        tasks,
+    });
     Expanded {
         roles: ordered,
         tasks: all_tasks,
         handlers: all_handlers,
+        bodies,
     }
 }

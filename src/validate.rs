@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::error::{Diagnostic, Diagnostics, did_you_mean};
+use crate::error::{Diagnostic, Diagnostics, Loc, did_you_mean};
 use crate::plan::{PlanOptions, plan_playbook};
 use crate::play::role_order;
 use crate::repo::{Repo, shown};
@@ -34,6 +34,7 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
     check_inventory_refs(repo, &mut diags);
     check_roles(repo, &mut diags);
     check_routing(repo, &mut diags);
+    check_cloud_prices(repo, &mut diags);
     check_bind_addresses(repo, &mut diags);
 
     let library = Library::new(&repo.templates);
@@ -60,9 +61,10 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
         }
     }
 
+    let mut guards = BTreeSet::new();
     for role in repo.roles.values() {
         for t in role.tasks.iter().chain(role.handlers.iter()) {
-            check_task_syntax(&env, t, &mut diags);
+            check_task_syntax(&env, t, &mut guards, &mut diags);
         }
     }
 
@@ -101,12 +103,20 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
                 if had_errors {
                     continue;
                 }
+                let before = diags.error_count();
+                // A block's `when` is every task's inside it: checked once.
+                let mut guards = BTreeSet::new();
                 for play in &pb.plays {
                     for t in play.tasks.iter().chain(play.handlers.iter()) {
-                        check_task_syntax(&env, t, &mut diags);
+                        check_task_syntax(&env, t, &mut guards, &mut diags);
                     }
                 }
-                if clean {
+                if clean && crate::repo::encrypted::skipped() > 0 {
+                    diags.push(Diagnostic::warning(
+                        Loc::file_start(&pb.file),
+                        "not planned: encrypted variables files could not be read (no identity), so the variables they define are unknown",
+                    ).with_help("give an identity (`--identity FILE`) to check the plays too"));
+                } else if clean && diags.error_count() == before {
                     check_play_handlers(repo, &pb, &mut diags);
                     let (plan, plan_diags) =
                         plan_playbook(repo, &library, &pb, &PlanOptions::default());
@@ -130,6 +140,7 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
 fn check_task_syntax(
     env: &minijinja::Environment<'_>,
     t: &crate::spec::task::Task,
+    guards: &mut BTreeSet<String>,
     diags: &mut Diagnostics,
 ) {
     let what = format!("in task `{}`", t.name);
@@ -145,9 +156,15 @@ fn check_task_syntax(
             diags.push(crate::template::render_error(&e, &n.loc, &[], &what));
         }
     }
+    let new_guards: Vec<_> = t
+        .guards
+        .iter()
+        .filter(|g| guards.insert(g.loc.to_string()))
+        .collect();
     for e in [&t.when, &t.until, &t.changed_when, &t.failed_when]
         .into_iter()
         .flatten()
+        .chain(new_guards)
     {
         let text = e.value.trim();
         let inner = text
@@ -576,6 +593,59 @@ pub fn node_capabilities(repo: &Repo, n: &NodeSpec) -> BTreeSet<String> {
     caps
 }
 
+/// Spend is counted only for what has a price: with `routing.cost`, every cloud provider
+/// needs one; a `routing.prices` entry no provider uses is likely a typo of one that does.
+fn check_cloud_prices(repo: &Repo, diags: &mut Diagnostics) {
+    let r = &repo.inventory.routing;
+    let prices = match crate::gateway::prices::PriceTable::with_overrides(&r.prices) {
+        Ok(p) => p,
+        Err(e) => {
+            diags.push(Diagnostic::error(None, e));
+            return;
+        }
+    };
+    if r.cost.is_some() {
+        for c in &r.cloud_fallback {
+            if prices.price(&c.provider, &c.model).is_none() {
+                diags.push(
+                    Diagnostic::warning(
+                        c.loc.clone(),
+                        format!(
+                            "no price is known for `{}/{}`: its spend cannot count against `routing.cost`",
+                            c.provider, c.model
+                        ),
+                    )
+                    .with_help(format!(
+                        "add `routing.prices: {{ \"{}/{}\": {{ input: …, output: … }} }}` (USD per 1M tokens, from the provider's pricing page)",
+                        c.provider, c.model
+                    )),
+                );
+            }
+        }
+    }
+    let used: Vec<String> = r
+        .cloud_fallback
+        .iter()
+        .map(|c| format!("{}/{}", c.provider, c.model))
+        .collect();
+    for p in &r.prices {
+        let name = format!("{}/{}", p.provider, p.model);
+        if !used.contains(&name) {
+            let help = did_you_mean(&name, used.iter().map(String::as_str)).unwrap_or_else(|| {
+                "prices matter only for the providers and models `routing.cloud_fallback` lists"
+                    .to_string()
+            });
+            diags.push(
+                Diagnostic::warning(
+                    p.loc.clone(),
+                    format!("a price for `{name}`, which no `routing.cloud_fallback` entry uses"),
+                )
+                .with_help(help),
+            );
+        }
+    }
+}
+
 fn check_routing(repo: &Repo, diags: &mut Diagnostics) {
     let inv: &Inventory = &repo.inventory;
     let rules = &inv.routing.rules;
@@ -634,7 +704,7 @@ fn check_routing(repo: &Repo, diags: &mut Diagnostics) {
         for f in &r.fallback {
             if f.value == CLOUD_FALLBACK {
                 // A `cloud_fallback:` that is written but malformed has its own located error.
-                if inv.routing.cloud_fallback.is_none() && inv.routing.cloud_fallback_loc.is_none()
+                if inv.routing.cloud_fallback.is_empty() && inv.routing.cloud_fallback_loc.is_none()
                 {
                     diags.push(Diagnostic::error(f.loc.clone(), format!("routing rule `{}` falls back to `{CLOUD_FALLBACK}`, but `routing.cloud_fallback` is not set", r.task.value))
                         .with_help("add `routing: { cloud_fallback: { provider, model, api_key_env } }`"));

@@ -38,8 +38,13 @@ fn a_malformed_cloud_fallback_is_one_located_error() {
             "inventory/fleet.yaml:3:19: error: `routing.cloud_fallback`: expected a mapping, found the string `anthropic`",
         ),
         (
-            "[anthropic, claude-haiku]",
-            "inventory/fleet.yaml:3:19: error: `routing.cloud_fallback`: expected a mapping, found a list",
+            // A list is an ordered list of providers, each a mapping.
+            "[anthropic]",
+            "inventory/fleet.yaml:3:20: error: `routing.cloud_fallback[0]`: expected a mapping, found the string `anthropic`",
+        ),
+        (
+            "[{ provider: openai, model: gpt-4o-mini, api_key_env: OPENAI_API_KEY }, { provider: groq }]",
+            "inventory/fleet.yaml:3:91: error: `routing.cloud_fallback[1]` is missing the required keys `model` and `api_key_env`",
         ),
         (
             "{ model: claude-haiku, api_key_env: ANTHROPIC_API_KEY }",

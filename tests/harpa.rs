@@ -235,10 +235,13 @@ fn a_bad_extension_id_stops_validate_and_apply_before_any_host_is_touched() {
         assert!(ev.is_empty(), "{ev:?}");
         assert!(err.contains(bad), "{err}");
     }
+    // The test host's /etc starts as the machine's, which has /etc/chromium once
+    // install-test-deps installed Chromium (the dashboard test): fleet's own writes are what
+    // must be absent.
     assert_eq!(
         hosts.sh(
             1,
-            "ls /etc/opt/chrome /etc/chromium /var/lib/fleet 2>&1 | grep -c 'No such file'"
+            "ls /etc/opt/chrome /etc/chromium/policies /var/lib/fleet 2>&1 | grep -c 'No such file'"
         ),
         "3\n",
         "nothing was touched"

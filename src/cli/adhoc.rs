@@ -43,6 +43,12 @@ pub struct Common {
     /// JSON lines on stdout (each host's rc, stdout and stderr in its event).
     #[arg(long)]
     pub json: bool,
+    /// The sudo password.
+    #[command(flatten)]
+    pub become_pass: crate::cli::become_pass::AskBecomePass,
+    /// Use cached facts younger than this (`10m`, `1h`) instead of gathering them again.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub facts_max_age: Option<Duration>,
 }
 
 /// Arguments of `fleet run`.
@@ -185,6 +191,10 @@ fn execute(
         ssh_config: common.ssh_config.clone(),
         connect_timeout: Duration::from_secs(10),
         show_output: true,
+        start_at_task: None,
+        step: false,
+        become_password: common.become_pass.read()?,
+        facts_max_age: common.facts_max_age,
         ..RunOptions::default()
     };
     crate::cli::apply::execute(repo, pb, opts, common.json, verbose)

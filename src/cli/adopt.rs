@@ -39,6 +39,9 @@ pub struct Args {
     /// `.fleet/hq.sqlite` in the repo, as on the HQ machine).
     #[arg(long, value_name = "PATH")]
     pub hq_db: Option<PathBuf>,
+    /// The sudo password (as for `fleet provision`).
+    #[command(flatten)]
+    pub become_pass: crate::cli::become_pass::AskBecomePass,
 }
 
 /// Runs `fleet adopt`.
@@ -110,6 +113,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         no_render: false,
         verify_timeout: args.verify_timeout,
         hq_db: Some(db.clone()),
+        become_pass: args.become_pass,
     };
     let result = provision(repo_dir, &pargs, verbose, Some(&joined));
     // Once the node is in the inventory it is no longer pending, even when its services did

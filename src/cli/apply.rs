@@ -57,6 +57,61 @@ pub struct Args {
     /// List the tags the playbook's tasks carry and stop.
     #[arg(long)]
     pub list_tags: bool,
+    /// Start at the first task with this name (every task before it is left out).
+    #[arg(long, value_name = "NAME")]
+    pub start_at_task: Option<String>,
+    /// Ask on the terminal before each task: y (run it), n (skip it), c (run the rest).
+    #[arg(long)]
+    pub step: bool,
+    /// The sudo password.
+    #[command(flatten)]
+    pub become_pass: crate::cli::become_pass::AskBecomePass,
+    /// Use cached facts younger than this (`10m`, `1h`) instead of gathering them again.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub facts_max_age: Option<Duration>,
+}
+
+/// `--start-at-task NAME` must name a task of the playbook (its roles' included).
+fn check_start_at(
+    repo: &crate::repo::Repo,
+    pb: &crate::spec::playbook::Playbook,
+    name: &str,
+) -> Result<()> {
+    let names: Vec<String> = pb
+        .plays
+        .iter()
+        .filter_map(|p| crate::play::expand(&repo.roles, p).ok())
+        .flat_map(|e| {
+            e.tasks
+                .iter()
+                .map(|(_, t)| t.name.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if names.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    let mut close: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| strsim::jaro_winkler(n, name) > 0.8 || n.contains(name))
+        .collect();
+    close.dedup();
+    let help = if close.is_empty() {
+        "`fleet apply PLAYBOOK --list-tasks` lists the task names".to_string()
+    } else {
+        format!(
+            "close names: {}",
+            close
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Err(Error::Usage(format!(
+        "--start-at-task: no task of this playbook is named `{name}`\n  help: {help}"
+    )))
 }
 
 /// Every tag the playbook's tasks (its roles' included) carry, and where each play's tasks
@@ -119,16 +174,18 @@ fn list(
         if diags.has_errors() {
             return Err(Error::Config(diags));
         }
-        for play in &plan.plays {
+        for (play, spec) in plan.plays.iter().zip(&pb.plays) {
+            let names: Vec<&str> = play.targets.iter().map(|t| t.node.as_str()).collect();
+            // A rolling play shows its batches: `h1 | h2, h3`.
+            let hosts = crate::spec::playbook::batches(&names, &spec.serial)
+                .iter()
+                .map(|b| b.join(", "))
+                .collect::<Vec<_>>()
+                .join(" | ");
             crate::outln!(
-                "play {} ({}): {}",
+                "play {} ({}): {hosts}",
                 play.name,
                 crate::util::count(play.targets.len() as u64, "host", "hosts"),
-                play.targets
-                    .iter()
-                    .map(|t| t.node.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
             );
         }
     }
@@ -184,16 +241,18 @@ fn check_tags(
     Ok(())
 }
 
-/// Prints events as they come: human lines or JSON lines. Returns the recap.
+/// Prints events as they come: human lines or JSON lines. Returns the recap. `asking`: the
+/// run asks questions on the terminal (`--step`), so no progress line is drawn over them.
 pub async fn report(
     mut rx: mpsc::UnboundedReceiver<Event>,
     json: bool,
     verbose: bool,
     check: bool,
+    asking: bool,
 ) -> Vec<(String, HostRecap)> {
     let mut recap = Vec::new();
     // A progress line per play on a terminal; output lines go above it.
-    let bars = !json && !style::quiet() && std::io::stdout().is_terminal();
+    let bars = !json && !asking && !style::quiet() && std::io::stdout().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let (mut done, mut changed, mut failed) = (0u32, 0u32, 0u32);
     let say = |bar: &Option<indicatif::ProgressBar>, text: String| match bar {
@@ -236,6 +295,24 @@ pub async fn report(
                 }
             }
             ("recap", _) => recap.push((e.host.clone(), e.counts.unwrap_or_default())),
+            ("batch", _) if !style::quiet() => {
+                say(
+                    &bar,
+                    style::dim(&format!("  {}", e.msg.as_deref().unwrap_or(""))),
+                );
+            }
+            ("stop", _) => {
+                let text = format!(
+                    "  {} {}",
+                    style::red("stopped"),
+                    e.msg.as_deref().unwrap_or("")
+                );
+                if style::quiet() {
+                    crate::errln!("{text}");
+                } else {
+                    say(&bar, text);
+                }
+            }
             (_, Some(s)) => {
                 done += 1;
                 changed += u32::from(s == Status::Changed);
@@ -343,16 +420,33 @@ pub async fn report(
 pub fn recap_table(recap: &[(String, HostRecap)]) -> String {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED);
-    t.set_header(["host", "ok", "changed", "failed", "unreachable", "skipped"]);
+    // `rescued` and `not reached` only when a host has one.
+    let rescued = recap.iter().any(|(_, r)| r.rescued > 0);
+    let not_reached = recap.iter().any(|(_, r)| r.not_reached > 0);
+    let mut header = vec!["host", "ok", "changed", "failed", "unreachable", "skipped"];
+    if rescued {
+        header.push("rescued");
+    }
+    if not_reached {
+        header.push("not reached");
+    }
+    t.set_header(header);
     for (h, r) in recap {
-        t.add_row([
+        let mut row = vec![
             h.clone(),
             r.ok.to_string(),
             r.changed.to_string(),
             r.failed.to_string(),
             r.unreachable.to_string(),
             r.skipped.to_string(),
-        ]);
+        ];
+        if rescued {
+            row.push(r.rescued.to_string());
+        }
+        if not_reached {
+            row.push(if r.not_reached > 0 { "yes" } else { "" }.to_string());
+        }
+        t.add_row(row);
     }
     t.to_string()
 }
@@ -366,6 +460,19 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         return Err(Error::Config(diags));
     }
     check_tags(&repo, &pb, args)?;
+    if let Some(name) = &args.start_at_task {
+        check_start_at(&repo, &pb, name)?;
+    }
+    if args.step && !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(Error::Usage(
+            "--step asks before each task on the terminal, and there is none here (stdin or stderr is not a terminal)\n  help: run it from a terminal, or use --start-at-task/--tags to choose tasks without asking".into(),
+        ));
+    }
+    if args.step && args.json {
+        return Err(Error::Usage(
+            "--step asks on the terminal; --json output is for programs: use one of them".into(),
+        ));
+    }
     if args.list_hosts || args.list_tasks || args.list_tags {
         return list(&repo, &pb, args, &extra);
     }
@@ -380,6 +487,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
         ssh_config: args.ssh_config.clone(),
         connect_timeout: Duration::from_secs(10),
         show_output: false,
+        start_at_task: args.start_at_task.clone(),
+        step: args.step,
+        become_password: args.become_pass.read()?,
+        facts_max_age: args.facts_max_age,
     };
     execute(repo, pb, opts, args.json, verbose)
 }
@@ -410,17 +521,18 @@ pub fn execute(
         return Err(Error::Config(plan_diags));
     }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let check = opts.check;
+    let (check, asking) = (opts.check, opts.step);
     let shared = Arc::new(Shared {
         repo,
         library,
         opts,
         nodes: Default::default(),
+        steps: Default::default(),
     });
     let rt = crate::cli::runtime()?;
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
-        let reporter = tokio::spawn(report(rx, json, verbose, check));
+        let reporter = tokio::spawn(report(rx, json, verbose, check, asking));
         let pb = Arc::new(pb);
         run_playbook(shared, pb, tx).await;
         reporter.await.unwrap_or_default()
@@ -433,14 +545,27 @@ pub fn execute(
         .filter(|(_, r)| r.failed > 0 || r.unreachable > 0)
         .map(|(h, _)| h.as_str())
         .collect();
-    if bad.is_empty() {
+    let unreached: Vec<&str> = recap
+        .iter()
+        .filter(|(_, r)| r.not_reached > 0 && r.failed == 0 && r.unreachable == 0)
+        .map(|(h, _)| h.as_str())
+        .collect();
+    if bad.is_empty() && unreached.is_empty() {
         Ok(0)
     } else {
-        Err(Error::Failed(format!(
+        let mut msg = format!(
             "{} host{} failed or unreachable: {}",
             bad.len(),
             if bad.len() == 1 { "" } else { "s" },
             bad.join(", ")
-        )))
+        );
+        if !unreached.is_empty() {
+            msg.push_str(&format!(
+                "; the run stopped before {}: {}",
+                crate::util::count(unreached.len() as u64, "host", "hosts"),
+                unreached.join(", ")
+            ));
+        }
+        Err(Error::Failed(msg))
     }
 }

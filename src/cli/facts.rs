@@ -39,6 +39,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         repo,
         opts,
         nodes: Default::default(),
+        steps: Default::default(),
     });
     let rt = crate::cli::runtime()?;
     let results = rt.block_on(async {
@@ -66,6 +67,10 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         match r {
             Ok(f) => {
                 crate::facts::store_cached(&shared.repo.root, &n, &f)?;
+                // A custom facts file that is not JSON: said; the other facts stand.
+                for problem in f.local_errors.values() {
+                    crate::noteln!("warning: {n}: custom facts: {problem}");
+                }
                 if !args.json {
                     let hw = f.overlay(&Default::default());
                     crate::outln!(

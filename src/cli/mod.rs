@@ -11,9 +11,11 @@ pub mod adhoc;
 pub mod adopt;
 pub mod agent;
 pub mod apply;
+pub mod become_pass;
 pub mod candidates;
 pub mod check;
 pub mod completions;
+pub mod dashboard;
 pub mod dispatch;
 pub mod docs;
 pub mod drain;
@@ -31,6 +33,7 @@ pub mod provision;
 pub mod render;
 pub mod resources;
 pub mod route;
+pub mod secret;
 pub mod serve;
 pub mod spend;
 pub mod status;
@@ -75,6 +78,16 @@ pub struct Cli {
     /// No colors (also when NO_COLOR is set or output is not a terminal).
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_color: bool,
+    /// The age identity file that decrypts the repo's `.age` files (default: FLEET_AGE_IDENTITY,
+    /// else `~/.config/fleet/age-identity.txt`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "FLEET_AGE_IDENTITY_FILE",
+        help_heading = GLOBAL
+    )]
+    pub identity: Option<PathBuf>,
     /// How log lines (`-v`, `-vv`, `serve`, `agent`) are written: text, or one JSON object a line.
     #[arg(long, global = true, value_enum, default_value = "text", help_heading = GLOBAL)]
     pub log_format: LogFormat,
@@ -139,6 +152,8 @@ pub enum Command {
     Status(status::Args),
     /// What the cloud fallback cost, today and this month, by provider, model and client.
     Spend(spend::Args),
+    /// Open HQ's web dashboard in a browser (a one-time sign-in link).
+    Dashboard(dashboard::Args),
     /// Issue or revoke a node's agent token.
     Token(token::Args),
     /// On a new machine: register it with HQ as pending (with a join token).
@@ -153,6 +168,8 @@ pub enum Command {
     Leave(drain::LeaveArgs),
     /// The fleet CA and HQ's certificate (HTTPS between agents, CLI and HQ).
     Tls(tls::Args),
+    /// Encrypted files in the repo (age): init, encrypt, decrypt, view, edit, rekey.
+    Secret(secret::Args),
     /// Create a new fleet repo.
     Init(init::Args),
     /// Print shell completions (`fleet completions bash > /etc/bash_completion.d/fleet`).
@@ -178,6 +195,7 @@ pub fn run() -> Result<u8> {
     if !matches!(cli.command, Command::Serve(_) | Command::Agent(_)) {
         init_logging(None, false);
     }
+    crate::vault::set_identity_file(cli.identity.clone());
     let repo_dir = cli.inventory.clone();
     match cli.command {
         Command::Validate(a) => validate::run(repo_dir.as_deref(), &a, cli.quiet),
@@ -192,6 +210,7 @@ pub fn run() -> Result<u8> {
         Command::Peers(a) => peers::run(repo_dir.as_deref(), &a),
         Command::Status(a) => status::run(repo_dir.as_deref(), &a),
         Command::Spend(a) => spend::run(repo_dir.as_deref(), &a),
+        Command::Dashboard(a) => dashboard::run(repo_dir.as_deref(), &a),
         Command::Resources(a) => resources::run(&a),
         Command::Apply(a) => apply::run(repo_dir.as_deref(), &a, cli.verbose > 0),
         Command::Run(a) => adhoc::run(repo_dir.as_deref(), &a, cli.verbose > 0),
@@ -210,6 +229,7 @@ pub fn run() -> Result<u8> {
         Command::Undrain(a) => drain::undrain(repo_dir.as_deref(), &a),
         Command::Leave(a) => drain::leave(&a),
         Command::Tls(a) => tls::run(repo_dir.as_deref(), &a),
+        Command::Secret(a) => secret::run(repo_dir.as_deref(), &a),
         Command::Docs(a) => docs::run(&a),
     }
 }
@@ -231,11 +251,12 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Peers(a) => a.json,
         Command::Status(a) => a.json,
         Command::Spend(a) => a.json,
+        Command::Dashboard(a) => a.print,
         Command::Resources(a) => a.json,
         Command::Check(a) => a.json,
         Command::Token(a) => a.action.prints_data(),
         Command::Adopt(a) => a.json,
-        Command::Completions(_) | Command::Docs(_) => true,
+        Command::Completions(_) | Command::Docs(_) | Command::Secret(_) => true,
         Command::Man(a) => a.out.is_none(),
         Command::Validate(_)
         | Command::Render(_)

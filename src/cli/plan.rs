@@ -141,11 +141,21 @@ pub fn human(plan: &Plan, diff: bool) -> String {
                         out.push_str(&format!("   {n:>3}. {origin}: {}{item}\n", t.name));
                     }
                 }
-                let become_ = match (&t.become_user, t.become_) {
+                let mut become_ = match (&t.become_user, t.become_) {
                     (Some(u), _) => format!(" (sudo -u {u})"),
                     (None, true) => " (sudo)".to_string(),
                     (None, false) => String::new(),
                 };
+                // Where and how often it runs, when not simply here.
+                if let Some(d) = &t.delegate_to {
+                    become_.push_str(&format!(" (on {d})"));
+                }
+                if t.run_once {
+                    become_.push_str(" (once per batch)");
+                }
+                if let Some(n) = t.throttle {
+                    become_.push_str(&format!(" (at most {n} at once)"));
+                }
                 out.push_str(&format!(
                     "        {}{become_} {}\n",
                     style::green(t.module),

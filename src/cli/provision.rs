@@ -56,6 +56,9 @@ pub struct Args {
     /// `.fleet/hq.sqlite` in the repo, when it exists, as on the HQ machine).
     #[arg(long, value_name = "PATH")]
     pub hq_db: Option<PathBuf>,
+    /// The sudo password.
+    #[command(flatten)]
+    pub become_pass: crate::cli::become_pass::AskBecomePass,
 }
 
 fn synthetic_node(name: &str, host: &str, role: &str) -> NodeSpec {
@@ -187,9 +190,13 @@ pub fn provision(
             Loc::file_start(&"<fleet provision>".into()),
         )],
         tasks: Vec::new(),
+        body: Vec::new(),
+        serial: Vec::new(),
+        max_fail_percentage: None,
         handlers: Vec::new(),
         become_: false,
         become_user: None,
+        gather_facts: true,
     };
     let pb = Playbook {
         file: "<fleet provision>".into(),
@@ -215,6 +222,7 @@ pub fn provision(
         diff: args.diff,
         extra,
         ssh_config: args.ssh_config.clone(),
+        become_password: args.become_pass.read()?,
         ..RunOptions::default()
     };
     let shared = Arc::new(Shared {
@@ -222,6 +230,7 @@ pub fn provision(
         library,
         opts,
         nodes: Default::default(),
+        steps: Default::default(),
     });
     let rt = crate::cli::runtime()?;
 
@@ -279,7 +288,7 @@ pub fn provision(
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let reporter = tokio::spawn(crate::cli::apply::report(
-            rx, args.json, verbose, args.check,
+            rx, args.json, verbose, args.check, false,
         ));
         run_playbook(shared.clone(), Arc::new(pb), tx).await;
         reporter.await.unwrap_or_default()

@@ -82,13 +82,22 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     // in that pool (capped where it serves the model CPU-only).
     let describe = |name: &str, task: &str| -> String {
         if name == crate::spec::inventory::CLOUD_FALLBACK {
-            return match &table.cloud {
-                Some(c) => format!(
-                    "{name} ({} {}, key from ${})",
-                    c.provider, c.model, c.api_key_env
-                ),
-                None => name.to_string(),
-            };
+            if table.cloud_providers.is_empty() {
+                return name.to_string();
+            }
+            let providers: Vec<String> = table
+                .cloud_providers
+                .iter()
+                .map(|c| {
+                    let key = match (&c.api_key_env, &c.api_key_file) {
+                        (Some(e), _) => format!("${e}"),
+                        (None, Some(f)) => f.clone(),
+                        (None, None) => "?".into(),
+                    };
+                    format!("{} {}, key from {key}", c.provider, c.model)
+                })
+                .collect();
+            return format!("{name} ({})", providers.join("; then "));
         }
         let rule = table.rules.iter().find(|r| r.task == task);
         match worker(name) {

@@ -62,6 +62,15 @@ pub struct Args {
     /// Gateway: how long a failing worker is left alone before one request probes it.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, help_heading = "Gateway")]
     pub breaker_cooldown: std::time::Duration,
+    /// Gateway: where the daily spend warning (`routing.cost.warn_at`) is posted (default:
+    /// FLEET_WEBHOOK_URL, else the variable `fleet.alert_webhook_env` names).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FLEET_WEBHOOK_URL",
+        help_heading = "Gateway"
+    )]
+    pub webhook_url: Option<String>,
     /// Gateway: largest request body in bytes (413 over it).
     #[arg(long, default_value_t = 4 * 1024 * 1024, help_heading = "Gateway")]
     pub max_request_body: usize,
@@ -280,6 +289,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 breaker_failures: args.breaker_failures,
                 breaker_cooldown: args.breaker_cooldown,
                 max_body: args.max_request_body,
+                webhook: args.webhook_url.clone(),
                 body_timeout: args.body_timeout.max(std::time::Duration::from_secs(30)),
                 ..crate::gateway::Settings::default()
             },

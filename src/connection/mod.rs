@@ -9,6 +9,7 @@ pub mod local;
 pub mod resolve;
 pub mod shell;
 pub mod ssh;
+pub mod sudo;
 
 use std::future::Future;
 use std::time::Duration;
@@ -115,7 +116,15 @@ impl Connection for Transport {
 pub struct AnyConnection {
     transport: Transport,
     shells: tokio::sync::Mutex<Vec<(Option<String>, Shell)>>,
+    /// The sudo password for `become` (see [`sudo`]); `None`: `sudo -n`.
+    become_password: std::sync::Mutex<Option<crate::secret::Secret<String>>>,
+    /// sudo refused that password once: no more attempts on this host (an account lock-out
+    /// counts them).
+    refused: std::sync::atomic::AtomicBool,
 }
+
+/// The longest fleet waits for sudo to take the password.
+const SUDO_LIMIT: Duration = Duration::from_secs(60);
 
 impl AnyConnection {
     /// A connection over this transport.
@@ -123,6 +132,51 @@ impl AnyConnection {
         AnyConnection {
             transport,
             shells: tokio::sync::Mutex::new(Vec::new()),
+            become_password: std::sync::Mutex::new(None),
+            refused: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Sets the sudo password `become` uses from now on (`None`: `sudo -n`, no password).
+    pub fn set_become_password(&self, password: Option<crate::secret::Secret<String>>) {
+        if let Ok(mut p) = self.become_password.lock() {
+            if *p != password {
+                self.refused
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+            *p = password;
+        }
+    }
+
+    fn password_for(&self, who: RunAs<'_>) -> Option<crate::secret::Secret<String>> {
+        who.account()?;
+        self.become_password.lock().ok()?.clone()
+    }
+
+    /// Starts `inner` as `who` through `sudo -S` and gives it the password; `Err(output)`
+    /// when sudo refused it or ended.
+    async fn spawn_with_password(
+        &self,
+        inner: &str,
+        who: RunAs<'_>,
+        password: &crate::secret::Secret<String>,
+        timeout: Option<Duration>,
+    ) -> Result<Result<Spawned, ExecOutput>, ConnError> {
+        let user = who.account().unwrap_or("root");
+        if self.refused.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(Err(sudo::refused(user)));
+        }
+        let mut p = self.transport.spawn(&sudo::line(inner, who)).await?;
+        let limit = timeout.map_or(SUDO_LIMIT, |t| t.min(SUDO_LIMIT));
+        match sudo::handshake(&mut p, password, user, limit).await? {
+            None => Ok(Ok(p)),
+            Some(out) => {
+                self.refused
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                // Dropped: sudo's stdin closes, so it ends instead of asking again.
+                drop(p);
+                Ok(Err(out))
+            }
         }
     }
 
@@ -167,9 +221,26 @@ impl AnyConnection {
         who: RunAs<'_>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, ConnError> {
+        let password = self.password_for(who);
         if let Some(data) = stdin {
-            let line = run_as(&format!("sh -c {}", shquote(script)), who);
-            return self.transport.exec_line(&line, Some(data), timeout).await;
+            let inner = format!("sh -c {}", shquote(script));
+            let Some(pw) = &password else {
+                return self
+                    .transport
+                    .exec_line(&run_as(&inner, who), Some(data), timeout)
+                    .await;
+            };
+            let p = match self.spawn_with_password(&inner, who, pw, timeout).await? {
+                Ok(p) => p,
+                Err(out) => return Ok(out),
+            };
+            let run = run_to_end(p, Some(data));
+            return match timeout {
+                Some(t) => tokio::time::timeout(t, run)
+                    .await
+                    .map_err(|_| ConnError::Timeout(humantime::format_duration(t).to_string()))?,
+                None => run.await,
+            };
         }
         let account = who.account().map(str::to_string);
         let mut shells = self.shells.lock().await;
@@ -177,7 +248,13 @@ impl AnyConnection {
         let i = match found {
             Some(i) => i,
             None => {
-                let p = self.transport.spawn(&run_as("sh -s", who)).await?;
+                let p = match &password {
+                    None => self.transport.spawn(&run_as("sh -s", who)).await?,
+                    Some(pw) => match self.spawn_with_password("sh -s", who, pw, timeout).await? {
+                        Ok(p) => p,
+                        Err(out) => return Ok(out),
+                    },
+                };
                 shells.push((account, Shell::new(p)));
                 shells.len() - 1
             }

@@ -45,6 +45,9 @@ fn batchable(task: &Task) -> bool {
         && task.until.is_none()
         && task.retries == 0
         && task.timeout_secs.is_none()
+        && !task.run_once
+        && task.delegate_to.is_none()
+        && task.throttle.is_none()
 }
 
 impl Run<'_> {
@@ -91,7 +94,7 @@ impl Run<'_> {
         base: &Context,
         play: &Play,
     ) -> Batched {
-        if self.shared.opts.check || self.shared.opts.diff {
+        if self.shared.opts.check || self.shared.opts.diff || self.shared.opts.step {
             return Batched::No;
         }
         let Some((_, first)) = tasks.first() else {

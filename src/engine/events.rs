@@ -22,7 +22,7 @@ pub enum Status {
 /// One event.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    /// `play`, `task`, `handler`, `recap`.
+    /// `play`, `batch`, `task`, `handler`, `stop`, `recap`.
     pub event: &'static str,
     /// Host (empty for `play`).
     pub host: String,
@@ -77,6 +77,16 @@ pub struct HostRecap {
     pub skipped: u32,
     /// 1 when the host could not be reached.
     pub unreachable: u32,
+    /// Blocks whose failure a `rescue` took (those failures are not counted in `failed`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rescued: u32,
+    /// 1 when the run stopped (`max_fail_percentage`) before this host's batch started.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub not_reached: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl HostRecap {
@@ -98,6 +108,8 @@ impl HostRecap {
         self.failed += o.failed;
         self.skipped += o.skipped;
         self.unreachable = self.unreachable.max(o.unreachable);
+        self.rescued += o.rescued;
+        self.not_reached = self.not_reached.max(o.not_reached);
     }
 }
 
@@ -171,6 +183,23 @@ impl Event {
             status: Some(Status::Unreachable),
             msg: Some(msg),
             ..Event::base("task", host, "connect")
+        }
+    }
+
+    /// A batch of a rolling play (`serial`) starts.
+    pub fn batch(play: &str, n: usize, of: usize, hosts: &[String]) -> Event {
+        Event {
+            hosts: Some(hosts.len()),
+            msg: Some(format!("batch {n} of {of}: {}", hosts.join(", "))),
+            ..Event::base("batch", "", play)
+        }
+    }
+
+    /// The run stops (a batch failed beyond `max_fail_percentage`): why.
+    pub fn stop(play: &str, msg: String) -> Event {
+        Event {
+            msg: Some(msg),
+            ..Event::base("stop", "", play)
         }
     }
 

@@ -16,7 +16,9 @@ use crate::connection::ssh::{SshConnection, SshTarget};
 use crate::connection::{AnyConnection, RunAs, Transport};
 use crate::engine::Shared;
 use crate::engine::batch::Batched;
+use crate::engine::batch_shared::BatchShared;
 use crate::engine::events::{Event, HostRecap, Status};
+use crate::engine::flow::Flow;
 use crate::facts::Facts;
 use crate::instance::Renderer;
 use crate::inventory::vars::{Layers, host_context};
@@ -42,6 +44,10 @@ pub struct HostState {
     pub(crate) predicted: BTreeSet<String>,
     /// Of those, the directories (created with their parents).
     pub(crate) predicted_dirs: BTreeSet<String>,
+    /// `--start-at-task`: whether the named task has been reached (true without it).
+    pub(crate) started: bool,
+    /// Connections to the hosts tasks are delegated to (`delegate_to`), with their facts.
+    pub(crate) delegates: std::collections::BTreeMap<String, (AnyConnection, Facts)>,
 }
 
 impl HostState {
@@ -56,6 +62,8 @@ impl HostState {
             dead: false,
             predicted: BTreeSet::new(),
             predicted_dirs: BTreeSet::new(),
+            started: true,
+            delegates: std::collections::BTreeMap::new(),
         }
     }
 
@@ -70,6 +78,9 @@ impl HostState {
     /// Closes its connection.
     pub async fn close(&mut self) {
         if let Some(c) = self.conn.take() {
+            c.close().await;
+        }
+        for (_, (c, _)) in std::mem::take(&mut self.delegates) {
             c.close().await;
         }
     }
@@ -105,7 +116,7 @@ pub fn ssh_target(shared: &Shared, node: &NodeSpec) -> SshTarget {
     }
 }
 
-fn is_local(shared: &Shared, node: &NodeSpec) -> bool {
+pub(crate) fn is_local(shared: &Shared, node: &NodeSpec) -> bool {
     VarLookup::new(&shared.repo)
         .get(node, "connection")
         .and_then(|v| v.as_str().map(str::to_string))
@@ -133,6 +144,12 @@ pub(crate) struct Run<'a> {
     pub(crate) tx: mpsc::UnboundedSender<Event>,
     pub(crate) recap: HostRecap,
     pub(crate) notified: BTreeSet<String>,
+    /// What the hosts of this batch share (`run_once`, `throttle`).
+    pub(crate) batch: Arc<BatchShared>,
+    /// The last task's result as `register` keeps it (for `run_once`).
+    pub(crate) last: Option<(J, bool)>,
+    /// The last failed task's name and message (secrets masked), for a `rescue`.
+    pub(crate) last_failure: Option<(String, Option<String>)>,
 }
 
 /// Runs play `pi` of `pb` on one host; returns the host's state and its counts.
@@ -142,7 +159,10 @@ pub async fn run_play(
     pi: usize,
     state: HostState,
     tx: mpsc::UnboundedSender<Event>,
+    batch: Arc<BatchShared>,
 ) -> (HostState, HostRecap) {
+    // However this run ends, the batch's other hosts stop waiting for this one.
+    let _finished = batch.guard(&state.name);
     let mut run = Run {
         shared: &shared,
         env: shared.environment(),
@@ -150,6 +170,9 @@ pub async fn run_play(
         tx,
         recap: HostRecap::default(),
         notified: BTreeSet::new(),
+        batch,
+        last: None,
+        last_failure: None,
     };
     run.play(&pb.plays[pi]).await;
     (run.state, run.recap)
@@ -161,7 +184,19 @@ impl Run<'_> {
         if let Some(s) = e.status {
             self.recap.count(s);
         }
+        // A module that needs facts (package, service) fails without them: say why.
+        if e.status == Some(Status::Failed)
+            && self.state.facts.is_none()
+            && !self.state.dead
+            && let Some(m) = &mut e.msg
+        {
+            m.push_str(" (this host has no facts: the play says `gather_facts: false` and none are cached; `fleet facts NODE` caches them)");
+        }
         e.mask_secrets();
+        if e.status == Some(Status::Failed) {
+            // What a `rescue` sees as `ansible_failed_task` / `ansible_failed_result`.
+            self.last_failure = Some((e.task.clone(), e.msg.clone()));
+        }
         let _ = self.tx.send(e);
     }
 
@@ -216,9 +251,34 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Gathers facts when there are none yet or a change made them stale.
-    pub(crate) async fn gather(&mut self) -> Result<(), String> {
-        if self.state.facts.is_some() && !self.state.facts_stale {
+    /// Gathers facts when there are none yet or a change made them stale; with
+    /// `--facts-max-age`, cached facts younger than that are used instead (no round trip).
+    /// A play with `gather_facts: false` uses the cached facts, when there are any, and never
+    /// contacts the host for them.
+    pub(crate) async fn gather(&mut self, play: &Play) -> Result<(), String> {
+        if self.state.facts.is_some() && (!self.state.facts_stale || !play.gather_facts) {
+            return Ok(());
+        }
+        let cached = |max_age: Option<std::time::Duration>| {
+            let (root, name) = (self.shared.repo.root.clone(), self.state.name.clone());
+            tokio::task::spawn_blocking(move || match max_age {
+                Some(age) => crate::facts::load_fresh(&root, &name, age),
+                None => crate::facts::load_cached(&root, &name).map(|f| (f, Default::default())),
+            })
+        };
+        let fresh = match (play.gather_facts, self.shared.opts.facts_max_age) {
+            (false, _) => cached(None).await.ok().flatten(),
+            (true, Some(age)) if !self.state.facts_stale => cached(Some(age)).await.ok().flatten(),
+            (true, _) => None,
+        };
+        if fresh.is_some() || !play.gather_facts {
+            if let Some((f, age)) = fresh {
+                tracing::info!(age_s = age.as_secs(), "facts from the cache (not gathered)");
+                self.state.facts = Some(f);
+            } else {
+                tracing::info!("no facts: `gather_facts: false` and none cached");
+            }
+            self.state.facts_stale = false;
             return Ok(());
         }
         let Some(conn) = &self.state.conn else {
@@ -232,6 +292,10 @@ impl Run<'_> {
             ms = started.elapsed().as_millis() as u64,
             "facts gathered"
         );
+        // A custom facts file that is not JSON: said, and the other facts are used.
+        for problem in facts.local_errors.values() {
+            tracing::warn!("custom facts: {problem}");
+        }
         // File I/O off the runtime's threads, which the other hosts are using.
         let (root, name, f) = (
             self.shared.repo.root.clone(),
@@ -261,7 +325,7 @@ impl Run<'_> {
             self.unreachable(e);
             return;
         }
-        if let Err(e) = self.gather().await {
+        if let Err(e) = self.gather(play).await {
             self.unreachable(e);
             return;
         }
@@ -281,13 +345,17 @@ impl Run<'_> {
             play: Some(&play.vars),
             extra: Some(&self.shared.opts.extra),
         };
-        let facts_json =
-            serde_json::to_value(self.state.facts.clone().unwrap_or_default()).unwrap_or(J::Null);
+        // No facts (`gather_facts: false`, none cached): `facts` is undefined, not empty.
+        let facts_json = self
+            .state
+            .facts
+            .as_ref()
+            .map(|f| serde_json::to_value(f).unwrap_or(J::Null));
         let base = match host_context(
             &self.shared.repo.inventory,
             node,
             &layers,
-            Some(&facts_json),
+            facts_json.as_ref(),
             &self.env,
         ) {
             Ok(mut c) => {
@@ -299,19 +367,17 @@ impl Run<'_> {
                 return;
             }
         };
-        let mut i = 0;
-        while i < expanded.tasks.len() {
-            // Runs of simple tasks go to the host as one exec; the rest, and everything in
-            // check mode, one task per exec.
-            match self.batch(&expanded.tasks[i..], &base, play).await {
-                Batched::Done(n) => i += n,
-                Batched::Stop => return,
-                Batched::No => {
-                    let (origin, task) = expanded.tasks[i];
-                    if !self.run_task(origin, task, &base, play, "task").await {
-                        return;
-                    }
-                    i += 1;
+        self.set_become_password(&base);
+        if expanded.is_flat() {
+            // Plain tasks, as one sequence across the roles: what every play without blocks
+            // or includes runs, batched exactly as before.
+            if self.tasks(&expanded.tasks, &base, play).await != Flow::Next {
+                return;
+            }
+        } else {
+            for body in &expanded.bodies {
+                if self.items(*body, body.items, &base, play).await != Flow::Next {
+                    return;
                 }
             }
         }
@@ -331,6 +397,77 @@ impl Run<'_> {
             }
         }
         self.notified.clear();
+    }
+
+    /// Runs a sequence of plain tasks: runs of simple ones as one exec, the rest one by one.
+    pub(crate) async fn tasks(
+        &mut self,
+        tasks: &[(Origin<'_>, &Task)],
+        base: &Context,
+        play: &Play,
+    ) -> Flow {
+        let mut i = 0;
+        while i < tasks.len() {
+            let (origin, task) = tasks[i];
+            if !self.state.started {
+                // `--start-at-task`: everything before the named task is left out.
+                if !self.starts_here(task) {
+                    i += 1;
+                    continue;
+                }
+                self.state.started = true;
+            }
+            // Runs of simple tasks go to the host as one exec; the rest, and everything in
+            // check mode, one task per exec.
+            match self.batch(&tasks[i..], base, play).await {
+                Batched::Done(n) => i += n,
+                Batched::Stop => return self.stopped(),
+                Batched::No => {
+                    if !self.run_task(origin, task, base, play, "task").await {
+                        return self.stopped();
+                    }
+                    i += 1;
+                }
+            }
+        }
+        Flow::Next
+    }
+
+    /// Why a task sequence stopped: the host is gone, or a task failed.
+    pub(crate) fn stopped(&self) -> Flow {
+        if self.state.dead || self.state.conn.is_none() {
+            Flow::Gone
+        } else {
+            Flow::Failed
+        }
+    }
+
+    /// `--start-at-task NAME`: whether `task` is the named one.
+    fn starts_here(&self, task: &Task) -> bool {
+        self.shared
+            .opts
+            .start_at_task
+            .as_deref()
+            .is_none_or(|n| n == task.name)
+    }
+
+    /// The sudo password `become` uses on this host: its `become_password` variable, else
+    /// `--ask-become-pass`'s; none: `sudo -n` (no password).
+    fn set_become_password(&self, base: &Context) {
+        let from_var = base.get("become_password").and_then(|v| match v {
+            J::String(s) => Some(s.clone()),
+            J::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        if let Some(p) = &from_var {
+            crate::secret::remember(p);
+        }
+        let password = from_var
+            .map(crate::secret::Secret::new)
+            .or_else(|| self.shared.opts.become_password.clone());
+        if let Some(c) = &self.state.conn {
+            c.set_become_password(password);
+        }
     }
 
     /// The host fails before any task (its variables or roles cannot be used).

@@ -8,10 +8,15 @@
 //! master is closed before fleet exits.
 
 pub mod batch;
+pub mod batch_shared;
+pub mod delegate;
 pub mod events;
 pub mod exec;
+pub mod flow;
 pub mod host;
 pub mod outcome;
+pub mod rolling;
+pub mod step;
 pub mod task;
 
 use std::collections::BTreeMap;
@@ -50,6 +55,14 @@ pub struct RunOptions {
     pub connect_timeout: Duration,
     /// Put each task's output (rc, stdout, stderr) in its event: ad-hoc commands show it.
     pub show_output: bool,
+    /// `--start-at-task`: leave out every task before the first with this name.
+    pub start_at_task: Option<String>,
+    /// `--step`: ask on the terminal before each task.
+    pub step: bool,
+    /// The sudo password for `become` (`-K`); a host's `become_password` variable wins.
+    pub become_password: Option<crate::secret::Secret<String>>,
+    /// Cached facts younger than this are used instead of gathering them again.
+    pub facts_max_age: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -65,6 +78,10 @@ impl Default for RunOptions {
             ssh_config: None,
             connect_timeout: Duration::from_secs(10),
             show_output: false,
+            start_at_task: None,
+            step: false,
+            become_password: None,
+            facts_max_age: None,
         }
     }
 }
@@ -79,6 +96,8 @@ pub struct Shared {
     pub opts: RunOptions,
     /// The `nodes` template global, made once for every host (see `environment`).
     pub nodes: std::sync::OnceLock<minijinja::Value>,
+    /// `--step` answers.
+    pub steps: step::Steps,
 }
 
 impl Shared {
@@ -125,6 +144,7 @@ pub async fn run_playbook(
     let stop = stop_signal();
     tokio::pin!(stop);
     let mut interrupted: Option<&'static str> = None;
+    let mut aborted = false;
     for (pi, play) in pb.plays.iter().enumerate() {
         if interrupted.is_some() {
             break;
@@ -141,59 +161,100 @@ pub async fn run_playbook(
                 })
                 .collect();
         let _ = tx.send(Event::play(&play.name, targets.len()));
-        let permits = Arc::new(Semaphore::new(shared.opts.forks.max(1)));
-        let mut joins = Vec::new();
-        for name in targets {
-            let state = states
-                .remove(&name)
-                .unwrap_or_else(|| host::HostState::new(&name));
-            let (shared, pb, tx, permits) =
-                (shared.clone(), pb.clone(), tx.clone(), permits.clone());
-            // Every log line of this host's run (`-v`, `-vv`) names the node.
-            let span = tracing::info_span!("host", node = %name);
-            let job = tokio::spawn(tracing::Instrument::instrument(
-                crate::panic::CatchUnwind::new(async move {
-                    let _permit = permits.acquire_owned().await.ok();
-                    host::run_play(shared, pb, pi, state, tx).await
-                }),
-                span,
-            ));
-            joins.push((name, job));
-        }
-        for (name, mut job) in joins {
-            let joined = if interrupted.is_some() {
-                job.abort();
-                job.await
-            } else {
-                tokio::select! {
-                    j = &mut job => j,
-                    sig = &mut stop => {
-                        interrupted = Some(sig);
-                        job.abort();
-                        job.await
+        let batches = crate::spec::playbook::batches(&targets, &play.serial);
+        for (bi, batch) in batches.iter().enumerate() {
+            if interrupted.is_some() {
+                break;
+            }
+            if batches.len() > 1 {
+                let _ = tx.send(Event::batch(&play.name, bi + 1, batches.len(), batch));
+            }
+            let shared_batch = batch_shared::BatchShared::new(batch.clone());
+            let permits = Arc::new(Semaphore::new(shared.opts.forks.max(1)));
+            let mut joins = Vec::new();
+            for name in batch.iter().cloned() {
+                let state = states.remove(&name).unwrap_or_else(|| {
+                    let mut s = host::HostState::new(&name);
+                    s.started = shared.opts.start_at_task.is_none();
+                    s
+                });
+                let (shared, pb, tx, permits, shared_batch) = (
+                    shared.clone(),
+                    pb.clone(),
+                    tx.clone(),
+                    permits.clone(),
+                    shared_batch.clone(),
+                );
+                // Every log line of this host's run (`-v`, `-vv`) names the node.
+                let span = tracing::info_span!("host", node = %name);
+                let job = tokio::spawn(tracing::Instrument::instrument(
+                    crate::panic::CatchUnwind::new(async move {
+                        let _permit = permits.acquire_owned().await.ok();
+                        host::run_play(shared, pb, pi, state, tx, shared_batch).await
+                    }),
+                    span,
+                ));
+                joins.push((name, job));
+            }
+            for (name, mut job) in joins {
+                let joined = if interrupted.is_some() {
+                    job.abort();
+                    job.await
+                } else {
+                    tokio::select! {
+                        j = &mut job => j,
+                        sig = &mut stop => {
+                            interrupted = Some(sig);
+                            job.abort();
+                            job.await
+                        }
                     }
+                };
+                let failure = match joined {
+                    Ok(Ok((state, r))) => {
+                        recap.entry(name.clone()).or_default().add(&r);
+                        states.insert(name, state);
+                        continue;
+                    }
+                    Ok(Err(caught)) => format!("this host's run stopped: {caught}"),
+                    Err(e) if e.is_cancelled() => format!(
+                        "interrupted by {}: the host's run was stopped",
+                        interrupted.unwrap_or("a signal")
+                    ),
+                    Err(e) => format!("this host's run stopped: {e}"),
+                };
+                // The host is out of the run: a failed host in the recap and the exit code.
+                let mut e = Event::task("task", &name, "run", "-", Status::Failed);
+                e.msg = Some(failure);
+                e.mask_secrets();
+                recap.entry(name.clone()).or_default().count(Status::Failed);
+                let _ = tx.send(e);
+                states.insert(name.clone(), host::HostState::dead(&name));
+            }
+            if let Some(why) = rolling::stops(play, &recap, batch, bi, batches.len()) {
+                // Later batches do not start; their hosts are shown as not reached.
+                let left: Vec<&String> = batches[bi + 1..].iter().flatten().collect();
+                for h in &left {
+                    recap.entry((*h).clone()).or_default().not_reached = 1;
                 }
-            };
-            let failure = match joined {
-                Ok(Ok((state, r))) => {
-                    recap.entry(name.clone()).or_default().add(&r);
-                    states.insert(name, state);
-                    continue;
-                }
-                Ok(Err(caught)) => format!("this host's run stopped: {caught}"),
-                Err(e) if e.is_cancelled() => format!(
-                    "interrupted by {}: the host's run was stopped",
-                    interrupted.unwrap_or("a signal")
-                ),
-                Err(e) => format!("this host's run stopped: {e}"),
-            };
-            // The host is out of the run: a failed host in the recap and the exit code.
-            let mut e = Event::task("task", &name, "run", "-", Status::Failed);
-            e.msg = Some(failure);
-            e.mask_secrets();
-            recap.entry(name.clone()).or_default().count(Status::Failed);
-            let _ = tx.send(e);
-            states.insert(name.clone(), host::HostState::dead(&name));
+                let msg = if left.is_empty() {
+                    format!("{why}: the run stops")
+                } else {
+                    format!(
+                        "{why}: the run stops; not reached: {}",
+                        left.iter()
+                            .map(|h| h.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                let _ = tx.send(Event::stop(&play.name, msg));
+                aborted = true;
+                break;
+            }
+        }
+        if aborted {
+            break;
         }
     }
     // Every master closes now, not after its persist time.

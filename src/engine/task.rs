@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as J, json};
 
+use crate::engine::batch_shared::OnceResult;
 use crate::engine::events::{Event, Status};
 use crate::engine::exec;
 use crate::engine::host::Run;
@@ -42,7 +43,9 @@ impl Run<'_> {
         task.ignore_errors
     }
 
-    /// Runs one task (every loop item); false when the host must leave the play.
+    /// Runs one task (every loop item); false when the host must leave the play. A
+    /// `run_once` task runs on the batch's first running host, the others take its result;
+    /// a `throttle`d one waits for a slot; with `--step`, the user decides first.
     pub(crate) async fn run_task(
         &mut self,
         origin: Origin<'_>,
@@ -54,6 +57,59 @@ impl Run<'_> {
         if !self.selected_by_tags(task) {
             return true;
         }
+        if task.run_once
+            && let Ok(r) = self.batch.clone().once(task, &self.state.name).await
+        {
+            return self.take_once(task, kind, r);
+        }
+        let batch = self.batch.clone();
+        let _slot = match task.throttle {
+            Some(n) => batch.throttle(task, n).acquire_owned().await.ok(),
+            None => None,
+        };
+        if self.shared.opts.step && !self.shared.steps.allow(task).await {
+            return true;
+        }
+        self.last = None;
+        let ok = self.run_here(origin, task, base, play, kind).await;
+        if task.run_once {
+            let (value, secret) = self.last.take().unwrap_or_default();
+            self.batch.publish(
+                task,
+                OnceResult {
+                    host: self.state.name.clone(),
+                    value,
+                    secret,
+                    failed: !ok,
+                },
+            );
+        }
+        ok
+    }
+
+    /// Another host of the batch ran this `run_once` task: its result is this host's too.
+    fn take_once(&mut self, task: &Task, kind: &'static str, r: OnceResult) -> bool {
+        if let Some(name) = &task.register {
+            self.state
+                .registered
+                .insert(name, r.value.clone(), r.secret);
+        }
+        if r.failed {
+            let msg = format!("the `run_once` task failed on `{}`", r.host);
+            return self.fail(task, None, kind, msg);
+        }
+        true
+    }
+
+    /// Runs one task here (every loop item); false when the host must leave the play.
+    async fn run_here(
+        &mut self,
+        origin: Origin<'_>,
+        task: &Task,
+        base: &Context,
+        play: &Play,
+        kind: &'static str,
+    ) -> bool {
         let ctx = self.task_context(base);
         let instances = match self.renderer().instances(task, &ctx, Phase::Live) {
             Ok(i) => i,
@@ -125,17 +181,22 @@ impl Run<'_> {
 
     /// Keeps a task's result under its `register` name (secret when it read a secret).
     pub(crate) fn register(&mut self, task: &Task, results: &[J], secret: bool) {
-        if let Some(r) = &task.register {
-            let v = if task.loop_.is_some() {
-                json!({ "results": results, "changed": results.iter().any(|r| r["changed"] == true) })
-            } else {
-                results.first().cloned().unwrap_or(J::Null)
-            };
-            if secret {
-                crate::inventory::vars::remember_strings(&v);
-            }
-            self.state.registered.insert(r, v, secret);
+        if task.register.is_none() && !task.run_once {
+            return;
         }
+        let v = if task.loop_.is_some() {
+            json!({ "results": results, "changed": results.iter().any(|r| r["changed"] == true) })
+        } else {
+            results.first().cloned().unwrap_or(J::Null)
+        };
+        if secret {
+            crate::inventory::vars::remember_strings(&v);
+        }
+        if let Some(r) = &task.register {
+            self.state.registered.insert(r, v.clone(), secret);
+        }
+        // A `run_once` task's result goes to the batch's other hosts.
+        self.last = Some((v, secret));
     }
 
     /// Renders, runs (with retries) and judges one instance. Also says whether the module
@@ -163,14 +224,23 @@ impl Run<'_> {
         let mode = self.mode();
         let timeout = task.timeout_secs.map(Duration::from_secs);
         let what = format!("for host `{}` in task `{}`", self.state.name, task.name);
+        let delegate = self.delegate_for(task, inst).await?;
         let mut attempt = 0;
         loop {
-            let facts = self.state.facts.clone().unwrap_or_default();
-            let who = self.run_as(task, play);
-            let Some(conn) = &self.state.conn else {
-                return Err(TaskError::Unreachable("not connected".into()));
+            let reported = match &delegate {
+                None => {
+                    let facts = self.state.facts.clone().unwrap_or_default();
+                    let who = self.run_as(task, play);
+                    let Some(conn) = &self.state.conn else {
+                        return Err(TaskError::Unreachable("not connected".into()));
+                    };
+                    exec::action(conn, action.as_ref(), &facts, mode, who, timeout).await?
+                }
+                Some(name) => {
+                    self.delegated(name, task, play, action.as_ref(), mode, timeout)
+                        .await?
+                }
             };
-            let reported = exec::action(conn, action.as_ref(), &facts, mode, who, timeout).await?;
             let (judged, rep) = self.judge(action.as_ref(), reported, mode);
             let mut changed = judged.changed;
             let mut failed = judged.failed.is_some();

@@ -65,6 +65,13 @@ pub struct Facts {
     /// Its Tailscale IPv4 address (`tailscale ip -4`), when it is on a tailnet.
     #[serde(default)]
     pub tailscale_ip: Option<String>,
+    /// Custom facts: each `/etc/fleet/facts.d/NAME.json` of the host, parsed, under `NAME`
+    /// (`facts.local.NAME`, Ansible's `ansible_local`).
+    #[serde(default)]
+    pub local: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The custom facts files that are not valid JSON: name → what is wrong.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub local_errors: std::collections::BTreeMap<String, String>,
 }
 
 impl Facts {
@@ -142,11 +149,34 @@ pub fn store_cached(repo_root: &Path, node: &str, facts: &Facts) -> crate::error
     let text = serde_json::to_vec_pretty(facts).unwrap_or_default();
     let path = cache_dir(repo_root).join(format!("{node}.json"));
     // A cache: replaced atomically (readers see the old or the new file), not flushed to
-    // disk, and not written at all when nothing changed.
+    // disk, and not written at all when nothing changed — only its time is renewed, which
+    // says when the facts were gathered (`--facts-max-age`).
     if std::fs::read(&path).is_ok_and(|old| old == text) {
-        return Ok(());
+        let touched = std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if touched.is_ok() {
+            return Ok(());
+        }
     }
     crate::util::write_atomic_unsynced(&path, &text)
+}
+
+/// Cached facts of a node gathered less than `max_age` ago, and how long ago.
+pub fn load_fresh(
+    repo_root: &Path,
+    node: &str,
+    max_age: std::time::Duration,
+) -> Option<(Facts, std::time::Duration)> {
+    let path = cache_dir(repo_root).join(format!("{node}.json"));
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    // A time in the future (a clock set back) is not fresh: gather again.
+    let age = std::time::SystemTime::now().duration_since(modified).ok()?;
+    if age >= max_age {
+        return None;
+    }
+    load_cached(repo_root, node).map(|f| (f, age))
 }
 
 /// The facts cache of a repo, opened once: a repo that never gathered facts costs no file

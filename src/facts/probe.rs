@@ -46,6 +46,13 @@ fi
 for t in tailscale /opt/homebrew/bin/tailscale /usr/local/bin/tailscale /Applications/Tailscale.app/Contents/MacOS/Tailscale; do
   if command -v $t >/dev/null 2>&1; then echo "tailscale_ip=$($t ip -4 2>/dev/null | head -n1)"; break; fi
 done
+# Custom facts, in this same round trip: each file as hex (od is POSIX), so no content can
+# pass for a line of the probe's own.
+for f in /etc/fleet/facts.d/*.json; do
+  [ -f "$f" ] && [ -r "$f" ] || continue
+  n=${f##*/}; echo "local=${n%.json}"
+  od -An -v -tx1 "$f" | while read -r l; do echo "localhex=$l"; done
+done
 "#;
 
 /// Runs the probe on an open connection and parses it.
@@ -91,10 +98,55 @@ fn interface_address(line: &str) -> Option<std::net::IpAddr> {
     bare.parse().ok()
 }
 
+/// Bytes from `od -An -tx1` words (`7b 22 61`); `None` at a word that is not a byte.
+fn hex_bytes(words: &str, out: &mut Vec<u8>) -> Option<()> {
+    for w in words.split_whitespace() {
+        out.push(u8::from_str_radix(w, 16).ok()?);
+    }
+    Some(())
+}
+
+/// The custom facts files, parsed into `f.local` (or their problem into `f.local_errors`).
+fn parse_local(files: Vec<(String, Option<Vec<u8>>)>, f: &mut Facts) {
+    for (name, bytes) in files {
+        let parsed = match bytes {
+            None => Err("the probe could not read it whole".to_string()),
+            Some(b) => match std::str::from_utf8(&b) {
+                Err(_) => Err("it is not UTF-8 text".to_string()),
+                Ok(t) => serde_json::from_str::<serde_json::Value>(t)
+                    .map_err(|e| format!("not valid JSON: {e}")),
+            },
+        };
+        match parsed {
+            Ok(v) => {
+                f.local.insert(name, v);
+            }
+            Err(e) => {
+                f.local_errors
+                    .insert(name.clone(), format!("/etc/fleet/facts.d/{name}.json: {e}"));
+            }
+        }
+    }
+}
+
 /// Parses the probe's output.
 pub fn parse(text: &str) -> Facts {
     let mut f = Facts::default();
+    let mut local: Vec<(String, Option<Vec<u8>>)> = Vec::new();
     for line in text.lines() {
+        if let Some(name) = line.strip_prefix("local=") {
+            local.push((name.to_string(), Some(Vec::new())));
+            continue;
+        }
+        if let Some(words) = line.strip_prefix("localhex=") {
+            if let Some((_, bytes)) = local.last_mut() {
+                let ok = bytes.as_mut().and_then(|b| hex_bytes(words, b));
+                if ok.is_none() {
+                    *bytes = None;
+                }
+            }
+            continue;
+        }
         if let Some(ip) = interface_address(line) {
             if !ip.is_loopback() && !f.addresses.contains(&ip.to_string()) {
                 f.addresses.push(ip.to_string());
@@ -167,6 +219,7 @@ pub fn parse(text: &str) -> Facts {
     {
         f.apple_chip = Some(m);
     }
+    parse_local(local, &mut f);
     f
 }
 
@@ -231,6 +284,32 @@ mod tests {
         assert_eq!(f.addresses, ["10.0.0.7", "fe80::1"]);
         assert_eq!(f.tailscale_ip.as_deref(), Some("100.101.102.103"));
         assert_eq!(parse("tailscale_ip=Logged out.").tailscale_ip, None);
+    }
+
+    #[test]
+    fn custom_facts_each_file_on_its_own() {
+        let hex = |s: &str| {
+            s.bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let text = format!(
+            "kernel=Linux\nlocal=app\nlocalhex={}\nlocalhex={}\nlocal=broken\nlocalhex={}\nlocal=empty\nlocal=odd\nlocalhex=zz\ncores=4\n",
+            hex("{\"version\": \"1.2\",\n"),
+            hex("\"tags\": [\"a\"]}"),
+            hex("{not json"),
+        );
+        let f = parse(&text);
+        assert_eq!(f.cores, Some(4), "the other facts are there");
+        assert_eq!(
+            f.local.get("app"),
+            Some(&serde_json::json!({"version": "1.2", "tags": ["a"]}))
+        );
+        assert_eq!(f.local.len(), 1);
+        assert!(f.local_errors["broken"].contains("broken.json: not valid JSON"));
+        assert!(f.local_errors["empty"].contains("not valid JSON"));
+        assert!(f.local_errors["odd"].contains("could not read it"));
     }
 
     #[test]

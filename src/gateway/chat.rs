@@ -13,12 +13,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use crate::gateway::Gateway;
 use crate::gateway::breaker::Admit;
 use crate::gateway::errors::{error, tag};
 use crate::gateway::metrics::{Outcome, StatusLabel, TokenLabels, WorkerLabel};
 use crate::gateway::select::{Candidate, SelectError, candidates};
 use crate::gateway::upstream::{self, Answer, Outgoing};
+use crate::gateway::{Gateway, cloud};
 use crate::hq::inflight::Slot;
 
 /// Largest non-streamed answer passed on.
@@ -83,12 +83,15 @@ struct Done {
     outcome: &'static str,
     /// Held until the answer ends.
     slot: Option<Slot>,
+    /// A cloud call's share of `max_concurrent_api`, held as long.
+    api_slot: Option<Slot>,
 }
 
 impl Drop for Done {
     fn drop(&mut self) {
         let total = self.started.elapsed();
         self.slot.take();
+        self.api_slot.take();
         tracing::info!(
             target: "fleet::access",
             method = %"POST",
@@ -138,6 +141,7 @@ pub async fn completions(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
         upstream_time: Duration::ZERO,
         outcome: "ok",
         slot: None,
+        api_slot: None,
     };
     let (resp, streaming) = match answer(&gw, req, &mut done).await {
         Ok(r) => r,
@@ -268,47 +272,91 @@ async fn answer(
     let mut busy = Vec::new();
     let mut cooling = Vec::new();
     let mut failed = Vec::new();
+    let mut capped = None;
+    let mut request_json: Option<serde_json::Value> = None;
     for cand in &list {
-        let Candidate::Node {
-            name,
-            base,
-            model,
-            max_concurrent,
-        } = cand
-        else {
-            // Cloud providers are tried by the cloud path (wired with the providers).
+        let (label, max, send) = match cand {
+            Candidate::Node {
+                name,
+                base,
+                model,
+                max_concurrent,
+            } => {
+                let mut body = chat.body.clone();
+                body.insert("model".into(), serde_json::Value::String(model.clone()));
+                let out = Outgoing {
+                    url: format!("{base}/v1/chat/completions"),
+                    headers: Vec::new(),
+                    body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+                };
+                (name.clone(), *max_concurrent, Send::Node(out))
+            }
+            Candidate::Cloud(i) => {
+                let body = request_json
+                    .get_or_insert_with(|| serde_json::Value::Object(chat.body.clone()));
+                match cloud::prepare(gw, *i, body, chat.stream) {
+                    Ok(p) => (p.label.clone(), 0, Send::Cloud(Box::new(p))),
+                    Err(cloud::Skip::Capped(m)) => {
+                        capped = Some(m);
+                        continue;
+                    }
+                    Err(cloud::Skip::Unusable(m)) => {
+                        let label = crate::gateway::select::clouds(&gw.table())
+                            .get(*i)
+                            .map_or_else(
+                                || "cloud".to_string(),
+                                |c| format!("cloud:{}", c.provider),
+                            );
+                        gw.note_error(&label, m.clone());
+                        failed.push(format!("{label}: {m}"));
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(slot) = gw.inflight.try_take(&label, max) else {
+            busy.push(label);
             continue;
         };
-        let Some(slot) = gw.inflight.try_take(name, *max_concurrent) else {
-            busy.push(name.clone());
-            continue;
+        // All cloud calls together stay under `routing.max_concurrent_api`.
+        let api_slot = match &send {
+            Send::Cloud(_) => {
+                let max_api = gw.policy().max_concurrent_api.unwrap_or(0);
+                match gw.inflight.try_take(CLOUD_SLOTS, max_api) {
+                    Some(s) => Some(s),
+                    None => {
+                        busy.push(label);
+                        continue;
+                    }
+                }
+            }
+            Send::Node(_) => None,
         };
-        let admit = gw.breakers.admit(name, Instant::now());
+        let admit = gw.breakers.admit(&label, Instant::now());
         if admit == Admit::No {
-            cooling.push(name.clone());
+            cooling.push(label);
             continue;
         }
         done.attempts += 1;
-        let mut body = chat.body.clone();
-        body.insert("model".into(), serde_json::Value::String(model.clone()));
-        let out = Outgoing {
-            url: format!("{base}/v1/chat/completions"),
-            headers: Vec::new(),
-            body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        };
         let t0 = Instant::now();
-        match upstream::start(&gw.client, out, gw.settings.upstream_timeout).await {
+        let timeout = gw.settings.upstream_timeout;
+        let sent = match &send {
+            Send::Node(out) => upstream::start(&gw.client, out.clone(), timeout).await,
+            Send::Cloud(p) => cloud::send(gw, p, timeout).await,
+        };
+        match sent {
             Ok(answer) => {
-                gw.breakers.success(name);
+                gw.breakers.success(&label);
                 gw.metrics
                     .upstream
                     .get_or_create(&WorkerLabel {
-                        worker: name.clone(),
+                        worker: label.clone(),
                     })
                     .observe(answer.first_byte.as_secs_f64());
                 done.upstream_time += answer.first_byte;
-                done.worker = name.clone();
+                done.worker = label.clone();
                 done.slot = Some(slot);
+                done.api_slot = api_slot;
                 let outcome = if answer.status.is_success() {
                     "ok"
                 } else {
@@ -317,38 +365,61 @@ async fn answer(
                 gw.metrics
                     .attempts
                     .get_or_create(&Outcome {
-                        worker: name.clone(),
+                        worker: label.clone(),
                         outcome: outcome.into(),
                     })
                     .inc();
-                return Ok(pass_on(gw, answer, chat.stream, done, name).await);
+                return Ok(match send {
+                    Send::Node(_) => pass_on(gw, answer, chat.stream, done, &label).await,
+                    Send::Cloud(p) => {
+                        let client = done.client.clone();
+                        cloud::pass_on(gw, answer, chat.stream, *p, client, done.attempts).await
+                    }
+                });
             }
             Err(f) => {
                 done.upstream_time += t0.elapsed();
                 if f.counts() {
-                    if gw.breakers.failure(name, Instant::now()) {
+                    if gw.breakers.failure(&label, Instant::now()) {
                         tracing::warn!(
-                            "gateway: `{name}` failed {} times in a row ({f}); no requests for {}",
+                            "gateway: `{label}` failed {} times in a row ({}); no requests for {}",
                             gw.settings.breaker_failures,
+                            crate::secret::mask(&f.to_string()),
                             humantime::format_duration(gw.settings.breaker_cooldown)
                         );
                     }
                 } else if admit == Admit::Probe {
-                    gw.breakers.abandon_probe(name);
+                    gw.breakers.abandon_probe(&label);
                 }
                 gw.metrics
                     .attempts
                     .get_or_create(&Outcome {
-                        worker: name.clone(),
+                        worker: label.clone(),
                         outcome: f.kind().into(),
                     })
                     .inc();
-                gw.note_error(name, f.to_string());
-                failed.push(format!("{name}: {f}"));
+                gw.note_error(&label, f.to_string());
+                failed.push(format!("{label}: {}", crate::secret::mask(&f.to_string())));
             }
         }
     }
-    Err(nobody(&chat.model, done.attempts, &busy, &cooling, &failed))
+    Err(nobody(
+        &chat.model,
+        done.attempts,
+        &busy,
+        &cooling,
+        &failed,
+        capped.as_deref(),
+    ))
+}
+
+/// The in-flight key every cloud call holds a slot of (bounded by `max_concurrent_api`).
+const CLOUD_SLOTS: &str = "cloud";
+
+/// How a candidate's request is sent.
+enum Send {
+    Node(Outgoing),
+    Cloud(Box<cloud::Prepared>),
 }
 
 /// The answer when no candidate took the request.
@@ -358,8 +429,12 @@ fn nobody(
     busy: &[String],
     cooling: &[String],
     failed: &[String],
+    capped: Option<&str>,
 ) -> Response {
     let mut why = Vec::new();
+    if let Some(c) = capped {
+        why.push(c.to_string());
+    }
     if !failed.is_empty() {
         why.push(format!("failed: {}", failed.join("; ")));
     }
@@ -376,7 +451,10 @@ fn nobody(
         why.push("no worker that serves it is online".into());
     }
     let msg = format!("no worker could take `{model}` ({})", why.join("; "));
-    let (status, code) = if failed.is_empty() {
+    let (status, code) = if capped.is_some() {
+        (StatusCode::TOO_MANY_REQUESTS, "spend_cap_reached")
+    } else if !busy.is_empty() || !cooling.is_empty() || failed.is_empty() {
+        // Someone may take it in a moment: worth retrying.
         (StatusCode::SERVICE_UNAVAILABLE, "no_capacity")
     } else {
         (StatusCode::BAD_GATEWAY, "upstream_failed")

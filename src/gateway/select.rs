@@ -71,7 +71,7 @@ fn suggest(known: &[String]) -> String {
 
 /// The cloud fallbacks of `table`, in the order they are tried.
 pub fn clouds(table: &RoutingTable) -> Vec<&Cloud> {
-    table.cloud.iter().collect()
+    table.cloud_providers.iter().collect()
 }
 
 /// Whether a worker takes work now: live tables carry each node's state and only `online`
@@ -228,6 +228,15 @@ mod tests {
     }
 
     fn table() -> RoutingTable {
+        let openai = Cloud {
+            name: CLOUD_FALLBACK,
+            kind: "cloud",
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            api_key_file: None,
+            base_url: None,
+        };
         RoutingTable {
             fleet: None,
             status_source: "hq",
@@ -236,14 +245,8 @@ mod tests {
                 worker("mini", 50, &["llama3.1:8b"], "online"),
                 worker("down", 99, &["llama3.1:8b"], "degraded"),
             ],
-            cloud: Some(Cloud {
-                name: CLOUD_FALLBACK,
-                kind: "cloud",
-                provider: "openai".into(),
-                model: "gpt-4o-mini".into(),
-                api_key_env: "OPENAI_API_KEY".into(),
-                base_url: None,
-            }),
+            cloud: Some(openai.clone()),
+            cloud_providers: vec![openai],
             rules: vec![
                 rule(
                     "reason",
@@ -305,6 +308,7 @@ mod tests {
         );
         let mut t = table();
         t.cloud = None;
+        t.cloud_providers.clear();
         assert_eq!(
             candidates(&t, "mistral").expect_err("unknown"),
             SelectError::UnknownModel("mistral".into())

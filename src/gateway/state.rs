@@ -15,10 +15,13 @@ use crate::gateway::breaker::Breakers;
 use crate::gateway::errors::error;
 use crate::gateway::ledger::Ledger;
 use crate::gateway::metrics::Metrics;
+use crate::gateway::prices::PriceTable;
+use crate::gateway::providers::{CloudTarget, TargetError};
 use crate::hq::inflight::InFlight;
 use crate::hq::store::{Store, TokenKind, now_ms};
 use crate::hq::tokens;
 use crate::render::routing::RoutingTable;
+use crate::spec::inventory::CostLimits;
 
 /// Settings of the gateway (from `fleet serve`'s flags).
 #[derive(Debug, Clone)]
@@ -35,6 +38,9 @@ pub struct Settings {
     pub max_body: usize,
     /// A request body must arrive within this long.
     pub body_timeout: Duration,
+    /// Where the spend warning is posted (`--webhook-url`, `FLEET_WEBHOOK_URL`); else the
+    /// variable the inventory's `fleet.alert_webhook_env` names.
+    pub webhook: Option<String>,
 }
 
 impl Default for Settings {
@@ -46,6 +52,7 @@ impl Default for Settings {
             breaker_cooldown: Duration::from_secs(30),
             max_body: 4 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
+            webhook: None,
         }
     }
 }
@@ -59,6 +66,47 @@ pub struct RecentError {
     pub error: String,
 }
 
+/// What the gateway needs from the repo besides the routing table: the cloud providers made
+/// callable (keys read), prices, cost limits, the cloud concurrency bound, the alert webhook.
+#[derive(Debug, Default)]
+pub struct Policy {
+    /// One per `routing.cloud_fallback` entry, in order (the table's `cloud_providers`).
+    pub targets: Vec<Result<CloudTarget, TargetError>>,
+    /// Prices (built in, with the inventory's over them); `None` when the table is broken.
+    pub prices: Option<PriceTable>,
+    /// `routing.cost`.
+    pub cost: CostLimits,
+    /// `routing.max_concurrent_api`.
+    pub max_concurrent_api: Option<u32>,
+    /// Where the spend warning goes.
+    pub webhook: Option<String>,
+    /// The fleet's name (in the alert).
+    pub fleet: Option<String>,
+}
+
+impl Policy {
+    /// The policy of `repo` (reading each cloud provider's key now).
+    pub fn of(repo: &crate::repo::Repo, webhook: Option<&str>) -> Policy {
+        let routing = &repo.inventory.routing;
+        let webhook = webhook.map(str::to_string).or_else(|| {
+            repo.inventory
+                .fleet
+                .alert_webhook_env
+                .as_ref()
+                .and_then(|var| std::env::var(var).ok())
+                .filter(|u| !u.trim().is_empty())
+        });
+        Policy {
+            targets: crate::gateway::providers::targets(routing, &repo.root),
+            prices: PriceTable::with_overrides(&routing.prices).ok(),
+            cost: routing.cost.clone().unwrap_or_default(),
+            max_concurrent_api: routing.max_concurrent_api,
+            webhook,
+            fleet: repo.inventory.fleet.name.clone(),
+        }
+    }
+}
+
 /// Errors kept per upstream.
 const RECENT: usize = 10;
 
@@ -67,6 +115,9 @@ pub struct Gateway {
     /// Its settings.
     pub settings: Settings,
     table: RwLock<Arc<RoutingTable>>,
+    policy: RwLock<Arc<Policy>>,
+    /// Set while the spend warning is being posted (so it goes out once).
+    pub alerting: std::sync::atomic::AtomicBool,
     /// Requests in flight per worker (shared with HQ: draining reads it).
     pub inflight: Arc<InFlight>,
     /// Breakers per upstream.
@@ -154,6 +205,8 @@ impl Gateway {
             breakers: Breakers::new(settings.breaker_failures, settings.breaker_cooldown),
             settings,
             table: RwLock::new(Arc::new(table)),
+            policy: RwLock::new(Arc::new(Policy::default())),
+            alerting: std::sync::atomic::AtomicBool::new(false),
             inflight,
             metrics: Metrics::new(),
             ledger: Ledger::open(db).map_err(|e| StartError::Store(e.to_string()))?,
@@ -180,6 +233,23 @@ impl Gateway {
         }
     }
 
+    /// The cloud policy now.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the cloud policy (HQ calls this with each table).
+    pub fn set_policy(&self, policy: Policy) {
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(p) => *p.into_inner() = policy,
+        }
+    }
+
     /// Notes an upstream error for `fleet status`.
     pub fn note_error(&self, upstream: &str, what: String) {
         let Ok(mut m) = self.recent.lock() else {
@@ -191,7 +261,8 @@ impl Gateway {
         }
         q.push_back(RecentError {
             at: crate::util::rfc3339(now_ms()),
-            error: what,
+            // A provider may quote the key it was sent: never kept as said.
+            error: crate::secret::mask(&what).into_owned(),
         });
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::secret::Secret;
 
 /// A request ready to send.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     /// Full URL.
     pub url: String,
@@ -100,7 +100,6 @@ pub async fn start(
     out: Outgoing,
     timeout: Duration,
 ) -> Result<Answer, Failure> {
-    let t0 = Instant::now();
     let mut req = client
         .post(&out.url)
         .header("content-type", "application/json")
@@ -114,6 +113,12 @@ pub async fn start(
         v.set_sensitive(true);
         req = req.header(name.clone(), v);
     }
+    send(req, timeout).await
+}
+
+/// Sends a prepared request and waits up to `timeout` for the answer's first byte.
+pub async fn send(req: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, Failure> {
+    let t0 = Instant::now();
     let sent = tokio::time::timeout(timeout, req.send()).await;
     let mut resp = match sent {
         Err(_) => return Err(Failure::Timeout(timeout)),

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod conductor;
+pub mod dashboard;
 pub mod discovery;
 pub mod drain;
 pub mod inflight;

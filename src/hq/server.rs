@@ -139,6 +139,8 @@ pub(crate) struct AppState {
     pub(crate) inflight: Arc<crate::hq::inflight::InFlight>,
     /// The gateway (`/v1/…`), fed the live routing table.
     pub(crate) gateway: Arc<crate::gateway::Gateway>,
+    /// The dashboard's login codes and browser sessions.
+    pub(crate) sessions: crate::hq::dashboard::sessions::Sessions,
 }
 
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
@@ -531,7 +533,7 @@ fn take_unauth(st: &AppState, ip: IpAddr) -> bool {
 }
 
 /// Every node's status: the inventory's nodes, plus any node that reported without being in it.
-fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
+pub(crate) fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
     let last = st
         .reader
         .lock()
@@ -768,6 +770,7 @@ pub async fn start(
         conductor_wake: tokio::sync::Notify::new(),
         inflight,
         gateway: gateway.clone(),
+        sessions: crate::hq::dashboard::sessions::Sessions::default(),
     });
     // The conductor's table is written before the first request is answered, so whoever waits
     // for HQ to answer finds the file in place.
@@ -809,6 +812,10 @@ pub async fn start(
         )
         .route("/api/leave", post(crate::hq::drain::leave))
         .route("/healthz", get(healthz))
+        .route("/", get(crate::hq::dashboard::page))
+        .route("/dashboard/events", get(crate::hq::dashboard::events))
+        .route("/login", get(crate::hq::dashboard::login))
+        .route("/api/dashboard/link", post(crate::hq::dashboard::link))
         .route(
             "/v1/chat/completions",
             post(crate::gateway::chat::completions).with_state(gateway.clone()),
@@ -877,9 +884,21 @@ async fn publish_for_conductor(
 /// Gives the gateway the live routing table as it is now.
 pub(crate) async fn refresh_gateway(state: &Arc<AppState>) {
     let st = state.clone();
-    let table = tokio::task::spawn_blocking(move || live_table(&st)).await;
+    let table = tokio::task::spawn_blocking(move || {
+        let policy = st.repo.read().ok().map(|repo| {
+            crate::gateway::state::Policy::of(&repo, st.cfg.gateway.webhook.as_deref())
+        });
+        live_table(&st).map(|t| (t, policy))
+    })
+    .await;
     match table {
-        Ok(Ok(t)) => state.gateway.set_table(t),
+        Ok(Ok((t, policy))) => {
+            // Policy first: a table naming a provider finds it callable.
+            if let Some(p) = policy {
+                state.gateway.set_policy(p);
+            }
+            state.gateway.set_table(t);
+        }
         Ok(Err(e)) => tracing::error!("gateway routing table: {e}"),
         Err(e) => tracing::error!("gateway routing table: {e}"),
     }

@@ -44,7 +44,7 @@ pub struct Worker {
     pub status: Option<String>,
 }
 
-/// The cloud API: the last fallback of every rule.
+/// A cloud provider of the last fallback of every rule (`cloud_api`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Cloud {
     /// Always `cloud_api`.
@@ -55,8 +55,12 @@ pub struct Cloud {
     pub provider: String,
     /// Model at the provider.
     pub model: String,
-    /// Environment variable holding the key (never the key).
-    pub api_key_env: String,
+    /// Environment variable holding the key (never the key); absent when the key is in a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// File holding the key (never the key), when it is read from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<String>,
     /// Base URL override.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
@@ -94,8 +98,12 @@ pub struct RoutingTable {
     pub status_source: &'static str,
     /// Workers, by name.
     pub workers: Vec<Worker>,
-    /// The cloud fallback.
+    /// The cloud fallback's first provider: the field conductors that know one provider read.
     pub cloud: Option<Cloud>,
+    /// Every cloud provider of the fallback, in the order they are tried (the first is
+    /// `cloud`); absent when there is no cloud fallback.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cloud_providers: Vec<Cloud>,
     /// Rules, in inventory order.
     pub rules: Vec<Rule>,
 }
@@ -108,6 +116,7 @@ impl RoutingTable {
             status_source: "hq",
             workers: Vec::new(),
             cloud: None,
+            cloud_providers: Vec::new(),
             rules: Vec::new(),
         }
     }
@@ -272,14 +281,21 @@ pub fn build(
     }
     workers.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let cloud = inv.routing.cloud_fallback.as_ref().map(|c| Cloud {
-        name: CLOUD_FALLBACK,
-        kind: "cloud",
-        provider: c.provider.clone(),
-        model: c.model.clone(),
-        api_key_env: c.api_key_env.clone(),
-        base_url: c.base_url.clone(),
-    });
+    let cloud_providers: Vec<Cloud> = inv
+        .routing
+        .cloud_fallback
+        .iter()
+        .map(|c| Cloud {
+            name: CLOUD_FALLBACK,
+            kind: "cloud",
+            provider: c.provider.clone(),
+            model: c.model.clone(),
+            api_key_env: c.api_key_env().map(str::to_string),
+            api_key_file: c.api_key_file().map(str::to_string),
+            base_url: c.base_url.clone(),
+        })
+        .collect();
+    let cloud = cloud_providers.first().cloned();
 
     // Offline nodes cannot take work; draining ones must not get new work (their in-flight
     // requests finish). The gateway reads the same live status.
@@ -343,6 +359,7 @@ pub fn build(
         status_source: if status.is_some() { "hq" } else { "inventory" },
         workers,
         cloud,
+        cloud_providers,
         rules,
     };
     diags.extend(static_checks(repo, &table, &refused, status.is_some()));

@@ -2,6 +2,7 @@
 //! files), the roles and the templates, and keeps every diagnostic found along the way.
 
 pub mod catalog_files;
+pub mod encrypted;
 pub mod lookup;
 pub mod var_dirs;
 
@@ -13,7 +14,7 @@ use indexmap::IndexMap;
 
 use crate::error::{Diagnostic, Diagnostics, Error, Loc, Result};
 use crate::spec::decode::Decoder;
-use crate::spec::inventory::Inventory;
+use crate::spec::inventory::{ApiKeySource, Inventory, key_file_path};
 use crate::spec::playbook::{Playbook, decode_playbook};
 use crate::spec::role::{Role, decode_role};
 use crate::spec::yaml::{self, Node};
@@ -226,6 +227,10 @@ impl Repo {
         } else {
             Vec::new()
         };
+        // `secrets/NAME.age`: the `secrets` variable of every host.
+        if let Some((name, node)) = encrypted::secrets_dir(root, &mut diags) {
+            inventory.vars.insert(name, node);
+        }
 
         let mut roles = IndexMap::new();
         let roles_dir = root.join("roles");
@@ -283,11 +288,15 @@ impl Repo {
         }
 
         diags.extend(d.diags);
-        // The API key the routing table names is a secret every printer masks.
-        if let Some(c) = &inventory.routing.cloud_fallback
-            && let Ok(v) = std::env::var(&c.api_key_env)
-        {
-            crate::secret::remember(&v);
+        // The API keys the cloud fallback names are secrets every printer masks.
+        for c in &inventory.routing.cloud_fallback {
+            let key = match &c.key {
+                ApiKeySource::Env(name) => std::env::var(name).ok(),
+                ApiKeySource::File(path) => std::fs::read_to_string(key_file_path(root, path)).ok(),
+            };
+            if let Some(k) = key {
+                crate::secret::remember(k.trim());
+            }
         }
         let catalog_files = catalog_files::source_files(&root.join("catalog"))
             .into_iter()
@@ -351,7 +360,10 @@ impl Repo {
                     );
                     continue;
                 }
-                if let Some(n) = read_yaml(&path, &mut diags) {
+                if crate::vault::is_encrypted(&path) {
+                    let vars = encrypted::read_vars(&path, &mut d, &mut diags);
+                    play.vars.extend(vars);
+                } else if let Some(n) = read_yaml(&path, &mut diags) {
                     let vars = d.vars(&n, &format!("variables file `{}`", shown(&path)));
                     play.vars.extend(vars);
                 }
@@ -376,10 +388,15 @@ pub fn role_template_name(role: &str, src: &str) -> String {
 /// (relative paths), so a role can ship them (the hq role does, for `fleet serve`).
 pub fn add_repo_facts(ctx: &mut crate::template::Context, repo: &Repo) {
     // The variable files too: HQ's copy of the inventory must say what the controller's does.
+    // Not the encrypted ones: HQ holds no identity, and serves nothing that needs a secret.
     let files: Vec<String> = repo
         .inventory_files
         .iter()
-        .chain(repo.var_files.iter())
+        .chain(
+            repo.var_files
+                .iter()
+                .filter(|f| !crate::vault::is_encrypted(f)),
+        )
         .filter_map(|f| f.strip_prefix(&repo.root).ok())
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .collect();

@@ -1,7 +1,8 @@
 //! `group_vars/` and `host_vars/` next to the inventory (Ansible's layout): a file (or a
 //! directory of files) per group or node holding its variables. `group_vars/all.yaml` is the
 //! fleet's `vars`. A file's variables override the same names written in the inventory file
-//! itself; a file for a group or node the inventory does not have is an error.
+//! itself; a file for a group or node the inventory does not have is an error. A file named
+//! `NAME.yaml.age` is encrypted: read in memory, its values secret (see `repo::encrypted`).
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,9 @@ use crate::repo::{read_yaml, shown};
 use crate::spec::decode::{Decoder, VarMap};
 use crate::spec::inventory::Inventory;
 
+/// A YAML file, or an encrypted one (`NAME.yaml.age`).
 fn is_yaml(p: &Path) -> bool {
+    let p = crate::vault::plain_name(p);
     matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
@@ -24,7 +27,8 @@ fn entries(dir: &Path) -> Vec<(String, Vec<PathBuf>)> {
     let mut out = Vec::new();
     for p in paths {
         let name = |p: &Path| {
-            p.file_stem()
+            crate::vault::plain_name(p)
+                .file_stem()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
@@ -50,6 +54,9 @@ fn entries(dir: &Path) -> Vec<(String, Vec<PathBuf>)> {
 }
 
 fn read_vars(file: &Path, d: &mut Decoder, diags: &mut Diagnostics) -> VarMap {
+    if crate::vault::is_encrypted(file) {
+        return crate::repo::encrypted::read_vars(file, d, diags);
+    }
     match read_yaml(file, diags) {
         Some(n) => d.vars(&n, &format!("variables file `{}`", shown(file))),
         None => VarMap::new(),

@@ -39,6 +39,11 @@ pub struct Decoder {
     pub diags: Diagnostics,
     /// The modules a task may name (empty: files without tasks).
     pub modules: &'static [&'static crate::spec::module::ModuleSpec],
+    /// Where `import_tasks`/`include_tasks` paths start: the role's `tasks/` or the
+    /// playbook's directory (`None`: nothing to include from, e.g. an ad-hoc run).
+    pub task_dir: Option<std::path::PathBuf>,
+    /// The task files being read, outermost first (an include cycle is an error).
+    pub task_files: Vec<std::path::PathBuf>,
 }
 
 impl Decoder {
@@ -47,6 +52,8 @@ impl Decoder {
         Decoder {
             diags: Diagnostics::default(),
             modules,
+            task_dir: None,
+            task_files: Vec::new(),
         }
     }
 

@@ -118,17 +118,81 @@ pub struct Group {
     pub vars: VarMap,
 }
 
-/// The cloud API used as the last fallback.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Where a cloud provider's API key is read from at request time; never the key itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiKeySource {
+    /// The name of an environment variable of the process that calls the provider.
+    Env(String),
+    /// A file holding the key (a relative path is read from the repo root; `~/` is the
+    /// user's home).
+    File(String),
+}
+
+/// One cloud provider of the ordered cloud fallback (`routing.cloud_fallback`).
+#[derive(Debug, Clone)]
 pub struct CloudFallback {
-    /// Provider name (anthropic, openai, gemini, groq, together, openrouter).
+    /// Provider name: one of [`PROVIDERS`], or any OpenAI-compatible one given a `base_url`.
     pub provider: String,
     /// Model at the provider.
     pub model: String,
-    /// Name of the environment variable holding the key; never the key.
-    pub api_key_env: String,
+    /// Where the key comes from.
+    pub key: ApiKeySource,
     /// Override of the provider's API base URL.
     pub base_url: Option<String>,
+    /// Where the entry is written.
+    pub loc: Loc,
+}
+
+impl CloudFallback {
+    /// The environment variable holding the key, when it comes from one.
+    pub fn api_key_env(&self) -> Option<&str> {
+        match &self.key {
+            ApiKeySource::Env(e) => Some(e),
+            ApiKeySource::File(_) => None,
+        }
+    }
+
+    /// The file holding the key, when it comes from one.
+    pub fn api_key_file(&self) -> Option<&str> {
+        match &self.key {
+            ApiKeySource::File(f) => Some(f),
+            ApiKeySource::Env(_) => None,
+        }
+    }
+}
+
+/// Where `api_key_file` points: `~/…` under `$HOME`, a relative path under the repo root.
+pub fn key_file_path(repo_root: &std::path::Path, file: &str) -> std::path::PathBuf {
+    if let Some(rest) = file.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return std::path::PathBuf::from(home).join(rest);
+    }
+    repo_root.join(file)
+}
+
+/// Daily spend limits on the cloud fallback (`routing.cost`), in USD.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CostLimits {
+    /// Above this day's spend, cloud candidates are skipped.
+    pub max_daily_spend: Option<f64>,
+    /// At this day's spend, one alert.
+    pub warn_at: Option<f64>,
+}
+
+/// A price the inventory sets for one provider's model (`routing.prices`), USD per 1M tokens.
+#[derive(Debug, Clone)]
+pub struct PriceOverride {
+    /// Provider name.
+    pub provider: String,
+    /// Model at the provider (may itself contain `/`, as OpenRouter's do).
+    pub model: String,
+    /// USD per 1M input (prompt) tokens.
+    pub input: f64,
+    /// USD per 1M output (completion) tokens.
+    pub output: f64,
+    /// Where it is written.
+    pub loc: Loc,
 }
 
 /// One routing rule: a task type and what serves it.
@@ -147,11 +211,18 @@ pub struct RoutingRule {
 /// Routing section.
 #[derive(Debug, Clone, Default)]
 pub struct Routing {
-    /// Last fallback for every rule.
-    pub cloud_fallback: Option<CloudFallback>,
+    /// Last fallback for every rule: the cloud providers, tried in this order. A single
+    /// mapping in the inventory is a list of one; empty when not set.
+    pub cloud_fallback: Vec<CloudFallback>,
     /// Where `cloud_fallback:` is written, also when it could not be decoded (its errors are
     /// reported there; later checks must not add that it is not set).
     pub cloud_fallback_loc: Option<Loc>,
+    /// Daily spend limits of the cloud fallback.
+    pub cost: Option<CostLimits>,
+    /// Cloud calls in flight at once, at most.
+    pub max_concurrent_api: Option<u32>,
+    /// Prices that override `data/prices.toml`.
+    pub prices: Vec<PriceOverride>,
     /// Rules in order.
     pub rules: Vec<RoutingRule>,
 }
@@ -255,8 +326,23 @@ const HARDWARE: &[&str] = &[
     "cpu", "chip", "model", "arch", "ram_gb", "cores", "disk_gb", "os", "gpu",
 ];
 const GPU: &[&str] = &["vendor", "name", "vram_gb"];
-const ROUTING: &[&str] = &["cloud_fallback", "rules"];
-const CLOUD: &[&str] = &["provider", "model", "api_key_env", "api_key", "base_url"];
+const ROUTING: &[&str] = &[
+    "cloud_fallback",
+    "cost",
+    "max_concurrent_api",
+    "prices",
+    "rules",
+];
+const CLOUD: &[&str] = &[
+    "provider",
+    "model",
+    "api_key_env",
+    "api_key_file",
+    "api_key",
+    "base_url",
+];
+const COST: &[&str] = &["max_daily_spend", "warn_at"];
+const PRICE: &[&str] = &["input", "output"];
 const RULE: &[&str] = &["task", "model", "capability", "fallback"];
 
 impl Inventory {
@@ -399,7 +485,24 @@ impl Inventory {
         };
         if let Some(c) = f.get("cloud_fallback") {
             self.routing.cloud_fallback_loc = Some(c.loc.clone());
-            self.routing.cloud_fallback = decode_cloud(d, c);
+            self.routing.cloud_fallback = decode_cloud_list(d, c);
+        }
+        if let Some(c) = f.get("cost") {
+            self.routing.cost = decode_cost(d, c);
+        }
+        if let Some(m) = f.get("max_concurrent_api") {
+            match d.uint(m, "`routing.max_concurrent_api`") {
+                Some(0) => d.error_help(
+                    &m.loc,
+                    "`routing.max_concurrent_api`: expected at least 1, found 0",
+                    "to never call the cloud, remove `cloud_fallback`; to cap spend, use `routing.cost`",
+                ),
+                Some(n) => self.routing.max_concurrent_api = Some(u32::try_from(n).unwrap_or(u32::MAX)),
+                None => {}
+            }
+        }
+        if let Some(p) = f.get("prices") {
+            self.routing.prices = decode_prices(d, p);
         }
         if let Some(rules) = f.get("rules") {
             for r in d.list(rules, "`routing.rules`") {
@@ -505,8 +608,61 @@ fn check_env_name(d: &mut Decoder, s: &Spanned<String>, what: &str) -> bool {
     ok
 }
 
-fn decode_cloud(d: &mut Decoder, n: &Node) -> Option<CloudFallback> {
-    let f = d.fields(n, "`routing.cloud_fallback`", CLOUD)?;
+/// `routing.cloud_fallback`: one provider (a mapping) or an ordered list of them.
+fn decode_cloud_list(d: &mut Decoder, n: &Node) -> Vec<CloudFallback> {
+    let crate::spec::yaml::Value::Seq(items) = &n.value else {
+        return decode_cloud(d, n, "`routing.cloud_fallback`", "cloud_fallback")
+            .into_iter()
+            .collect();
+    };
+    if items.is_empty() {
+        d.error_help(
+            &n.loc,
+            "`routing.cloud_fallback`: expected at least one provider, found an empty list",
+            "list the providers to try in order, or remove `cloud_fallback` for no cloud fallback",
+        );
+        return Vec::new();
+    }
+    let mut out: Vec<CloudFallback> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let what = format!("`routing.cloud_fallback[{i}]`");
+        let short = format!("cloud_fallback[{i}]");
+        let Some(c) = decode_cloud(d, item, &what, &short) else {
+            continue;
+        };
+        if let Some(prev) = out
+            .iter()
+            .find(|p| p.provider == c.provider && p.model == c.model)
+        {
+            d.push(
+                Diagnostic::error(
+                    c.loc.clone(),
+                    format!(
+                        "`routing.cloud_fallback` lists `{}` with model `{}` twice",
+                        c.provider, c.model
+                    ),
+                )
+                .with_help(format!("it is also listed at {}", prev.loc)),
+            );
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A provider name fleet can use in labels and price keys (`cloud:<provider>`,
+/// `<provider>/<model>`): lower-case letters, digits, `-`, `_` and `.`.
+fn is_provider_name(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+}
+
+/// One provider entry; `what` names it in messages (`routing.cloud_fallback` or
+/// `routing.cloud_fallback[1]`), `short` prefixes its keys (`cloud_fallback.model`).
+fn decode_cloud(d: &mut Decoder, n: &Node, what: &str, short: &str) -> Option<CloudFallback> {
+    let f = d.fields(n, what, CLOUD)?;
     let text = |key: &str| match f.get(key).and_then(Node::resolve) {
         Some(crate::spec::yaml::Resolved::Str(s)) => Some(s),
         _ => None,
@@ -515,6 +671,7 @@ fn decode_cloud(d: &mut Decoder, n: &Node) -> Option<CloudFallback> {
         .filter(|p| PROVIDERS.contains(p))
         .unwrap_or("anthropic");
     let literal_key = f.key("api_key");
+    let has_key_source = f.get("api_key_env").is_some() || f.get("api_key_file").is_some();
     if let Some(k) = literal_key {
         // The value is never put into a message: it is (or may be) the key itself.
         let env = match text("provider") {
@@ -527,6 +684,8 @@ fn decode_cloud(d: &mut Decoder, n: &Node) -> Option<CloudFallback> {
             )
         } else if f.get("api_key_env").is_some() {
             "remove it and rotate the key (it has been written to a file); `api_key_env` already names the variable that holds it".to_string()
+        } else if f.get("api_key_file").is_some() {
+            "remove it and rotate the key (it has been written to a file); `api_key_file` already names the file that holds it".to_string()
         } else {
             format!(
                 "remove it, rotate the key, and write `api_key_env: {env}` (the name of the environment variable that holds the key) instead; then `export {env}=…` where fleet runs"
@@ -539,63 +698,233 @@ fn decode_cloud(d: &mut Decoder, n: &Node) -> Option<CloudFallback> {
         );
     }
     // Every missing key in one error (with a literal `api_key`, its error already says to
-    // write `api_key_env`).
+    // write `api_key_env`; `api_key_file` stands for `api_key_env`).
     let missing: Vec<&str> = ["provider", "model", "api_key_env"]
         .into_iter()
-        .filter(|k| f.get(k).is_none() && !(*k == "api_key_env" && literal_key.is_some()))
+        .filter(|k| {
+            f.get(k).is_none()
+                && !(*k == "api_key_env" && (literal_key.is_some() || has_key_source))
+        })
         .collect();
     if !missing.is_empty() {
         let keys: Vec<String> = missing.iter().map(|k| format!("`{k}`")).collect();
         let msg = match keys.as_slice() {
-            [one] => format!("`routing.cloud_fallback` is missing the required key {one}"),
+            [one] => format!("{what} is missing the required key {one}"),
             [init @ .., last] => format!(
-                "`routing.cloud_fallback` is missing the required keys {} and {last}",
+                "{what} is missing the required keys {} and {last}",
                 init.join(", ")
             ),
             [] => String::new(),
         };
+        let mut help = format!(
+            "write e.g. `cloud_fallback: {{ provider: {example_provider}, model: {}, api_key_env: {} }}`",
+            provider_example_model(example_provider),
+            provider_key_env(example_provider)
+        );
+        if missing.contains(&"api_key_env") {
+            help.push_str(" (or `api_key_file: PATH`, a file holding the key)");
+        }
+        d.error_help(&f.loc, msg, help);
+    }
+    if let (Some(e), Some(_)) = (f.key("api_key_env"), f.get("api_key_file")) {
         d.error_help(
-            &f.loc,
-            msg,
-            format!(
-                "write e.g. `cloud_fallback: {{ provider: {example_provider}, model: {}, api_key_env: {} }}`",
-                provider_example_model(example_provider),
-                provider_key_env(example_provider)
-            ),
+            &e.loc,
+            format!("{what} sets both `api_key_env` and `api_key_file`"),
+            "keep exactly one: the environment variable or the file that holds the key",
         );
     }
+    let base_url = f.get("base_url").and_then(|b| {
+        let v = d.string(b, &format!("`{short}.base_url`"))?;
+        check_base_url(d, &b.loc, &v, short).then_some(v)
+    });
     let provider = f
         .get("provider")
-        .and_then(|p| d.spanned_string(p, "`cloud_fallback.provider`"));
+        .and_then(|p| d.spanned_string(p, &format!("`{short}.provider`")));
     if let Some(p) = &provider
         && !PROVIDERS.contains(&p.value.as_str())
     {
-        let help = crate::error::did_you_mean(&p.value, PROVIDERS.iter().copied())
-            .unwrap_or_else(|| format!("known providers: {}", PROVIDERS.join(", ")));
-        d.error_help(
-            &p.loc,
-            format!("unknown cloud provider `{}`", p.value),
-            help,
-        );
+        if !is_provider_name(&p.value) {
+            d.error_help(
+                &p.loc,
+                format!("`{short}.provider`: `{}` is not a provider name fleet can use", p.value),
+                "use lower-case letters, digits, `-`, `_` and `.` (the name labels its requests, spend and prices)",
+            );
+        } else if f.get("base_url").is_none() {
+            let help = crate::error::did_you_mean(&p.value, PROVIDERS.iter().copied())
+                .unwrap_or_else(|| {
+                    format!(
+                        "known providers: {}; another OpenAI-compatible provider needs its `base_url` (e.g. `https://api.example.com/v1`)",
+                        PROVIDERS.join(", ")
+                    )
+                });
+            d.error_help(
+                &p.loc,
+                format!("unknown cloud provider `{}`", p.value),
+                help,
+            );
+        }
     }
     let model = f
         .get("model")
-        .and_then(|m| d.string(m, "`cloud_fallback.model`"));
+        .and_then(|m| d.spanned_string(m, &format!("`{short}.model`")));
+    if let Some(m) = &model
+        && m.value.trim().is_empty()
+    {
+        d.error(
+            &m.loc,
+            format!("`{short}.model`: expected a model name, found an empty string"),
+        );
+    }
     let key_env = f
         .get("api_key_env")
-        .and_then(|k| d.spanned_string(k, "`cloud_fallback.api_key_env`"));
+        .and_then(|k| d.spanned_string(k, &format!("`{short}.api_key_env`")));
     if let Some(k) = &key_env {
         check_env_name(d, k, "`api_key_env`");
     }
-    let base_url = f
-        .get("base_url")
-        .and_then(|b| d.string(b, "`cloud_fallback.base_url`"));
+    let key_file = f
+        .get("api_key_file")
+        .and_then(|k| d.spanned_string(k, &format!("`{short}.api_key_file`")));
+    if let Some(k) = &key_file
+        && k.value.trim().is_empty()
+    {
+        d.error_help(
+            &k.loc,
+            format!("`{short}.api_key_file`: expected a path, found an empty string"),
+            "write the path of a file that holds the key (mode 0600, outside git), e.g. `/etc/fleet/openai.key`",
+        );
+    }
+    let key = match (key_env, key_file) {
+        (Some(e), None) => ApiKeySource::Env(e.value),
+        (None, Some(f)) => ApiKeySource::File(f.value),
+        _ => return None,
+    };
     Some(CloudFallback {
         provider: provider?.value,
-        model: model?,
-        api_key_env: key_env?.value,
+        model: model?.value,
+        key,
         base_url,
+        loc: n.loc.clone(),
     })
+}
+
+/// A base URL must be http(s) with a host, and carry no credentials (the key has its own
+/// place, and a URL is printed in messages). The URL is not echoed when it has credentials.
+fn check_base_url(d: &mut Decoder, loc: &Loc, v: &str, short: &str) -> bool {
+    let url = match reqwest::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+        _ => {
+            d.error_help(
+                loc,
+                format!("`{short}.base_url`: expected an http(s) URL, found {v:?}"),
+                "write the API's base URL, e.g. `https://api.groq.com/openai/v1`",
+            );
+            return false;
+        }
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        d.error_help(
+            loc,
+            format!("`{short}.base_url` holds credentials (`user:password@`)"),
+            "remove them and rotate them; the key goes in `api_key_env` or `api_key_file`",
+        );
+        return false;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        d.error_help(
+            loc,
+            format!("`{short}.base_url`: expected no query or fragment, found {v:?}"),
+            "write only scheme, host, port and path; fleet appends the API's own path",
+        );
+        return false;
+    }
+    let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    if url.scheme() == "http" && !loopback {
+        d.push(
+            Diagnostic::warning(
+                loc.clone(),
+                format!("`{short}.base_url` is plain http off this machine: the API key would cross the network unencrypted"),
+            )
+            .with_help("use https"),
+        );
+    }
+    true
+}
+
+/// `routing.cost: { max_daily_spend, warn_at }`, USD.
+fn decode_cost(d: &mut Decoder, n: &Node) -> Option<CostLimits> {
+    let f = d.fields(n, "`routing.cost`", COST)?;
+    let max = f
+        .get("max_daily_spend")
+        .and_then(|v| d.number(v, "`routing.cost.max_daily_spend` (USD)"));
+    let warn = f
+        .get("warn_at")
+        .and_then(|v| d.number(v, "`routing.cost.warn_at` (USD)"));
+    if let (Some(m), Some(w), Some(wn)) = (max, warn, f.get("warn_at"))
+        && w > m
+    {
+        d.error_help(
+            &wn.loc,
+            format!("`routing.cost.warn_at` ({w}) is above `max_daily_spend` ({m}): the warning would never come before the cap"),
+            "set `warn_at` below the cap, e.g. 80% of it",
+        );
+    }
+    if f.get("max_daily_spend").is_none() && f.get("warn_at").is_none() {
+        d.error_help(
+            &f.loc,
+            "`routing.cost` sets neither `max_daily_spend` nor `warn_at`",
+            "write e.g. `cost: { max_daily_spend: 5.00, warn_at: 4.00 }` (USD a day)",
+        );
+    }
+    Some(CostLimits {
+        max_daily_spend: max,
+        warn_at: warn,
+    })
+}
+
+/// `routing.prices: { "<provider>/<model>": { input, output } }`, USD per 1M tokens.
+fn decode_prices(d: &mut Decoder, n: &Node) -> Vec<PriceOverride> {
+    let mut out = Vec::new();
+    let Some(entries) = d.map(n, "`routing.prices`") else {
+        return out;
+    };
+    for (k, v) in entries {
+        let name = k.key_text();
+        let Some((provider, model)) = name
+            .split_once('/')
+            .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+        else {
+            d.error_help(
+                &k.loc,
+                format!("`routing.prices`: expected a key `<provider>/<model>`, found `{name}`"),
+                "write e.g. `\"openai/gpt-4o-mini\": { input: 0.15, output: 0.60 }` (USD per 1M tokens)",
+            );
+            continue;
+        };
+        let what = format!("`routing.prices.\"{name}\"`");
+        let Some(pf) = d.fields(v, &what, PRICE) else {
+            continue;
+        };
+        let input = d
+            .require(&pf, "input", &what)
+            .and_then(|x| d.number(x, &format!("{what} `input` (USD per 1M tokens)")));
+        let output = d
+            .require(&pf, "output", &what)
+            .and_then(|x| d.number(x, &format!("{what} `output` (USD per 1M tokens)")));
+        if let (Some(input), Some(output)) = (input, output) {
+            out.push(PriceOverride {
+                provider: provider.to_string(),
+                model: model.to_string(),
+                input,
+                output,
+                loc: k.loc.clone(),
+            });
+        }
+    }
+    out
 }
 
 fn decode_group(d: &mut Decoder, name: &str, k: &Node, v: &Node) -> Group {
@@ -851,5 +1180,125 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("literal API key")), "{e:?}");
         // The secret itself never appears in the message.
         assert!(e.iter().all(|m| !m.contains("sk-abc")), "{e:?}");
+    }
+
+    #[test]
+    fn cloud_fallback_is_an_ordered_list_and_a_mapping_is_a_list_of_one() {
+        let (i, e) = inv(
+            "routing:\n  cloud_fallback: { provider: anthropic, model: claude-haiku, api_key_env: ANTHROPIC_API_KEY }\n",
+        );
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(i.routing.cloud_fallback.len(), 1);
+        assert_eq!(
+            i.routing.cloud_fallback[0].api_key_env(),
+            Some("ANTHROPIC_API_KEY")
+        );
+        let (i, e) = inv(
+            "routing:\n  cloud_fallback:\n    - { provider: groq, model: llama-3.1-8b-instant, api_key_env: GROQ_API_KEY }\n    - { provider: gemini, model: gemini-2.0-flash, api_key_file: /etc/fleet/gemini.key }\n    - { provider: local-vllm, model: qwen, api_key_env: VLLM_KEY, base_url: \"http://127.0.0.1:8000/v1\" }\n  cost: { max_daily_spend: 5, warn_at: 4.5 }\n  max_concurrent_api: 8\n  prices:\n    \"together/meta-llama/Llama-3.3-70B-Instruct-Turbo\": { input: 0.88, output: 0.88 }\n",
+        );
+        assert!(e.is_empty(), "{e:?}");
+        let names: Vec<&str> = i
+            .routing
+            .cloud_fallback
+            .iter()
+            .map(|c| c.provider.as_str())
+            .collect();
+        assert_eq!(names, ["groq", "gemini", "local-vllm"]);
+        assert_eq!(
+            i.routing.cloud_fallback[1].key,
+            ApiKeySource::File("/etc/fleet/gemini.key".into())
+        );
+        assert_eq!(
+            i.routing.cost,
+            Some(CostLimits {
+                max_daily_spend: Some(5.0),
+                warn_at: Some(4.5)
+            })
+        );
+        assert_eq!(i.routing.max_concurrent_api, Some(8));
+        assert_eq!(i.routing.prices[0].provider, "together");
+        assert_eq!(
+            i.routing.prices[0].model,
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+        );
+    }
+
+    #[test]
+    fn bad_cloud_values_are_located_errors() {
+        let cases = [
+            (
+                "  cloud_fallback: []\n",
+                "inv.yaml:2:19: error: `routing.cloud_fallback`: expected at least one provider",
+            ),
+            (
+                "  cloud_fallback:\n    - { provider: mistral, model: m, api_key_env: K }\n",
+                "inv.yaml:3:19: error: unknown cloud provider `mistral`",
+            ),
+            (
+                "  cloud_fallback:\n    - { provider: openai, model: m, api_key_env: K, api_key_file: /k }\n",
+                "inv.yaml:3:37: error: `routing.cloud_fallback[0]` sets both `api_key_env` and `api_key_file`",
+            ),
+            (
+                "  cloud_fallback:\n    - { provider: openai, model: m }\n",
+                "inv.yaml:3:7: error: `routing.cloud_fallback[0]` is missing the required key `api_key_env`",
+            ),
+            (
+                "  cloud_fallback:\n    - { provider: openai, model: m, api_key_env: K }\n    - { provider: openai, model: m, api_key_env: J }\n",
+                "inv.yaml:4:7: error: `routing.cloud_fallback` lists `openai` with model `m` twice",
+            ),
+            (
+                "  cloud_fallback:\n    - { provider: openai, model: m, api_key_env: K, base_url: \"ftp://x\" }\n",
+                "inv.yaml:3:63: error: `cloud_fallback[0].base_url`: expected an http(s) URL",
+            ),
+            (
+                "  cloud_fallback:\n    - { provider: My_AI, model: m, api_key_env: K, base_url: \"https://x.example/v1\" }\n",
+                "inv.yaml:3:19: error: `cloud_fallback[0].provider`: `My_AI` is not a provider name",
+            ),
+            (
+                "  cost: { max_daily_spend: 1, warn_at: 2 }\n",
+                "inv.yaml:2:40: error: `routing.cost.warn_at` (2) is above `max_daily_spend` (1)",
+            ),
+            (
+                "  cost: { max_daily_spend: -1 }\n",
+                "inv.yaml:2:28: error: `routing.cost.max_daily_spend` (USD): expected a number ≥ 0",
+            ),
+            (
+                "  max_concurrent_api: 0\n",
+                "inv.yaml:2:23: error: `routing.max_concurrent_api`: expected at least 1, found 0",
+            ),
+            (
+                "  prices: { gpt-4o: { input: 1, output: 2 } }\n",
+                "inv.yaml:2:13: error: `routing.prices`: expected a key `<provider>/<model>`, found `gpt-4o`",
+            ),
+            (
+                "  prices: { \"openai/x\": { input: 1 } }\n",
+                "inv.yaml:2:25: error: `routing.prices.\"openai/x\"` is missing the required key `output`",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (routing, expected) in cases {
+            let (_, e) = inv(&format!("routing:\n{routing}"));
+            if e.len() != 1 || !e[0].starts_with(expected) {
+                failures.push(format!("{routing}expected: {expected}\nfound: {e:#?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn credentials_in_a_base_url_are_refused_without_echo() {
+        let (_, e) = inv(
+            "routing:\n  cloud_fallback: { provider: openai, model: m, api_key_env: K, base_url: \"https://u:sk-hidden99@api.example/v1\" }\n",
+        );
+        assert!(e.iter().any(|m| m.contains("holds credentials")), "{e:?}");
+        assert!(e.iter().all(|m| !m.contains("sk-hidden99")), "{e:?}");
+        let (_, e) = inv(
+            "routing:\n  cloud_fallback: { provider: openai, model: m, api_key_env: K, base_url: \"http://api.example/v1\" }\n",
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("warning") && m.contains("unencrypted")),
+            "{e:?}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::Loc;
+use crate::spec::block::{Item, decode_body};
 use crate::spec::decode::{Decoder, Spanned, VarMap};
 use crate::spec::task::{Task, decode_tasks};
 use crate::spec::yaml::Node;
@@ -45,8 +46,10 @@ pub struct Role {
     pub includes: Vec<Spanned<String>>,
     /// Lowest-precedence variables.
     pub defaults: VarMap,
-    /// Tasks in order.
+    /// Tasks in order (every task, blocks' and files' included).
     pub tasks: Vec<Task>,
+    /// Their structure (blocks, includes) over `tasks`.
+    pub body: Vec<Item>,
     /// Handlers (run at the end of a play when notified).
     pub handlers: Vec<Task>,
 }
@@ -127,10 +130,13 @@ pub fn decode_role(d: &mut Decoder, name: &str, dir: PathBuf, root: &Node) -> Op
         .get("defaults")
         .map(|n| d.vars(n, &format!("{what} `defaults`")))
         .unwrap_or_default();
-    let tasks = f
+    // `import_tasks`/`include_tasks` in a role start at its `tasks/` directory.
+    let saved = d.task_dir.replace(dir.join("tasks"));
+    let (tasks, body) = f
         .get("tasks")
-        .map(|n| decode_tasks(d, n, &format!("{what} `tasks`")))
+        .map(|n| decode_body(d, n, &format!("{what} `tasks`")))
         .unwrap_or_default();
+    d.task_dir = saved;
     let handlers = f
         .get("handlers")
         .map(|n| decode_tasks(d, n, &format!("{what} `handlers`")))
@@ -145,6 +151,7 @@ pub fn decode_role(d: &mut Decoder, name: &str, dir: PathBuf, root: &Node) -> Op
         includes,
         defaults,
         tasks,
+        body,
         handlers,
     })
 }

@@ -23,6 +23,9 @@ pub const COMMON_KEYS: &[&str] = &[
     "timeout",
     "vars",
     "listen",
+    "run_once",
+    "delegate_to",
+    "throttle",
 ];
 
 /// One task, parsed and checked, not yet rendered for a host.
@@ -68,6 +71,15 @@ pub struct Task {
     pub vars: VarMap,
     /// Extra names a handler answers to.
     pub listen: Vec<String>,
+    /// Conditions of the blocks and imports around the task (outermost first): each must
+    /// hold, before its own `when`.
+    pub guards: Vec<Spanned<String>>,
+    /// Run on one host of the batch only; every host of the batch gets its result.
+    pub run_once: bool,
+    /// Run on this host (an inventory node or `localhost`) with the task's host's variables.
+    pub delegate_to: Option<Spanned<String>>,
+    /// At most this many hosts run the task at once.
+    pub throttle: Option<u32>,
 }
 
 /// Decodes a `become_user`: a plain account name (no template), which fleet passes to
@@ -96,6 +108,11 @@ pub fn is_account_name(s: &str) -> bool {
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Whether a `delegate_to` value names the controller (`localhost`).
+pub fn is_localhost(name: &str) -> bool {
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
 impl Task {
@@ -276,6 +293,22 @@ pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
                 .collect()
         })
         .unwrap_or_default();
+    let run_once = get("run_once")
+        .and_then(|n| d.boolean(n, "task `run_once`"))
+        .unwrap_or(false);
+    let delegate_to = get("delegate_to").and_then(|n| d.spanned_string(n, "task `delegate_to`"));
+    let throttle = get("throttle").and_then(|n| {
+        let v = d.uint(n, "task `throttle`")?;
+        if v == 0 {
+            d.error_help(
+                &n.loc,
+                "task `throttle: 0` would never run the task",
+                "give the most hosts that may run it at once, 1 or more",
+            );
+            return None;
+        }
+        Some(u32::try_from(v).unwrap_or(u32::MAX))
+    });
     Some(Task {
         name,
         loc: node.loc.clone(),
@@ -297,6 +330,10 @@ pub fn decode_task(d: &mut Decoder, node: &Node) -> Option<Task> {
         timeout_secs,
         vars,
         listen,
+        guards: Vec::new(),
+        run_once,
+        delegate_to,
+        throttle,
     })
 }
 

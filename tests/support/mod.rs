@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod chat;
+pub mod cloud;
+pub mod hq_fleet;
 pub mod ollama;
 
 use std::path::{Path, PathBuf};
