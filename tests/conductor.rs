@@ -325,3 +325,50 @@ fn sighup_refuses_an_inventory_that_validate_refuses() {
         (state("late") == "offline").then_some(())
     });
 }
+
+#[test]
+fn draining_reaches_the_conductors_table_at_once_despite_the_hysteresis() {
+    let s = setup(
+        "conductor_reload_command: [\"sh\", \"-c\", \"echo reload >> reloads.log\"], routing_hysteresis: 60s",
+    );
+    // llm1 reported to an earlier HQ: the new one takes it as online on its first look.
+    let t1 = s.token("llm1");
+    {
+        let _first = s.serve(&[]);
+        s.beat("llm1", &t1, 1);
+    }
+    let _beating = keep_beating(s.url.clone(), "llm1", t1, 200);
+    let _hq = s.serve(&[]);
+    wait_for(10, "llm1 in the pool", || {
+        (s.pool() == vec!["llm1".to_string()]).then_some(())
+    });
+    fleet(s.repo.path())
+        .args([
+            "token",
+            "issue",
+            "--admin",
+            "ops",
+            "--out",
+            "admin.token",
+            "--db",
+        ])
+        .arg(&s.db)
+        .assert()
+        .success();
+    // Drained: out of the conductor's table within seconds, not after the 60 s hysteresis.
+    fleet(s.repo.path())
+        .args(["drain", "llm1", "--token-file", "admin.token"])
+        .assert()
+        .success();
+    wait_for(5, "llm1 out of the conductor's table", || {
+        s.pool().is_empty().then_some(())
+    });
+    // Undone: back at once too.
+    fleet(s.repo.path())
+        .args(["drain", "--undo", "llm1", "--token-file", "admin.token"])
+        .assert()
+        .success();
+    wait_for(5, "llm1 back in the conductor's table", || {
+        (s.pool() == vec!["llm1".to_string()]).then_some(())
+    });
+}

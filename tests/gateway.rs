@@ -376,6 +376,42 @@ fn an_offline_node_gets_no_work() {
 }
 
 #[test]
+fn a_draining_node_gets_no_new_work_and_its_idle_agent_stops() {
+    let mut f = two(&[]);
+    assert_eq!(f.chat("task:chat", false).header("x-fleet-worker"), "w1");
+    let out = fleet(f.repo.path())
+        .args(["token", "issue", "--admin", "ops", "--db"])
+        .arg(&f.db)
+        .output()
+        .expect("token issue");
+    let admin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let drain = format!("{}/api/nodes/w1/drain", f.url);
+    let a = request("POST", &drain, Some(&admin), b"");
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The gateway's table is rebuilt at once: the very next request goes to w2.
+    let before = f.stand_ins["w1"].count();
+    let a = f.chat("task:chat", false);
+    assert_eq!((a.status, a.header("x-fleet-worker")), (200, "w2"));
+    assert_eq!(f.stand_ins["w1"].count(), before);
+    f.wait_in_gateway("w1", "draining");
+    // Nothing in flight to w1: its agent is told to stop at its next heartbeat and exits 0.
+    let agent = f.agents.get_mut("w1").expect("w1's agent");
+    let code = wait_for(10, "w1's agent to exit", || {
+        agent.0.try_wait().ok().flatten()
+    });
+    assert_eq!(
+        code.code(),
+        Some(0),
+        "a drained agent exits 0 (not restarted)"
+    );
+    // Undone: w1 takes work again (its last heartbeat is recent).
+    let a = request("DELETE", &drain, Some(&admin), b"");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = f.chat("task:chat", false);
+    assert_eq!((a.status, a.header("x-fleet-worker")), (200, "w1"));
+}
+
+#[test]
 fn prompt_peers_and_status_go_through_hq() {
     let f = two(&[]);
     let out = fleet(f.repo.path())

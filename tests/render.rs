@@ -934,3 +934,42 @@ fn endpoints_use_the_address_or_what_ssh_resolves() {
             "inventory/fleet.yaml:4:38: error: node `hq1` `address`: expected a host name or an IP address, found \"http://x:1/\"",
         ));
 }
+
+#[test]
+fn a_draining_node_leaves_the_live_pools() {
+    // What HQ says of a node being drained (`fleet drain forge`): reporting, but draining.
+    let hq = json_server(r#"{"nodes":[{"name":"forge","status":"draining","draining_since":"2026-11-23T09:59:00Z","last_heartbeat":"2026-11-23T10:00:00Z","heartbeat_age_secs":3.0},{"name":"maestro","status":"online","last_heartbeat":"2026-11-23T10:00:00Z","heartbeat_age_secs":5.0}]}"#.to_string());
+    let repo = tempfile::tempdir().expect("tmp");
+    copy_tree(
+        &crate_root().join("inventory"),
+        &repo.path().join("inventory"),
+    );
+    copy_tree(&crate_root().join("roles"), &repo.path().join("roles"));
+    let inv = repo.path().join("inventory/fleet.yaml");
+    std::fs::write(&inv, read(&inv).replace("https://bob.local:8765", &hq)).expect("write");
+    let out = fleet(repo.path())
+        .args(["route", "reason", "--json"])
+        .output()
+        .expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["route"]["target"], "maestro", "forge is draining: {v}");
+    assert_eq!(v["route"]["pool"], serde_json::json!(["maestro"]));
+    let out_dir = tempfile::tempdir().expect("tmp");
+    fleet(repo.path())
+        .args(["render", "--live", "routing", "--out"])
+        .arg(out_dir.path())
+        .assert()
+        .success();
+    let table = read(&out_dir.path().join("routing/openclaw_workers.json"));
+    let t: serde_json::Value = serde_json::from_str(&table).expect("json");
+    let pools: Vec<&serde_json::Value> = t["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| &r["pool"])
+        .collect();
+    assert!(
+        pools.iter().all(|p| !p.to_string().contains("\"forge\"")),
+        "{table}"
+    );
+}

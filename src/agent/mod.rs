@@ -1,12 +1,13 @@
 //! `fleet agent`: every interval (with jitter) measure this node — resources, Ollama, Docker —
 //! and send a heartbeat to HQ; back off exponentially while HQ does not answer; never exit
-//! on a bad answer.
+//! on a bad answer. It stops (exit 0, which its service manager does not restart) only when
+//! HQ answers that its node is drained.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::hq::wire::{Heartbeat, Resources, ServiceState};
+use crate::hq::wire::{Heartbeat, HeartbeatAnswer, Resources, ServiceState};
 use crate::util::{now_ms, rfc3339};
 
 /// Settings of the agent.
@@ -204,13 +205,24 @@ pub async fn gather(cfg: &Config, client: &reqwest::Client, seq: u64) -> Heartbe
     }
 }
 
-/// Sends one heartbeat; the error says why in one line.
+/// Why the agent stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or Ctrl-C.
+    Signal,
+    /// `--once`: the one heartbeat was stored.
+    Once,
+    /// HQ said the node is drained (with its reason).
+    Drained(String),
+}
+
+/// Sends one heartbeat and returns HQ's answer; the error says why in one line.
 pub async fn send(
     client: &reqwest::Client,
     hq: &str,
     token: &str,
     hb: &Heartbeat,
-) -> Result<(), String> {
+) -> Result<HeartbeatAnswer, String> {
     let url = format!("{}/api/heartbeat", hq.trim_end_matches('/'));
     let r = client
         .post(&url)
@@ -221,7 +233,12 @@ pub async fn send(
         .map_err(|e| format!("{url}: {}", crate::hq::client::describe(&e)))?;
     let status = r.status();
     if status.is_success() {
-        return Ok(());
+        // An HQ that answers only `{"stored": true}` (or anything else) means: go on.
+        let body = r.text().await.unwrap_or_default();
+        return Ok(serde_json::from_str(&body).unwrap_or(HeartbeatAnswer {
+            stored: true,
+            ..Default::default()
+        }));
     }
     let body = r.text().await.unwrap_or_default();
     let msg = serde_json::from_str::<crate::hq::wire::ErrorBody>(&body)
@@ -233,11 +250,11 @@ pub async fn send(
     ))
 }
 
-/// Runs until `shutdown` resolves (or once).
+/// Runs until `shutdown` resolves, HQ says the node is drained, or once.
 pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<Stopped, String> {
     let client = crate::hq::client::hq_client(&cfg.hq, Duration::from_secs(10), cfg.ca.as_deref())?;
     let ollama_client = crate::hq::client::http_client(Duration::from_secs(2))?;
     tokio::pin!(shutdown);
@@ -260,7 +277,15 @@ pub async fn run(
             Err(e) => Err(e),
         };
         match &result {
-            Ok(()) => {
+            Ok(answer) if answer.stop => {
+                let why = answer
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("{} is drained", cfg.node));
+                tracing::info!("HQ says stop: {why}; the agent stops");
+                return Ok(Stopped::Drained(why));
+            }
+            Ok(_) => {
                 if failures > 0 {
                     tracing::info!(
                         "heartbeat {seq} delivered; HQ is back after {}",
@@ -277,14 +302,14 @@ pub async fn run(
             }
         }
         if cfg.once {
-            return result;
+            return result.map(|_| Stopped::Once);
         }
         let delay = next_delay(cfg.interval, failures, jitter());
         tokio::select! {
             () = tokio::time::sleep(delay) => {},
             () = &mut shutdown => {
                 tracing::info!("agent stopping");
-                return Ok(());
+                return Ok(Stopped::Signal);
             }
         }
     }

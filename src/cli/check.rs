@@ -63,6 +63,7 @@ fn dashboard(report: &Report) -> String {
         let state = match n.state.as_str() {
             "online" => style::green("online"),
             "degraded" => style::yellow("degraded"),
+            "draining" => style::yellow("draining"),
             _ => style::red("offline"),
         };
         let probe = |k: &str| {
@@ -88,10 +89,14 @@ fn dashboard(report: &Report) -> String {
     }
     let s = &report.summary;
     format!(
-        "{t}\n{} online, {} degraded, {} offline · HQ {} · swept in {} ms at {}\n",
+        "{t}\n{} online, {} degraded, {} offline{} · HQ {} · swept in {} ms at {}\n",
         s.get("online").unwrap_or(&0),
         s.get("degraded").unwrap_or(&0),
         s.get("offline").unwrap_or(&0),
+        match s.get("draining") {
+            Some(n) if *n > 0 => format!(", {n} draining"),
+            _ => String::new(),
+        },
         if report.hq.ok {
             "answers".to_string()
         } else if report.hq.detail.starts_with("HQ refused the read") {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 
 pub mod adhoc;
+pub mod adopt;
 pub mod agent;
 pub mod apply;
 pub mod become_pass;
@@ -17,10 +18,12 @@ pub mod completions;
 pub mod dashboard;
 pub mod dispatch;
 pub mod docs;
+pub mod drain;
 pub mod eligible;
 pub mod facts;
 pub mod hq_api;
 pub mod init;
+pub mod join;
 pub mod man;
 pub mod nodes;
 pub mod peers;
@@ -133,7 +136,7 @@ pub enum Command {
     Eligible(eligible::Args),
     /// This machine's CPU, memory, disks and GPUs.
     Resources(resources::Args),
-    /// Health sweep: SSH, Ollama, heartbeats, Docker, disk; exit 1 unless all nodes are online.
+    /// Health sweep: SSH, Ollama, heartbeats, Docker, disk; exit 1 unless all nodes are online (or draining).
     Check(check::Args),
     /// Run the HQ registry (heartbeats, node status, live routing table, metrics).
     Serve(serve::Args),
@@ -153,6 +156,16 @@ pub enum Command {
     Dashboard(dashboard::Args),
     /// Issue or revoke a node's agent token.
     Token(token::Args),
+    /// On a new machine: register it with HQ as pending (with a join token).
+    Join(join::Args),
+    /// Make a pending machine a node: inventory, agent token, provision.
+    Adopt(adopt::Args),
+    /// Take a node out of routing; its agent stops once nothing is in flight (`--undo`: back).
+    Drain(drain::Args),
+    /// Bring a drained node back (`fleet drain --undo NODE`).
+    Undrain(drain::UndrainArgs),
+    /// On a node: drain it with its own agent token.
+    Leave(drain::LeaveArgs),
     /// The fleet CA and HQ's certificate (HTTPS between agents, CLI and HQ).
     Tls(tls::Args),
     /// Encrypted files in the repo (age): init, encrypt, decrypt, view, edit, rekey.
@@ -210,6 +223,11 @@ pub fn run() -> Result<u8> {
         Command::Serve(a) => serve::run(repo_dir.as_deref(), &a),
         Command::Agent(a) => agent::run(&a),
         Command::Token(a) => token::run(repo_dir.as_deref(), &a),
+        Command::Join(a) => join::run(&a),
+        Command::Adopt(a) => adopt::run(repo_dir.as_deref(), &a, cli.verbose > 0),
+        Command::Drain(a) => drain::run(repo_dir.as_deref(), &a),
+        Command::Undrain(a) => drain::undrain(repo_dir.as_deref(), &a),
+        Command::Leave(a) => drain::leave(&a),
         Command::Tls(a) => tls::run(repo_dir.as_deref(), &a),
         Command::Secret(a) => secret::run(repo_dir.as_deref(), &a),
         Command::Docs(a) => docs::run(&a),
@@ -237,6 +255,7 @@ fn asks_for_data(c: &Command) -> bool {
         Command::Resources(a) => a.json,
         Command::Check(a) => a.json,
         Command::Token(a) => a.action.prints_data(),
+        Command::Adopt(a) => a.json,
         Command::Completions(_) | Command::Docs(_) | Command::Secret(_) => true,
         Command::Man(a) => a.out.is_none(),
         Command::Validate(_)
@@ -244,6 +263,10 @@ fn asks_for_data(c: &Command) -> bool {
         | Command::Serve(_)
         | Command::Agent(_)
         | Command::Tls(_)
+        | Command::Join(_)
+        | Command::Drain(_)
+        | Command::Undrain(_)
+        | Command::Leave(_)
         | Command::Init(_) => false,
     }
 }

@@ -80,8 +80,44 @@ fn synthetic_node(name: &str, host: &str, role: &str) -> NodeSpec {
     }
 }
 
+/// What `fleet adopt` knows of a new node beyond its `host`: how to log in, and the hardware
+/// it reported when it joined (the declared values that gathered facts override).
+#[derive(Debug, Clone, Default)]
+pub struct Joined {
+    /// The ssh account (`ssh_user`).
+    pub ssh_user: Option<String>,
+    /// sshd's port (`ssh_port`).
+    pub ssh_port: Option<u16>,
+    /// Hardware from its facts.
+    pub hardware: crate::spec::inventory::Hardware,
+}
+
+impl Joined {
+    /// The node variables it sets.
+    fn vars(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        if let Some(u) = &self.ssh_user {
+            v.push(("ssh_user", u.clone()));
+        }
+        if let Some(p) = self.ssh_port {
+            v.push(("ssh_port", p.to_string()));
+        }
+        v
+    }
+}
+
 /// Runs `fleet provision`.
 pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
+    provision(repo_dir, args, verbose, None)
+}
+
+/// Provisions a node; a new one may come with what it reported when it joined (`fleet adopt`).
+pub fn provision(
+    repo_dir: Option<&Path>,
+    args: &Args,
+    verbose: bool,
+    joined: Option<&Joined>,
+) -> Result<u8> {
     let mut repo = crate::cli::load_repo(repo_dir)?;
     let root = repo.root.clone();
     let known = repo.inventory.nodes.get(&args.node).cloned();
@@ -120,6 +156,23 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
     let is_new = known.is_none();
     let mut node = known.unwrap_or_else(|| synthetic_node(&args.node, &host, &role));
     node.host = host.clone();
+    let new_vars = joined.map(Joined::vars).unwrap_or_default();
+    if is_new && let Some(j) = joined {
+        node.hardware = j.hardware.clone();
+        let loc = Loc::file_start(&"<fleet adopt>".into());
+        for (k, v) in &new_vars {
+            node.vars.insert(
+                (*k).to_string(),
+                crate::spec::yaml::Node {
+                    value: crate::spec::yaml::Value::Scalar {
+                        text: v.clone(),
+                        plain: true,
+                    },
+                    loc: loc.clone(),
+                },
+            );
+        }
+    }
     repo.inventory.nodes.insert(args.node.clone(), node.clone());
 
     let extra = ExtraVars::parse(&args.extra).map_err(Error::Usage)?;
@@ -341,8 +394,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args, verbose: bool) -> Result<u8> {
             disk_gb: None,
             ..hw.clone()
         };
-        let edited = crate::inventory::edit::add_node(&text, &args.node, &host, &role, &declared)
-            .map_err(Error::Failed)?;
+        let edited =
+            crate::inventory::edit::add_node(&text, &args.node, &host, &role, &declared, &new_vars)
+                .map_err(Error::Failed)?;
         crate::util::write_atomic(&file, edited.as_bytes())?;
         crate::noteln!(
             "{} `{}` to {}",

@@ -157,6 +157,9 @@ pub fn run(repo_dir: Option<&std::path::Path>, args: &Args) -> Result<u8> {
             crate::outln!("spent today: ${:.4}", gw.spend_today_usd);
         }
     }
-    // Exit 1 when a selected node is not online, like `fleet check`.
-    Ok(u8::from(selected.iter().any(|n| n.status != "online")))
+    // Exit 1 when a selected node is not online, like `fleet check` (a draining node is out
+    // on purpose: not a failure).
+    Ok(u8::from(selected.iter().any(|n| {
+        n.status != "online" && n.status != crate::hq::drain::DRAINING
+    })))
 }

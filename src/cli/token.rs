@@ -1,6 +1,7 @@
 //! `fleet token issue|list|rotate|revoke`: HQ's tokens. Node tokens are agents'; client,
-//! admin and scrape tokens are for reading HQ. A secret is shown once (or written to a 0600
-//! file); HQ's store keeps only its hash.
+//! admin and scrape tokens are for reading HQ; join tokens let one new machine join (once,
+//! before they expire). A secret is shown once (or written to a 0600 file); HQ's store keeps
+//! only its hash.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub struct Args {
 pub enum Action {
     /// Create (or replace) a token: a node's agent token (NODE), or with `--client`, `--admin`
     /// or `--scrape` a named token for reading HQ.
-    #[command(group(clap::ArgGroup::new("kind").args(["node", "client", "admin", "scrape"]).required(true)))]
+    #[command(group(clap::ArgGroup::new("kind").args(["node", "client", "admin", "scrape", "join"]).required(true)))]
     Issue {
         /// The node (an agent token: posts its heartbeats, reads its own record and the
         /// routing table).
@@ -37,6 +38,14 @@ pub enum Action {
         /// A scrape token called NAME: reads /metrics only.
         #[arg(long, value_name = "NAME")]
         scrape: Option<String>,
+        /// A join token: lets one new machine register as pending (`fleet join`), once, until
+        /// it expires. It is named `join-XXXXXX` (for `fleet token revoke`); for an `https://`
+        /// HQ it carries the fleet CA's fingerprint, so `fleet join` can check HQ.
+        #[arg(long)]
+        join: bool,
+        /// How long a join token is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, requires = "join")]
+        ttl: Duration,
         /// Write the token to this file (mode 0600) instead of printing it.
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
@@ -120,6 +129,77 @@ fn hand_out(token: &str, name: &str, out: Option<&Path>, what: &str) -> Result<(
     Ok(())
 }
 
+/// Issues a join token: printed once as `SECRET[.sha256:CA-FINGERPRINT]`; HQ keeps the
+/// secret's hash, its expiry, and later when it was used.
+fn issue_join(
+    repo: &crate::repo::Repo,
+    store: Store,
+    ttl: Duration,
+    out: Option<&Path>,
+) -> Result<u8> {
+    if ttl.is_zero() {
+        return Err(Error::Usage("--ttl must be more than 0".into()));
+    }
+    let secret = tokens::generate().map_err(Error::Failed)?;
+    let name = format!(
+        "join-{}",
+        &tokens::generate().map_err(Error::Failed)?[6..12]
+    );
+    let hq_url = repo
+        .inventory
+        .fleet
+        .hq_url
+        .as_ref()
+        .map(|u| u.value.clone());
+    // For an HTTPS HQ the token names the CA to trust, so a machine that has never seen the
+    // fleet can check HQ's certificate (as kubeadm's discovery hash does).
+    let fingerprint = match &hq_url {
+        Some(u) if u.starts_with("https://") => {
+            let ca = crate::hq::client::repo_ca(&repo.root);
+            let certs = crate::hq::tls::load_certs(&ca).map_err(|e| {
+                Error::Failed(format!(
+                    "{e}\n  help: an https:// HQ needs the fleet CA (`fleet tls init`)"
+                ))
+            })?;
+            Some(crate::util::sha256_hex(certs[0].as_ref()))
+        }
+        _ => None,
+    };
+    let token = match &fingerprint {
+        Some(fp) => format!("{secret}{}{fp}", crate::hq::discovery::CA_SEP),
+        None => secret.clone(),
+    };
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let expires = crate::hq::store::now_ms().saturating_add(ttl_ms);
+    if let Some(path) = out {
+        write_secret(path, format!("{token}\n").as_bytes())?;
+    }
+    store
+        .issue_expiring(
+            &name,
+            TokenKind::Join,
+            &tokens::hash(&secret),
+            Some(expires),
+        )
+        .map_err(Error::Failed)?;
+    let what = format!(
+        "join token (one use, expires {})",
+        crate::hq::store::rfc3339(expires)
+    );
+    match out {
+        Some(path) => crate::noteln!(
+            "{what} `{name}` written to {} (mode 0600); HQ keeps only its hash",
+            path.display()
+        ),
+        None => hand_out(&token, &name, None, &what)?,
+    }
+    crate::noteln!(
+        "on the new machine: fleet join --hq {} --token <the token>",
+        hq_url.as_deref().unwrap_or("<HQ URL>")
+    );
+    Ok(0)
+}
+
 /// Runs `fleet token`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     let repo = crate::cli::load_repo(repo_dir)?;
@@ -137,9 +217,14 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             client,
             admin,
             scrape,
+            join,
+            ttl,
             out,
             db,
         } => {
+            if *join {
+                return issue_join(&repo, open(db)?, *ttl, out.as_deref());
+            }
             let (name, kind) = match (node, client, admin, scrape) {
                 (Some(n), ..) => (n, TokenKind::Node),
                 (_, Some(n), ..) => (n, TokenKind::Client),
@@ -213,12 +298,22 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
                 if let Some(until) = &t.previous_valid_until {
                     created.push_str(&format!(" (old secret valid until {until})"));
                 }
-                table.add_row([
-                    t.name.clone(),
-                    t.kind.as_str().to_string(),
-                    created,
-                    t.last_used.clone().unwrap_or_else(|| "never".into()),
-                ]);
+                let now = crate::hq::store::rfc3339(crate::hq::store::now_ms());
+                let mut used = t.last_used.clone().unwrap_or_else(|| "never".into());
+                if t.kind == TokenKind::Join {
+                    // RFC 3339 times in UTC compare as text.
+                    let expiry = match &t.expires {
+                        Some(e) if *e <= now => format!(" (expired {e})"),
+                        Some(e) => format!(" (expires {e})"),
+                        None => String::new(),
+                    };
+                    created.push_str(&expiry);
+                    used = match &t.used {
+                        Some(u) => format!("used {u}"),
+                        None => "unused".into(),
+                    };
+                }
+                table.add_row([t.name.clone(), t.kind.as_str().to_string(), created, used]);
             }
             crate::outln!("{table}");
             Ok(0)
@@ -230,6 +325,11 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             db,
         } => {
             let store = open(db)?;
+            if store.token_kind(name).map_err(Error::Failed)? == Some(TokenKind::Join) {
+                return Err(Error::Usage(format!(
+                    "`{name}` is a join token: it works once and is not rotated; issue a new one (`fleet token issue --join`)"
+                )));
+            }
             let token = tokens::generate().map_err(Error::Failed)?;
             let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
             let until = crate::hq::store::now_ms().saturating_add(overlap_ms);

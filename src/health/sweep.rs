@@ -34,7 +34,7 @@ pub struct Options {
 pub struct NodeHealth {
     /// Node name.
     pub node: String,
-    /// `online`, `degraded` or `offline`.
+    /// `online`, `degraded`, `offline` or `draining`.
     pub state: String,
     /// What is wrong and what to do.
     pub reasons: Vec<String>,
@@ -60,9 +60,11 @@ pub struct Report {
 }
 
 impl Report {
-    /// True when every node is online.
+    /// True when every node is online (or draining: taken out of routing on purpose).
     pub fn all_online(&self) -> bool {
-        self.nodes.iter().all(|n| n.state == "online")
+        self.nodes
+            .iter()
+            .all(|n| n.state == "online" || n.state == crate::hq::drain::DRAINING)
     }
 }
 
@@ -633,7 +635,15 @@ fn judge(
     if let Some(d) = docker {
         checks.insert("docker".to_string(), d);
     }
-    let state = if offline {
+    // A draining node is out of routing on purpose (`fleet drain`): that is its state, with
+    // HQ's reason first; what the probes found stays listed.
+    let draining = hb.filter(|h| h.status == crate::hq::drain::DRAINING);
+    if let Some(why) = draining.and_then(|h| h.reasons.first()) {
+        reasons.insert(0, why.clone());
+    }
+    let state = if draining.is_some() {
+        crate::hq::drain::DRAINING
+    } else if offline {
         "offline"
     } else if degraded {
         "degraded"

@@ -203,6 +203,14 @@ impl Hysteresis {
                 Some(a) if a == state => {
                     self.pending.remove(node);
                 }
+                // Draining is an operator's decision, not a flapping node: it reaches the
+                // table at once, and so does its end.
+                Some(a)
+                    if a == crate::hq::drain::DRAINING || state == crate::hq::drain::DRAINING =>
+                {
+                    self.applied.insert(node.clone(), state.clone());
+                    self.pending.remove(node);
+                }
                 Some(_) => {
                     let since = match self.pending.get(node) {
                         Some((p, since)) if p == state => *since,
@@ -414,5 +422,16 @@ mod tests {
         let t0 = Instant::now();
         h.update(t0, &states(&[("a", "online")]));
         assert_eq!(h.update(t0, &states(&[("a", "offline")]))["a"], "offline");
+    }
+
+    #[test]
+    fn draining_and_its_end_apply_at_once() {
+        let t0 = Instant::now();
+        let mut h = Hysteresis::new(Duration::from_secs(120));
+        h.update(t0, &states(&[("a", "online")]));
+        let s = h.update(t0 + Duration::from_secs(1), &states(&[("a", "draining")]));
+        assert_eq!(s["a"], "draining");
+        let s = h.update(t0 + Duration::from_secs(2), &states(&[("a", "online")]));
+        assert_eq!(s["a"], "online");
     }
 }

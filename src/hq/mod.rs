@@ -5,7 +5,10 @@
 pub mod client;
 pub mod conductor;
 pub mod dashboard;
+pub mod discovery;
+pub mod drain;
 pub mod inflight;
+pub mod join;
 pub mod listener;
 pub mod node_metrics;
 pub mod server;

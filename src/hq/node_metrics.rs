@@ -32,7 +32,7 @@ pub fn register(reg: &mut Registry, nodes: &[NodeStatus]) {
     let disk_total: Family<Labels, FloatGauge> = Family::default();
     let gpu_mem: Family<Labels, FloatGauge> = Family::default();
     let models: Family<Labels, Gauge> = Family::default();
-    for s in ["online", "degraded", "offline"] {
+    for s in ["online", "degraded", "offline", "draining"] {
         by_status.get_or_create(&labels(&[("status", s)])).set(0);
     }
     for n in nodes {

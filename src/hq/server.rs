@@ -124,13 +124,13 @@ impl Metrics {
 pub(crate) struct AppState {
     pub(crate) cfg: Config,
     pub(crate) repo: RwLock<Arc<Repo>>,
-    reader: Mutex<Store>,
+    pub(crate) reader: Mutex<Store>,
     writer: mpsc::Sender<Msg>,
     /// Per client address: token bucket for requests without a valid token.
     unauth: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     metrics: Metrics,
     /// Wakes the conductor publisher (after an inventory reload).
-    conductor_wake: tokio::sync::Notify,
+    pub(crate) conductor_wake: tokio::sync::Notify,
     /// The inventory files' modification times when it was last loaded.
     inventory_stamp: Mutex<Vec<Option<std::time::SystemTime>>>,
     /// Held while the inventory is reloaded on demand.
@@ -247,7 +247,7 @@ fn writer_loop(
     }
 }
 
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     let msg = msg.into();
     let mut r = (code, Json(ErrorBody { error: msg.clone() })).into_response();
     r.extensions_mut().insert(Reason(msg));
@@ -255,7 +255,7 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// The bearer token of a request, if it has one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -373,6 +373,7 @@ async fn store_heartbeat(
             .map(|r| r.inventory.nodes.contains_key(&hb.node))
             .unwrap_or(false)
     };
+    let node = hb.node.clone();
     let mut in_inventory = known(st);
     if !in_inventory {
         reload_if_changed(st).await;
@@ -397,7 +398,12 @@ async fn store_heartbeat(
         c.authenticated();
     }
     match answer {
-        Ok(Ok(())) => (StatusCode::OK, Json(serde_json::json!({ "stored": true }))).into_response(),
+        // A drained node's agent is told to stop once nothing is in flight to it.
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            Json(crate::hq::drain::heartbeat_answer(st, &node)),
+        )
+            .into_response(),
         Ok(Err(Refusal::Unauthorized(m))) => error(StatusCode::UNAUTHORIZED, m),
         Ok(Err(Refusal::Forbidden(m))) => error(StatusCode::FORBIDDEN, m),
         Ok(Err(Refusal::TooMany)) => error(
@@ -421,6 +427,8 @@ fn may_read(t: &TokenEntry, route: &str, path: &str) -> bool {
         TokenKind::Admin => true,
         TokenKind::Client => route != "/metrics",
         TokenKind::Scrape => route == "/metrics",
+        // A join token only registers a machine (`POST /api/join`).
+        TokenKind::Join => false,
         // An agent (and the gateway on its node) reads its own record and the routing table.
         TokenKind::Node => {
             route == "/api/routing"
@@ -460,7 +468,7 @@ async fn authorize(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
             TokenKind::Client => {
                 "a client token does not read /metrics (use a scrape or admin token)"
             }
-            TokenKind::Admin => "refused",
+            TokenKind::Admin | TokenKind::Join => "refused",
         };
         return error(StatusCode::FORBIDDEN, what);
     }
@@ -531,6 +539,11 @@ pub(crate) fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
         .lock()
         .map_err(|_| "store lock poisoned".to_string())?
         .last_seen()?;
+    let drains = st
+        .reader
+        .lock()
+        .map_err(|_| "store lock poisoned".to_string())?
+        .drains()?;
     let repo = st
         .repo
         .read()
@@ -570,6 +583,7 @@ pub(crate) fn statuses(st: &AppState) -> Result<Vec<NodeStatus>, String> {
             out.push(s);
         }
     }
+    crate::hq::drain::mark(&mut out, &drains, &st.inflight);
     Ok(out)
 }
 
@@ -775,6 +789,7 @@ pub async fn start(
             "/api/workers/{id}/{platform}/{build}",
             get(crate::hq::workers::manifest),
         )
+        .route("/api/pending", get(crate::hq::join::list))
         .route("/metrics", get(metrics_text))
         .route(
             "/api/gateway",
@@ -788,6 +803,14 @@ pub async fn start(
     let limits = state.cfg.limits.clone();
     let app = Router::new()
         .route("/api/heartbeat", post(heartbeat))
+        // Join, drain and leave check their own tokens (a join token; admin; the node's own).
+        .route("/api/join", post(crate::hq::join::join))
+        .route("/api/ca", get(crate::hq::join::ca))
+        .route(
+            "/api/nodes/{name}/drain",
+            post(crate::hq::drain::drain).delete(crate::hq::drain::undrain),
+        )
+        .route("/api/leave", post(crate::hq::drain::leave))
         .route("/healthz", get(healthz))
         .route("/", get(crate::hq::dashboard::page))
         .route("/dashboard/events", get(crate::hq::dashboard::events))
@@ -859,7 +882,7 @@ async fn publish_for_conductor(
 }
 
 /// Gives the gateway the live routing table as it is now.
-async fn refresh_gateway(state: &Arc<AppState>) {
+pub(crate) async fn refresh_gateway(state: &Arc<AppState>) {
     let st = state.clone();
     let table = tokio::task::spawn_blocking(move || {
         let policy = st.repo.read().ok().map(|repo| {
@@ -947,7 +970,7 @@ fn inventory_stamp(repo: &Repo) -> Vec<Option<std::time::SystemTime>> {
 /// Reloads the inventory when its files changed since it was loaded (at most one reload at a
 /// time). A heartbeat from a node HQ does not know calls this before refusing it, so a node
 /// `fleet provision` just added is accepted without a SIGHUP, while one removed stays out.
-async fn reload_if_changed(state: &Arc<AppState>) {
+pub(crate) async fn reload_if_changed(state: &Arc<AppState>) {
     let _one = state.reloading.lock().await;
     let Ok(repo) = state.repo.read().map(|r| r.clone()) else {
         return;

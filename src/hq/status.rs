@@ -132,6 +132,7 @@ pub fn status(
             last_heartbeat: None,
             heartbeat_age_secs: None,
             last: None,
+            draining_since: None,
         };
     };
     let age = ((now_ms - at) as f64 / 1000.0).max(0.0);
@@ -156,6 +157,7 @@ pub fn status(
         last_heartbeat: Some(rfc3339(at)),
         heartbeat_age_secs: Some((age * 10.0).round() / 10.0),
         last: Some(hb.clone()),
+        draining_since: None,
     }
 }
 

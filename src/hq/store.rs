@@ -44,6 +44,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tokens ADD COLUMN prev_until INTEGER;
     CREATE INDEX tokens_by_hash ON tokens (hash);
     CREATE INDEX tokens_by_prev_hash ON tokens (prev_hash);",
+    // Join tokens (one use, expiring), machines that joined and wait to be adopted, and
+    // nodes being drained (see `hq::join` and `hq::drain`).
+    "ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+    ALTER TABLE tokens ADD COLUMN used_at INTEGER;
+    CREATE TABLE pending (
+        name TEXT PRIMARY KEY,
+        joined_at INTEGER NOT NULL,
+        token_name TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE drains (
+        node TEXT PRIMARY KEY,
+        since INTEGER NOT NULL,
+        by TEXT NOT NULL,
+        stop_sent_at INTEGER
+    );",
 ];
 
 /// What a token may do.
@@ -58,6 +74,9 @@ pub enum TokenKind {
     Admin,
     /// A metrics scraper's: reads `/metrics` only.
     Scrape,
+    /// A join token's: registers one new machine as pending (`POST /api/join`), once, before
+    /// it expires; it reads nothing.
+    Join,
 }
 
 impl TokenKind {
@@ -68,6 +87,7 @@ impl TokenKind {
             TokenKind::Client => "client",
             TokenKind::Admin => "admin",
             TokenKind::Scrape => "scrape",
+            TokenKind::Join => "join",
         }
     }
 
@@ -77,6 +97,7 @@ impl TokenKind {
             "client" => TokenKind::Client,
             "admin" => TokenKind::Admin,
             "scrape" => TokenKind::Scrape,
+            "join" => TokenKind::Join,
             _ => return None,
         })
     }
@@ -121,6 +142,12 @@ pub struct TokenInfo {
     /// Until when the secret it replaced still works (RFC 3339), during a rotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_valid_until: Option<String>,
+    /// When it expires (RFC 3339): join tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// When it was used (RFC 3339): a join token works once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<String>,
 }
 
 pub use crate::util::{now_ms, rfc3339};
@@ -128,7 +155,8 @@ pub use crate::util::{now_ms, rfc3339};
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    /// The connection (`hq::join` and `hq::drain` keep their tables through it too).
+    pub(super) conn: Connection,
 }
 
 /// A node's last heartbeat.
@@ -229,14 +257,26 @@ impl Store {
     /// Stores a token's hash under `name` with its kind, replacing an earlier token of that
     /// name (and ending any rotation overlap).
     pub fn issue_token(&self, name: &str, kind: TokenKind, hash: &str) -> Result<(), String> {
+        self.issue_expiring(name, kind, hash, None)
+    }
+
+    /// Stores a token's hash as [`Store::issue_token`] does, valid until `expires_at` (ms)
+    /// when given (join tokens).
+    pub fn issue_expiring(
+        &self,
+        name: &str,
+        kind: TokenKind,
+        hash: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(), String> {
         self.conn
             .execute(
-                "INSERT INTO tokens (name, kind, hash, issued_at, revoked_at, last_used_at, prev_hash, prev_until)
-                 VALUES (?1, ?2, ?3, ?4, NULL, NULL, NULL, NULL)
+                "INSERT INTO tokens (name, kind, hash, issued_at, revoked_at, last_used_at, prev_hash, prev_until, expires_at, used_at)
+                 VALUES (?1, ?2, ?3, ?4, NULL, NULL, NULL, NULL, ?5, NULL)
                  ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, hash = excluded.hash,
                    issued_at = excluded.issued_at, revoked_at = NULL, last_used_at = NULL,
-                   prev_hash = NULL, prev_until = NULL",
-                params![name, kind.as_str(), hash, now_ms()],
+                   prev_hash = NULL, prev_until = NULL, expires_at = excluded.expires_at, used_at = NULL",
+                params![name, kind.as_str(), hash, now_ms(), expires_at],
             )
             .map(|_| ())
             .map_err(db_err)
@@ -285,7 +325,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT name, kind, hash, prev_hash, prev_until FROM tokens WHERE revoked_at IS NULL",
+                "SELECT name, kind, hash, prev_hash, prev_until FROM tokens
+                 WHERE revoked_at IS NULL AND kind != 'join'",
             )
             .map_err(db_err)?;
         let rows = stmt
@@ -306,7 +347,8 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT name, kind, hash, prev_hash, prev_until FROM tokens
-                 WHERE revoked_at IS NULL AND (hash = ?1 OR (prev_hash = ?1 AND prev_until > ?2))",
+                 WHERE revoked_at IS NULL AND kind != 'join'
+                   AND (hash = ?1 OR (prev_hash = ?1 AND prev_until > ?2))",
             )
             .map_err(db_err)?;
         let rows = stmt
@@ -338,7 +380,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT name, kind, issued_at, last_used_at, prev_until FROM tokens
+                "SELECT name, kind, issued_at, last_used_at, prev_until, expires_at, used_at FROM tokens
                  WHERE revoked_at IS NULL ORDER BY name",
             )
             .map_err(db_err)?;
@@ -351,12 +393,15 @@ impl Store {
                     r.get::<_, i64>(2)?,
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             })
             .map_err(db_err)?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, kind, issued, used, prev_until) = row.map_err(db_err)?;
+            let (name, kind, issued, used, prev_until, expires_at, used_at) =
+                row.map_err(db_err)?;
             let Some(kind) = TokenKind::parse(&kind) else {
                 continue;
             };
@@ -366,6 +411,8 @@ impl Store {
                 created: rfc3339(issued),
                 last_used: used.map(rfc3339),
                 previous_valid_until: prev_until.filter(|u| *u > now).map(rfc3339),
+                expires: expires_at.map(rfc3339),
+                used: used_at.map(rfc3339),
             });
         }
         Ok(out)

@@ -87,6 +87,10 @@ pub struct NodeStatus {
     /// The last heartbeat's contents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Heartbeat>,
+    /// Since when the node is draining (RFC 3339), when it is: its status is then `draining`
+    /// and it is in no routing pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_since: Option<String>,
 }
 
 /// `GET /api/nodes`.
@@ -113,6 +117,142 @@ pub struct HistoryEntry {
     pub received_at: String,
     /// What the agent sent.
     pub heartbeat: Heartbeat,
+}
+
+/// The answer to a stored heartbeat: `{"stored": true}`, with `"stop": true` when the node is
+/// draining and has no request in flight (its agent then stops).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeartbeatAnswer {
+    /// The heartbeat is durable.
+    pub stored: bool,
+    /// The agent should stop: its node is drained.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop: bool,
+    /// Why it should stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// How the controller reaches a machine that joins, over ssh.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SshEndpoint {
+    /// Address (IP or DNS name) the controller connects to.
+    pub address: String,
+    /// Account to log in as.
+    pub user: String,
+    /// sshd's port.
+    pub port: u16,
+}
+
+/// What a joining machine found out about itself (the facts fleet gathers, as sent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JoinFacts {
+    /// `linux` or `macos`.
+    pub os: Option<String>,
+    /// Distribution or macOS version.
+    pub os_version: Option<String>,
+    /// `x86_64` or `aarch64`.
+    pub arch: Option<String>,
+    /// CPU model.
+    pub cpu_model: Option<String>,
+    /// Apple chip (`Apple M4`).
+    pub apple_chip: Option<String>,
+    /// Logical cores.
+    pub cores: Option<u64>,
+    /// Memory in GB.
+    pub ram_gb: Option<f64>,
+    /// Disks.
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+    /// GPUs.
+    #[serde(default)]
+    pub gpus: Vec<Gpu>,
+    /// Its host name.
+    pub hostname: Option<String>,
+    /// `systemd`, `launchd` or another.
+    pub init: Option<String>,
+    /// `apt`, `brew`, …
+    pub package_manager: Option<String>,
+    /// Its addresses (loopback excluded).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl From<&crate::facts::Facts> for JoinFacts {
+    fn from(f: &crate::facts::Facts) -> Self {
+        JoinFacts {
+            os: f.os.clone(),
+            os_version: f.os_version.clone(),
+            arch: f.arch.clone(),
+            cpu_model: f.cpu_model.clone(),
+            apple_chip: f.apple_chip.clone(),
+            cores: f.cores,
+            ram_gb: f.ram_gb,
+            disks: f.disks.clone(),
+            gpus: f.gpus.clone(),
+            hostname: f.hostname.clone(),
+            init: f.init.clone(),
+            package_manager: f.package_manager.clone(),
+            addresses: f.addresses.clone(),
+        }
+    }
+}
+
+impl From<&JoinFacts> for crate::facts::Facts {
+    fn from(j: &JoinFacts) -> Self {
+        crate::facts::Facts {
+            os: j.os.clone(),
+            os_version: j.os_version.clone(),
+            arch: j.arch.clone(),
+            cpu_model: j.cpu_model.clone(),
+            apple_chip: j.apple_chip.clone(),
+            cores: j.cores,
+            ram_gb: j.ram_gb,
+            disks: j.disks.clone(),
+            gpus: j.gpus.clone(),
+            hostname: j.hostname.clone(),
+            init: j.init.clone(),
+            package_manager: j.package_manager.clone(),
+            addresses: j.addresses.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// `POST /api/join` body: a new machine asks to be adopted (with a join token).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The node name it proposes.
+    pub name: String,
+    /// How to reach it over ssh.
+    pub ssh: SshEndpoint,
+    /// Its facts.
+    pub facts: JoinFacts,
+    /// The fleet version that joined.
+    pub fleet_version: String,
+}
+
+/// A machine that joined and waits for `fleet adopt`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingNode {
+    /// Its name.
+    pub name: String,
+    /// When it joined (RFC 3339).
+    pub joined_at: String,
+    /// The join token it used (by name).
+    pub token: String,
+    /// What it sent.
+    pub request: JoinRequest,
+}
+
+/// `GET /api/pending`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingResponse {
+    /// Every pending machine, by name.
+    pub pending: Vec<PendingNode>,
 }
 
 /// An error answer: `{"error": "..."}`.

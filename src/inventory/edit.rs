@@ -57,13 +57,15 @@ pub fn hardware_flow(hw: &Hardware) -> String {
     format!("{{ {} }}", parts.join(", "))
 }
 
-/// The inventory text with a new node appended to `nodes:`.
+/// The inventory text with a new node appended to `nodes:` (with node variables `vars`, e.g.
+/// the `ssh_user` and `ssh_port` a joined machine reported).
 pub fn add_node(
     text: &str,
     name: &str,
     host: &str,
     role: &str,
     hw: &Hardware,
+    vars: &[(&str, String)],
 ) -> Result<String, String> {
     let lines: Vec<&str> = text.lines().collect();
     let top = |l: &str| !l.is_empty() && !l.starts_with([' ', '\t', '#']);
@@ -121,6 +123,17 @@ pub fn add_node(
             hardware_flow(hw)
         ));
     }
+    if !vars.is_empty() {
+        let v: Vec<String> = vars
+            .iter()
+            // A port is written as the number it is.
+            .map(|(k, v)| match v.parse::<u64>() {
+                Ok(n) => format!("{k}: {n}"),
+                Err(_) => format!("{k}: {}", yaml_scalar(v)),
+            })
+            .collect();
+        block.push(format!("{pad}{pad}vars: {{ {} }}", v.join(", ")));
+    }
     if nodes_at.is_none()
         || (insert_at > 0 && out.get(insert_at - 1).is_some_and(|l| l.trim().is_empty()))
     {
@@ -157,7 +170,7 @@ mod tests {
             cores: Some(8),
             ..Hardware::default()
         };
-        let out = add_node(INV, "virtuoso", "10.0.0.7", "full_worker", &hw).expect("edits");
+        let out = add_node(INV, "virtuoso", "10.0.0.7", "full_worker", &hw, &[]).expect("edits");
         assert_eq!(
             out,
             "# my fleet\nfleet: { name: s, hq: bob }\n\nnodes:\n  # the HQ\n  bob:\n    host: bob.local   # keep me\n    role: hq\n\n  virtuoso:\n    host: 10.0.0.7\n    role: full_worker\n    hardware: { os: linux, arch: x86_64, ram_gb: 24, cores: 8 }   # gathered by fleet provision\n\n# routing below\nrouting:\n  rules: []\n"
@@ -172,10 +185,14 @@ mod tests {
             "host: x",
             "hq",
             &Hardware::default(),
+            &[
+                ("ssh_user", "admin".to_string()),
+                ("ssh_port", "2222".to_string()),
+            ],
         )
         .expect("edits");
         assert!(
-            out.ends_with("nodes:\n  n1:\n    host: \"host: x\"\n    role: hq\n"),
+            out.ends_with("nodes:\n  n1:\n    host: \"host: x\"\n    role: hq\n    vars: { ssh_user: admin, ssh_port: 2222 }\n"),
             "{out}"
         );
         assert!(
@@ -184,7 +201,8 @@ mod tests {
                 "n",
                 "h",
                 "hq",
-                &Hardware::default()
+                &Hardware::default(),
+                &[]
             )
             .is_err()
         );

@@ -39,7 +39,7 @@ pub struct Worker {
     /// is capped (`data/tiers.toml`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cpu_only: Vec<String>,
-    /// `online`/`degraded`/`offline` when rendered from live HQ data.
+    /// `online`/`degraded`/`offline`/`draining` when rendered from live HQ data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
 }
@@ -122,7 +122,7 @@ impl RoutingTable {
     }
 }
 
-/// Live node states from HQ: node → `online`/`degraded`/`offline`.
+/// Live node states from HQ: node → `online`/`degraded`/`offline`/`draining`.
 pub type StatusMap = BTreeMap<String, String>;
 
 /// Where other machines reach each node: its `address`; on a Tailscale fleet
@@ -297,7 +297,11 @@ pub fn build(
         .collect();
     let cloud = cloud_providers.first().cloned();
 
-    let serving = |w: &Worker| status.is_none_or(|_| w.status.as_deref() != Some("offline"));
+    // Offline nodes cannot take work; draining ones must not get new work (their in-flight
+    // requests finish). The gateway reads the same live status.
+    let serving = |w: &Worker| {
+        status.is_none_or(|_| !matches!(w.status.as_deref(), Some("offline" | "draining")))
+    };
     let mut rules = Vec::new();
     for r in &inv.routing.rules {
         let tier = r
