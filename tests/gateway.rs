@@ -689,3 +689,62 @@ fn a_client_that_goes_away_mid_stream_gives_its_slot_back() {
         "{log}"
     );
 }
+
+#[test]
+fn draining_keeps_in_flight_requests_and_stops_the_agent_after_them() {
+    let mut f = two(&[]);
+    let out = fleet(f.repo.path())
+        .args(["token", "issue", "--admin", "ops", "--db"])
+        .arg(&f.db)
+        .output()
+        .expect("token issue");
+    let admin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // A slow stream to w1 is in flight when the drain comes.
+    f.stand_ins["w1"].set(Mode::SlowStream(Duration::from_millis(700)));
+    let (url, token) = (format!("{}/v1/chat/completions", f.url), f.client.clone());
+    let in_flight = std::thread::spawn(move || {
+        request(
+            "POST",
+            &url,
+            Some(&token),
+            &chat_body("task:chat", true, "long"),
+        )
+    });
+    wait_for(10, "w1 to have a request in flight", || {
+        (f.stand_ins["w1"].in_flight.load(Ordering::SeqCst) == 1).then_some(())
+    });
+    let out = fleet(f.repo.path())
+        .env("FLEET_HQ_TOKEN", &admin)
+        .args(["drain", "w1"])
+        .output()
+        .expect("drain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // New work goes elsewhere at once.
+    let a = f.chat("task:chat", false);
+    assert_eq!((a.status, a.header("x-fleet-worker")), (200, "w2"));
+    // The agent keeps running while the stream is in flight (heartbeats every 150 ms).
+    std::thread::sleep(Duration::from_millis(600));
+    let agent = f.agents.get_mut("w1").expect("w1's agent");
+    assert!(
+        agent.0.try_wait().expect("wait").is_none(),
+        "the agent stopped with work in flight"
+    );
+    // The in-flight stream finishes whole, from w1.
+    let a = in_flight.join().expect("thread");
+    assert_eq!((a.status, a.header("x-fleet-worker")), (200, "w1"));
+    assert!(
+        a.complete,
+        "the drained node's stream was cut: {:?}",
+        a.body
+    );
+    assert_eq!(a.body, stream_pieces("w1", "m:8b").concat());
+    // Then the agent is told to stop, and exits 0.
+    let code = wait_for(10, "w1's agent to exit after its last request", || {
+        agent.0.try_wait().ok().flatten()
+    });
+    assert_eq!(code.code(), Some(0));
+}
