@@ -7,7 +7,18 @@ fn main() -> ExitCode {
     match fleet::cli::run() {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            fleet::errln!("{}", fleet::cli::style::error_text(&e));
+            let text = fleet::cli::style::error_text(&e);
+            if fleet::cli::logs_only_to_file() {
+                tracing::error!("{}", text.strip_prefix("error: ").unwrap_or(&text));
+            }
+            if fleet::cli::journal::stderr_is_journal() {
+                // Under systemd: each line an error entry in the journal (`journalctl -p err`).
+                for line in text.lines() {
+                    fleet::errln!("<3>{line}");
+                }
+            } else {
+                fleet::errln!("{text}");
+            }
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
         }
     }

@@ -27,7 +27,8 @@ pub struct Args {
     /// The local Ollama API.
     #[arg(long, default_value = "http://127.0.0.1:11434")]
     pub ollama_url: String,
-    /// Also log to this file (appending).
+    /// Log to this file (appending; opened again when it was rotated away, see docs/logs.md);
+    /// stderr gets the lines too only when it is a terminal or the journal.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
     /// Send one heartbeat and exit: 0 when HQ stored it, 1 otherwise.

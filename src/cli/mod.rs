@@ -24,6 +24,8 @@ pub mod facts;
 pub mod hq_api;
 pub mod init;
 pub mod join;
+pub mod journal;
+pub mod log_file;
 pub mod man;
 pub mod nodes;
 pub mod peers;
@@ -271,12 +273,19 @@ fn asks_for_data(c: &Command) -> bool {
     }
 }
 
-/// Logs (tracing) to stderr, and also to `file` when given, as text or JSON
+/// Logs (tracing) to stderr, or to `file` when given (`--log-file`), as text or JSON
 /// (`--log-format`). The level: `-q` errors only; else `FLEET_LOG`/`RUST_LOG` when set; else
 /// by `-v` count — `serve` and `agent` log `info` by default, other commands `warn`.
+///
+/// Where the lines go (docs/logs.md): with a file, into it — reopened when rotated — and to
+/// stderr too only when someone reads it there (a terminal or the journal): launchd sends a
+/// daemon's stderr to a file nothing rotates, kept for what is said before logging starts.
+/// When stderr is systemd's journal, each line carries its priority and no timestamp
+/// ([`journal`]).
 pub fn init_logging(file: Option<&std::path::Path>, daemon: bool) {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Layer, Registry, fmt};
     let (verbose, format) = LOGS.get().copied().unwrap_or_default();
     let level = match (verbose, daemon) {
         (0, false) => "warn",
@@ -292,34 +301,76 @@ pub fn init_logging(file: Option<&std::path::Path>, daemon: bool) {
             .unwrap_or_else(|_| EnvFilter::new(level))
     };
     let log_file = file.and_then(|p| {
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
+        log_file::LogFile::open(p)
             .map_err(|e| crate::noteln!("warning: cannot open the log file {}: {e}", p.display()))
             .ok()
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(style::colors_on() && log_file.is_none());
-    let _ = match (format, log_file) {
-        (LogFormat::Json, Some(f)) => builder
-            .json()
-            .with_writer(MaskSecrets(std::io::stderr.and(std::sync::Mutex::new(f))))
-            .try_init(),
-        (LogFormat::Json, None) => builder
-            .json()
-            .with_writer(MaskSecrets(std::io::stderr))
-            .try_init(),
-        (LogFormat::Text, Some(f)) => builder
-            .with_writer(MaskSecrets(std::io::stderr.and(std::sync::Mutex::new(f))))
-            .try_init(),
-        (LogFormat::Text, None) => builder.with_writer(MaskSecrets(std::io::stderr)).try_init(),
-    };
+    let to_journal = journal::stderr_is_journal();
+    let to_stderr = log_file.is_none() || to_journal || std::io::stderr().is_terminal();
+    FILE_ONLY.store(!to_stderr, std::sync::atomic::Ordering::Relaxed);
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    if let Some(f) = log_file {
+        let w = MaskSecrets(f);
+        layers.push(match format {
+            LogFormat::Json => fmt::layer()
+                .json()
+                .with_target(false)
+                .with_writer(w)
+                .boxed(),
+            LogFormat::Text => fmt::layer()
+                .with_target(false)
+                .with_ansi(false)
+                .with_writer(w)
+                .boxed(),
+        });
+    }
+    if to_stderr {
+        let w = MaskSecrets(std::io::stderr);
+        layers.push(match (format, to_journal) {
+            (LogFormat::Json, true) => fmt::layer()
+                .json()
+                .event_format(journal::Prioritized {
+                    format: fmt::format().json().with_target(false),
+                    level_name: false,
+                })
+                .with_writer(w)
+                .boxed(),
+            (LogFormat::Text, true) => fmt::layer()
+                .with_ansi(false)
+                .event_format(journal::Prioritized {
+                    format: fmt::format()
+                        .without_time()
+                        .with_target(false)
+                        .with_level(false),
+                    level_name: true,
+                })
+                .with_writer(w)
+                .boxed(),
+            (LogFormat::Json, false) => fmt::layer()
+                .json()
+                .with_target(false)
+                .with_writer(w)
+                .boxed(),
+            (LogFormat::Text, false) => fmt::layer()
+                .with_target(false)
+                .with_ansi(style::colors_on())
+                .with_writer(w)
+                .boxed(),
+        });
+    }
+    let _ = tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .try_init();
+}
+
+/// Set when the log lines go to `--log-file` alone (not to stderr).
+static FILE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether log lines go to a log file and not to stderr: the error a daemon stops with is
+/// then logged too, so that the file tells why it stopped.
+pub fn logs_only_to_file() -> bool {
+    FILE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A log writer that masks every known secret value in what it writes (one log line per

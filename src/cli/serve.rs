@@ -52,6 +52,10 @@ pub struct Args {
     /// HQ's private key (PEM), with `--tls-cert`.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Log to this file (appending; opened again when it was rotated away, see docs/logs.md);
+    /// stderr gets the lines too only when it is a terminal or the journal.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
     /// Gateway: how long a worker or provider has for its answer's first byte (and, streaming,
     /// between two chunks) before the request moves to the next candidate.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, help_heading = "Gateway")]
@@ -245,7 +249,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         return Err(Error::Config(diags));
     }
     let root = repo.root.clone();
-    crate::cli::init_logging(None, true);
+    crate::cli::init_logging(args.log_file.as_deref(), true);
     let db = args.db.clone().unwrap_or_else(|| default_db(&root));
     let token_file = ensure_local_token(&root, &db)?;
     // Connections are files: take the hard limit, then keep the cap well under it.
