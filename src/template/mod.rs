@@ -61,6 +61,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "services/com.fleet.ollama.plist.j2",
         include_str!("../../templates/services/com.fleet.ollama.plist.j2"),
     ),
+    (
+        "services/newsyslog.conf.j2",
+        include_str!("../../templates/services/newsyslog.conf.j2"),
+    ),
     // The package manifests: a repo with a catalog/ but no templates/packaging/ (one made by
     // `fleet init`, or HQ's) renders them too.
     (
