@@ -89,6 +89,31 @@ fn provision_installs_a_running_agent_that_reports_to_hq() {
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         (v["status"] == "online").then_some(())
     });
+    // Logs go to the journal: the unit names them and gives the agent no file; the agent,
+    // its stderr being the journal (JOURNAL_STREAM, set by the systemctl stand-in as systemd
+    // does), writes each line with its syslog priority and without a timestamp or colours.
+    let unit = hosts.sh(1, "cat /etc/systemd/system/fleet-agent.service");
+    assert!(unit.contains("\nSyslogIdentifier=fleet-agent\n"), "{unit}");
+    assert!(!unit.contains("--log-file"), "{unit}");
+    let journal = hosts.sh(1, "cat /var/log/standin-fleet-agent.log");
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.starts_with("<6>INFO agent for `a1` reporting to ")),
+        "{journal}"
+    );
+    for l in journal.lines() {
+        let level = l.get(3..).unwrap_or("");
+        assert!(
+            l.starts_with('<')
+                && ["ERROR ", "WARN ", "INFO ", "DEBUG "]
+                    .iter()
+                    .any(|w| level.starts_with(w))
+                && !l.contains('\x1b'),
+            "not a journal line: {l:?}"
+        );
+    }
+    assert_eq!(hosts.sh(1, "ls /var/log/fleet"), "", "no log file on Linux");
     // A second provision changes nothing (binary by checksum, token, unit, running service).
     let again = fleet(r.path())
         .args(["provision", "a1", "--json"])
