@@ -34,7 +34,7 @@ fn a_mac() -> Hosts {
     // What every Mac has.
     hosts.sh(
         1,
-        "chown -R symphony: /opt/homebrew && mkdir -p /Library/LaunchDaemons",
+        "chown -R symphony: /opt/homebrew && mkdir -p /Library/LaunchDaemons /etc/newsyslog.d",
     );
     hosts
 }
@@ -94,7 +94,7 @@ fn the_mac_roles_install_with_homebrew_and_run_under_launchd() {
         "{}",
         String::from_utf8_lossy(&issued.stderr)
     );
-    let _serve = spawn_fleet(
+    let serve = spawn_fleet(
         r.path(),
         &[
             "serve",
@@ -161,6 +161,7 @@ fn the_mac_roles_install_with_homebrew_and_run_under_launchd() {
         "fleet configuration directory | null",
         "fleet state directory | null",
         "install, register and start the agent | null",
+        "agent log rotation (newsyslog) | null",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -277,6 +278,45 @@ fn the_mac_roles_install_with_homebrew_and_run_under_launchd() {
     assert!(
         !reasons.contains(&format!("port {ollama_port} ")),
         "{reasons}"
+    );
+
+    // The agent logs to /var/log/fleet/agent.log (its stderr file keeps no log line), which
+    // newsyslog rotates by the rule the role placed.
+    let conf = hosts.sh(
+        1,
+        "stat -c '%a %U' /etc/newsyslog.d/fleet-agent.conf; cat /etc/newsyslog.d/fleet-agent.conf",
+    );
+    assert!(conf.starts_with("644 root\n"), "{conf}");
+    let rules: Vec<&str> = conf.lines().filter(|l| l.starts_with('/')).collect();
+    assert_eq!(
+        rules,
+        [
+            "/var/log/fleet/agent.log\tsymphony:\t640\t7\t10240\t*\tJN",
+            "/var/log/fleet/agent.stderr.log\tsymphony:\t640\t2\t1024\t*\tJN",
+        ],
+        "{conf}"
+    );
+    let log = hosts.sh(1, "cat /var/log/fleet/agent.log");
+    assert!(log.contains("INFO agent for `m1` reporting to"), "{log}");
+    assert_eq!(hosts.sh(1, "cat /var/log/fleet/agent.stderr.log"), "");
+    // What newsyslog does: rename the log, then move a new empty file (its owner and mode)
+    // into place; nobody tells the agent. Its next lines (HQ gone: heartbeats fail) land in
+    // the new file.
+    hosts.sh(
+        1,
+        "cd /var/log/fleet && mv agent.log agent.log.0 && t=$(mktemp agent.log.XXXXXX) && chown symphony: \"$t\" && chmod 640 \"$t\" && mv \"$t\" agent.log",
+    );
+    drop(serve);
+    let fresh = wait_for(30, "the agent's next lines in the new agent.log", || {
+        let log = hosts.sh(1, "cat /var/log/fleet/agent.log");
+        log.contains("WARN heartbeat").then_some(log)
+    });
+    assert!(!fresh.contains("reporting to"), "{fresh}");
+    let old = hosts.sh(1, "cat /var/log/fleet/agent.log.0");
+    assert!(old.contains("INFO agent for `m1` reporting to"), "{old}");
+    assert_eq!(
+        hosts.sh(1, "stat -c '%a %U' /var/log/fleet/agent.log"),
+        "640 symphony\n"
     );
 }
 
