@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{build_repo, crate_root, fleet, parse_case};
+use support::{build_repo, crate_root, fleet, free_port, http, parse_case, spawn_fleet, wait_for};
 
 const CANARY: &str = "log-canary-7Q2x9";
 
@@ -194,4 +194,129 @@ fn with_a_log_file_stderr_keeps_only_the_last_words() {
     assert_eq!(levels, ["INFO", "WARN", "ERROR"], "{text}");
     // Why it stopped is in the log too, once ("ERROR …", not "ERROR error: …").
     assert!(!text.contains("ERROR error:"), "{text}");
+}
+
+#[test]
+fn hq_logs_to_its_file_and_follows_a_rotation() {
+    // As launchd runs it on a Mac: `--log-file`, stderr a file of its own.
+    let port = free_port();
+    let r = build_repo(
+        &crate_root().join("tests/corpus/base"),
+        &parse_case(
+            "hq",
+            &format!(
+                "--- inventory/fleet.yaml\nfleet: {{ name: t, hq: me, hq_url: \"http://127.0.0.1:{port}\" }}\nvars: {{ app_dir: /tmp/fleet-logs-test-app }}\nnodes:\n  me: {{ host: 127.0.0.1, role: common, vars: {{ connection: local }} }}\n"
+            ),
+        ),
+    );
+    let log = r.path().join("log/hq.log");
+    let db = r.path().join("hq.sqlite");
+    let _hq = spawn_fleet(
+        r.path(),
+        &[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--db",
+            db.to_str().expect("utf-8"),
+            "--log-file",
+            log.to_str().expect("utf-8"),
+        ],
+        &r.path().join("hq.stderr.log"),
+    );
+    let healthz = || {
+        http(
+            "GET",
+            &format!("http://127.0.0.1:{port}/healthz"),
+            None,
+            None,
+        )
+        .ok()
+        .filter(|(c, _)| *c == 200)
+    };
+    wait_for(20, "serve", healthz);
+    let access = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("INFO request method=GET route=/healthz status=200"))
+            .count()
+    };
+    wait_for(10, "the access log line", || {
+        (access(&log) > 0).then_some(())
+    });
+    // Renamed away (newsyslog, logrotate): the next request's line is in a new file.
+    let rotated = r.path().join("log/hq.log.0");
+    std::fs::rename(&log, &rotated).expect("rename");
+    let before = access(&rotated);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    healthz().expect("healthz");
+    wait_for(10, "a line in the new hq.log", || {
+        (access(&log) == 1).then_some(())
+    });
+    assert_eq!(access(&rotated), before, "nothing more in the rotated file");
+    let stderr = std::fs::read_to_string(r.path().join("hq.stderr.log")).expect("stderr");
+    assert!(!stderr.contains("INFO"), "log lines on stderr: {stderr}");
+}
+
+#[test]
+fn the_example_fleet_rotates_mac_logs_and_journals_linux_ones() {
+    // bob: macOS, HQ; forge: Linux. What `fleet plan` would place on each.
+    let out = fleet(&crate_root())
+        .args(["plan", "playbooks/site.yaml", "--diff", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let files = |node: &str| -> std::collections::BTreeMap<String, String> {
+        v["plays"]
+            .as_array()
+            .expect("plays")
+            .iter()
+            .flat_map(|p| p["targets"].as_array().expect("targets").iter())
+            .filter(|t| t["node"] == node)
+            .flat_map(|t| t["tasks"].as_array().expect("tasks").iter())
+            .filter_map(|t| {
+                Some((
+                    t["file"]["dest"].as_str()?.to_string(),
+                    t["file"]["content"].as_str().unwrap_or("").to_string(),
+                ))
+            })
+            .collect()
+    };
+    let bob = files("bob");
+    let rules = |f: &str| -> Vec<String> {
+        bob.get(f)
+            .unwrap_or_else(|| panic!("no {f} for bob"))
+            .lines()
+            .filter(|l| l.starts_with('/'))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        rules("/etc/newsyslog.d/fleet-hq.conf"),
+        [
+            "/var/log/fleet/hq.log\tsymphony:\t640\t7\t10240\t*\tJN",
+            "/var/log/fleet/hq.stderr.log\tsymphony:\t640\t2\t1024\t*\tJN",
+        ]
+    );
+    assert_eq!(rules("/etc/newsyslog.d/fleet-agent.conf").len(), 2);
+    let plist = &bob["/Library/LaunchDaemons/com.fleet.hq.plist"];
+    assert!(
+        plist.contains("<string>--log-file</string>\n    <string>/var/log/fleet/hq.log</string>")
+            && plist.contains(
+                "<key>StandardErrorPath</key>\n  <string>/var/log/fleet/hq.stderr.log</string>"
+            ),
+        "{plist}"
+    );
+    let forge = files("forge");
+    assert!(
+        !forge.keys().any(|f| f.starts_with("/etc/newsyslog.d")),
+        "{:?}",
+        forge.keys()
+    );
 }

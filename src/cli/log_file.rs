@@ -21,7 +21,8 @@ const MODE: u32 = 0o640;
 /// How long a missing path is waited for before fleet creates the file itself. A rotator
 /// renames the log and then moves a new file into place (newsyslog: `mktemp`, `mv`): a file
 /// fleet created in between would be replaced, and the lines in it lost. Until then, lines
-/// go on into the renamed file, where they are kept.
+/// go on into the renamed file, where they are kept. The wait counts from the open file's
+/// last change (a rename changes it), or from when fleet first found the path missing.
 const MISSING_GRACE: Duration = Duration::from_secs(1);
 
 /// A log file, opened for appending, reopened when its path names another file.
@@ -69,7 +70,13 @@ impl LogFile {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let since = *o.missing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.grace
+                let quiet = o
+                    .file
+                    .metadata()
+                    .ok()
+                    .and_then(|m| changed_ago(&m))
+                    .is_some_and(|d| d >= self.grace);
+                if (quiet || since.elapsed() >= self.grace)
                     && let Ok(new) = open(&self.path)
                 {
                     *o = new;
@@ -80,6 +87,14 @@ impl LogFile {
             Err(_) => {}
         }
     }
+}
+
+/// How long ago the file last changed (its ctime: a write, a rename, a removal).
+fn changed_ago(m: &std::fs::Metadata) -> Option<Duration> {
+    let secs = u64::try_from(m.ctime()).ok()?;
+    let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+    let ctime = std::time::UNIX_EPOCH + Duration::new(secs, nanos);
+    std::time::SystemTime::now().duration_since(ctime).ok()
 }
 
 fn open(path: &Path) -> io::Result<Open> {
@@ -184,6 +199,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         line(&log, "back");
         assert_eq!(read(&path), "back\n");
+    }
+
+    #[test]
+    fn a_file_renamed_a_while_ago_is_followed_at_the_next_line() {
+        // logrotate without `create` (or `mv` by hand), then a quiet spell: the next line
+        // is not the rotated file's, which may be compressed and gone by now.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.log");
+        let log = LogFile::with_grace(&path, Duration::from_millis(100)).expect("open");
+        line(&log, "one");
+        std::fs::rename(&path, dir.path().join("agent.log.1")).expect("rename");
+        std::thread::sleep(Duration::from_millis(150));
+        line(&log, "two");
+        assert_eq!(read(&path), "two\n");
     }
 
     #[test]
