@@ -127,61 +127,93 @@ pub struct PlanOptions {
     pub with_content: bool,
 }
 
-/// Whether two architecture names are the same (`arm64` is `aarch64`, `amd64` is `x86_64`).
-fn same_arch(a: &str, b: &str) -> bool {
-    use crate::spec::inventory::canonical_arch;
-    a == b || canonical_arch(a).is_some_and(|x| Some(x) == canonical_arch(b))
+/// The agent binary a `fleet_agent` task's arguments give for a node on `node` (canonical
+/// os/arch), decided as the task itself will decide it (`modules::agent_binary`).
+fn agent_binary_for(
+    root: &std::path::Path,
+    args: &J,
+    node: (&str, &str),
+) -> Result<crate::modules::agent_binary::Pick, crate::modules::agent_binary::Missing> {
+    use crate::modules::agent_binary::{Missing, Sums, resolve};
+    let text = |k: &str| match args.get(k) {
+        Some(J::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let source = text("source").map(|s| root.join(s));
+    let dist = root.join(text("dist").unwrap_or_else(|| "dist".into()));
+    let sums = match args.get("sha256") {
+        Some(J::String(s)) if !s.trim().is_empty() => Sums::File(root.join(s)),
+        Some(J::Object(m)) => Sums::Map(
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect(),
+        ),
+        None | Some(J::Null) | Some(J::String(_)) => Sums::None,
+        Some(_) => {
+            return Err(Missing::Bad(
+                "`sha256` must be a mapping `<os>-<arch>: <sha256>` or a SHA256SUMS file".into(),
+            ));
+        }
+    };
+    resolve(
+        node,
+        source.as_deref(),
+        &dist,
+        text("url").as_deref(),
+        &sums,
+    )
+    .map_err(|m| m.relative_to(root))
 }
 
-/// Hosts whose `fleet_agent` task would find no fleet binary for their platform: no `source`
-/// set, and the node's OS or architecture (declared or gathered) is not this controller's.
-/// Found while planning, so a run stops before its first task rather than at the agent's,
-/// after everything before it has changed the host. `error`: errors (apply, provision, which
-/// run from this controller) or warnings (`validate` and `plan`, which describe the repo: CI
-/// may plan a Mac fleet on Linux).
-pub fn missing_agent_binaries(plan: &Plan, error: bool) -> Diagnostics {
+/// Hosts whose `fleet_agent` task would find no fleet binary for their platform (declared or
+/// gathered): no `source`, no `dist/fleet-<os>-<arch>`, no release `url` with a sha256 for it,
+/// and the node is not on this controller's platform. Found while planning, so a run stops
+/// before its first task rather than at the agent's, after everything before it has changed
+/// the host. `error`: errors (apply, provision, which run from this controller) or warnings
+/// (`validate` and `plan`, which describe the repo: CI may plan a Mac fleet on Linux).
+pub fn missing_agent_binaries(root: &std::path::Path, plan: &Plan, error: bool) -> Diagnostics {
     let mut out = Diagnostics::default();
-    let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
     let mut seen = std::collections::BTreeSet::new();
     for play in &plan.plays {
         for host in &play.targets {
             let Some((node_os, node_arch)) = host.platform.split_once('/') else {
                 continue;
             };
-            if node_os == "?" || node_arch == "?" || node_os.is_empty() || node_arch.is_empty() {
+            let Some(node) = crate::modules::agent_binary::platform(Some(node_os), Some(node_arch))
+            else {
                 continue;
-            }
-            if node_os == os && same_arch(node_arch, arch) {
-                continue;
-            }
+            };
             for t in &host.tasks {
-                let unset = match t.args.get("source") {
-                    None | Some(J::Null) => true,
-                    Some(J::String(s)) => s.trim().is_empty(),
-                    Some(_) => false,
-                };
-                if t.module != "fleet_agent"
-                    || matches!(t.decision, Decision::Skip { .. })
-                    || !unset
-                {
+                if t.module != "fleet_agent" || matches!(t.decision, Decision::Skip { .. }) {
                     continue;
                 }
+                // Arguments rendered only when the task runs (from `item`, a registered
+                // value): the task itself decides then, before it changes anything.
+                let deferred = ["source", "dist", "url", "sha256"].iter().any(|k| {
+                    t.args.get(k).is_some_and(|v| {
+                        let text = v.to_string();
+                        text.contains("{{") || text.contains("{%")
+                    })
+                });
+                if deferred {
+                    continue;
+                }
+                let Err(missing) = agent_binary_for(root, &t.args, node) else {
+                    continue;
+                };
                 if !seen.insert(host.node.clone()) {
                     continue;
                 }
                 let message = format!(
-                    "`{}` is {node_os}/{node_arch} and this controller is {os}/{arch}: no fleet binary for it is configured (task `{}` at {})",
-                    host.node, t.name, t.source
+                    "`{}` ({}/{}): {missing} (task `{}` at {})",
+                    host.node, node.0, node.1, t.name, t.source
                 );
-                let help = format!(
-                    "set the variable `agent_source` for `{}` (or its group) to a fleet binary built for {node_os}/{node_arch}; see docs/apply.md",
-                    host.node
-                );
-                out.push(if error {
-                    Diagnostic::error(None, message).with_help(help)
+                let diag = if error {
+                    Diagnostic::error(None, message)
                 } else {
-                    Diagnostic::warning(None, message).with_help(help)
-                });
+                    Diagnostic::warning(None, message)
+                };
+                out.push(diag.with_help(missing.help()));
             }
         }
     }
@@ -341,14 +373,28 @@ impl HostPlanner<'_> {
             return Err(diags);
         }
         let hw = &node.hardware;
+        // Declared, else gathered earlier (the facts cache every run and `fleet facts` fill).
+        let cached = || crate::facts::load_cached(&self.repo.root, name);
+        let (os, arch) = match (&hw.os, &hw.arch) {
+            (Some(o), Some(a)) => (Some(o.clone()), Some(a.clone())),
+            _ => {
+                let f = cached();
+                (
+                    hw.os
+                        .clone()
+                        .or_else(|| f.as_ref().and_then(|f| f.os.clone())),
+                    hw.arch.clone().or_else(|| f.and_then(|f| f.arch)),
+                )
+            }
+        };
         Ok(HostPlan {
             node: name.to_string(),
             host: node.host.clone(),
             role: node.role.value.clone(),
             platform: format!(
                 "{}/{}",
-                hw.os.as_deref().unwrap_or("?"),
-                hw.arch.as_deref().unwrap_or("?")
+                os.as_deref().unwrap_or("?"),
+                arch.as_deref().unwrap_or("?")
             ),
             tasks,
         })

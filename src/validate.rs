@@ -121,7 +121,9 @@ pub fn validate(repo: &Repo) -> (Diagnostics, Summary) {
                     let (plan, plan_diags) =
                         plan_playbook(repo, &library, &pb, &PlanOptions::default());
                     diags.extend(plan_diags);
-                    diags.extend(crate::plan::missing_agent_binaries(&plan, false));
+                    diags.extend(crate::plan::missing_agent_binaries(
+                        &repo.root, &plan, false,
+                    ));
                 }
             }
             Err(e) => diags.push(Diagnostic::error(None, e.to_string())),

@@ -41,7 +41,7 @@ fn a_node_of_another_platform_without_a_binary_is_refused_before_anything_runs()
     let err = String::from_utf8_lossy(&v.stderr);
     assert_eq!(v.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("warning: `mac` is") && err.contains("no fleet binary for it is configured"),
+        err.contains("warning: `mac` (") && err.contains("no fleet binary for"),
         "{err}"
     );
     let p = fleet(r.path())
@@ -50,7 +50,7 @@ fn a_node_of_another_platform_without_a_binary_is_refused_before_anything_runs()
         .expect("plan");
     let err = String::from_utf8_lossy(&p.stderr);
     assert_eq!(p.status.code(), Some(0), "{err}");
-    assert!(err.contains("warning: `mac` is"), "{err}");
+    assert!(err.contains("warning: `mac` ("), "{err}");
     assert!(err.contains("agent_source"), "{err}");
     let a = fleet(r.path())
         .args(["apply", "playbooks/agents.yaml"])
@@ -58,7 +58,7 @@ fn a_node_of_another_platform_without_a_binary_is_refused_before_anything_runs()
         .expect("apply");
     let err = String::from_utf8_lossy(&a.stderr);
     assert_eq!(a.status.code(), Some(2), "{err}");
-    assert!(err.contains("error: `mac` is"), "{err}");
+    assert!(err.contains("error: `mac` ("), "{err}");
     // provision stops while planning: it never tries to reach the host.
     let out = fleet(r.path())
         .args(["provision", "mac"])
@@ -66,10 +66,7 @@ fn a_node_of_another_platform_without_a_binary_is_refused_before_anything_runs()
         .expect("provision");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("no fleet binary for it is configured"),
-        "{err}"
-    );
+    assert!(err.contains("no fleet binary for"), "{err}");
     assert!(!err.contains("unreachable.invalid:"), "{err}");
 }
 

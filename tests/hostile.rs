@@ -19,6 +19,9 @@ const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINLmsPu4QhDy2LXaWCxuBN4bcZAg5M8FswK2snhyG7eu k";
 
 /// The hostile values; `mark` is where a successful injection would create a file.
+/// A well-formed sha256 that matches nothing.
+const SUM64: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
 fn values(mark: &str) -> Vec<String> {
     vec![
         format!("$(touch {mark})"),
@@ -170,6 +173,8 @@ fn no_value_runs_as_code_and_data_arrives_byte_for_byte() {
         format!("    - {{ name: ollama url, ollama_model: {{ name: m, url: \"http://127.0.0.1:1/{{{{ item.v }}}}\" }}, {a}, {t} }}"),
         format!("    - {{ name: agent, fleet_agent: {{ hq_url: \"http://127.0.0.1:1/{{{{ item.v }}}}\", token_file: \"{{{{ item.v }}}}\", interval: \"{{{{ item.v }}}}\", binary: \"{{{{ item.v }}}}\", user: \"{{{{ item.v }}}}\", source: \"{{{{ item.v }}}}\", token_source: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),
         format!("    - {{ name: agent url, fleet_agent: {{ hq_url: \"http://127.0.0.1:1/{{{{ item.v }}}}\", binary: /srv/h/sub/fleet, token_file: /srv/h/sub/agent.token, token_source: /nonexistent }}, {a}, {t} }}"),
+        format!("    - {{ name: agent download, fleet_agent: {{ hq_url: \"http://127.0.0.1:1/\", binary: /srv/h/sub/fleet, token_file: /srv/h/sub/agent.token, token_source: /nonexistent, url: \"http://127.0.0.1:1/{{{{ item.v }}}}-{{os}}\", dist: \"{{{{ item.v }}}}\", sha256: {{ linux-x86_64: \"{SUM64}\", linux-aarch64: \"{SUM64}\" }} }}, {a}, {t} }}"),
+        format!("    - {{ name: agent sums, fleet_agent: {{ hq_url: \"http://127.0.0.1:1/\", binary: /srv/h/sub/fleet, token_file: /srv/h/sub/agent.token, token_source: /nonexistent, url: \"http://127.0.0.1:1/f\", sha256: {{ linux-x86_64: \"{{{{ item.v }}}}\", linux-aarch64: \"{{{{ item.v }}}}\" }} }}, {a}, {t} }}"),
         format!("    - {{ name: debug, debug: {{ msg: \"{{{{ item.v }}}}\" }}, {a} }}"),
         // the modules Ansible users reach for
         format!("    - {{ name: git, git: {{ repo: \"{{{{ item.v }}}}\", dest: \"/srv/h/git/{{{{ item.i }}}}\", version: \"{{{{ item.v }}}}\" }}, {a}, {t} }}"),

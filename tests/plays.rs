@@ -631,25 +631,51 @@ nodes:
         "{} apply playbooks/step.yaml --step",
         fleet::script::shquote(&bin.display().to_string())
     );
-    let out = std::process::Command::new("script")
+    let mut child = std::process::Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .current_dir(repo.path())
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            let mut stdin = c.stdin.take().expect("stdin");
-            // Typed as the questions come: `script` passes them to fleet's terminal.
-            for answer in ["y\n", "n\n", "c\n"] {
-                std::thread::sleep(std::time::Duration::from_millis(700));
-                stdin.write_all(answer.as_bytes())?;
-            }
-            drop(stdin);
-            c.wait_with_output()
-        })
         .expect("script runs");
+    // The terminal's output, read as it comes, so each answer is typed only once its question
+    // is on the screen.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        for (task, answer) in [("first", "y\n"), ("second", "n\n"), ("third", "c\n")] {
+            let question = format!("run task `{task}`?");
+            support::wait_for(60, &question, || {
+                String::from_utf8_lossy(&seen.lock().expect("lock"))
+                    .contains(&question)
+                    .then_some(())
+            });
+            stdin.write_all(answer.as_bytes()).expect("type");
+        }
+    }
+    let status = child.wait().expect("script ends");
+    reader.join().expect("reader");
+    let out = std::process::Output {
+        status,
+        stdout: seen.lock().expect("lock").clone(),
+        stderr: Vec::new(),
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(

@@ -506,7 +506,7 @@ pub fn execute(
     verbose: bool,
 ) -> Result<u8> {
     let library = Library::new(&repo.templates);
-    let (plan, mut plan_diags) = crate::plan::plan_playbook(
+    let (mut plan, mut plan_diags) = crate::plan::plan_playbook(
         &repo,
         &library,
         &pb,
@@ -516,7 +516,6 @@ pub fn execute(
             with_content: false,
         },
     );
-    plan_diags.extend(crate::plan::missing_agent_binaries(&plan, true));
     if plan_diags.has_errors() {
         return Err(Error::Config(plan_diags));
     }
@@ -530,6 +529,18 @@ pub fn execute(
         steps: Default::default(),
     });
     let rt = crate::cli::runtime()?;
+    // Every node's agent binary is known before any task runs anywhere.
+    rt.block_on(crate::cli::agent_platforms::learn_agent_platforms(
+        &shared, &mut plan,
+    ));
+    plan_diags.extend(crate::plan::missing_agent_binaries(
+        &shared.repo.root,
+        &plan,
+        true,
+    ));
+    if plan_diags.has_errors() {
+        return Err(Error::Config(plan_diags));
+    }
     let recap = rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let reporter = tokio::spawn(report(rx, json, verbose, check, asking));

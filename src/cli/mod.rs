@@ -10,6 +10,7 @@ use crate::error::Result;
 pub mod adhoc;
 pub mod adopt;
 pub mod agent;
+pub mod agent_platforms;
 pub mod apply;
 pub mod become_pass;
 pub mod candidates;

@@ -46,7 +46,9 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
     diags.extend(plan_diags);
     // A warning: the plan describes the repo; the controller that applies it may differ (CI
     // plans a Mac fleet on Linux). apply and provision, which run from here, refuse.
-    diags.extend(crate::plan::missing_agent_binaries(&plan, false));
+    diags.extend(crate::plan::missing_agent_binaries(
+        &repo.root, &plan, false,
+    ));
     if diags.has_errors() {
         return Err(Error::Config(diags));
     }

@@ -213,7 +213,7 @@ pub fn provision(
             with_content: false,
         },
     );
-    plan_diags.extend(crate::plan::missing_agent_binaries(&plan, true));
+    plan_diags.extend(crate::plan::missing_agent_binaries(&repo.root, &plan, true));
     if plan_diags.has_errors() {
         return Err(Error::Config(plan_diags));
     }

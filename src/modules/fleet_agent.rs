@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::facts::Facts;
+use crate::modules::agent_binary::{self, Pick, Sums};
 use crate::modules::attrs::Attrs;
 use crate::modules::place::Placement;
 use crate::modules::{ArgError, ArgReader, FileContent, Inputs, Module, Reported, Step, values};
@@ -56,6 +57,24 @@ pub const SPEC: ModuleSpec = ModuleSpec {
             "the fleet binary to install, built for the node's OS and arch (default: this controller's own, when they match; empty means the default)",
         ),
         arg(
+            "dist",
+            ArgKind::Str,
+            false,
+            "a directory of release binaries named fleet-<os>-<arch> on the controller (default dist/ in the repo), used for a node whose platform has one",
+        ),
+        arg(
+            "url",
+            ArgKind::Str,
+            false,
+            "a release download URL, `{os}` and `{arch}` standing for the node's (linux|macos, x86_64|aarch64): downloaded on the node, checked against `sha256`, installed atomically",
+        ),
+        arg(
+            "sha256",
+            ArgKind::Any,
+            false,
+            "for `url`: a mapping `<os>-<arch>: <sha256>`, or the path of the release's SHA256SUMS file on the controller",
+        ),
+        arg(
             "token_source",
             ArgKind::Str,
             false,
@@ -82,6 +101,11 @@ pub const SPEC: ModuleSpec = ModuleSpec {
 pub struct Args {
     binary: String,
     source: Option<PathBuf>,
+    dist: PathBuf,
+    /// The repo's root, which relative paths are under.
+    root: PathBuf,
+    url: Option<String>,
+    sums: Sums,
     token_file: String,
     token: Option<Secret<String>>,
     token_source: PathBuf,
@@ -127,6 +151,15 @@ pub(crate) const HELPERS: &str = concat!(
     "  { chmod -- \"$M\" \"$t\" && { [ -z \"$O\" ] || chown -- \"$O\" \"$t\"; }; } || fail \"cannot set the mode and owner of $t\"\n",
     "  mv -f -- \"$t\" \"$P\" || fail \"cannot replace $P\"; trap - EXIT\n",
     "}\n",
+    "fleet_fetch() { BD=${BIN%/*}; BD=${BD:-/}\n",
+    "  [ -d \"$BD\" ] || mkdir -p -- \"$BD\" || fail \"cannot create $BD\"\n",
+    "  t=\"$BD/.fleet.$FN.$FU\"; fleet_tmp_trap; rm -f -- \"$t\"\n",
+    "  if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 --connect-timeout 30 --speed-time 60 --speed-limit 1024 -o \"$t\" \"$DL\" || fail \"cannot download $DL\"\n",
+    "  elif command -v wget >/dev/null 2>&1; then wget -q -T 60 -O \"$t\" \"$DL\" || fail \"cannot download $DL\"\n",
+    "  else fail \"neither curl nor wget on this node to download $DL\"; fi\n",
+    "  fleet_sum \"$t\"; [ \"$sum\" = \"$SUM\" ] || fail \"$DL has sha256 $sum, not the expected $SUM: not installed\"\n",
+    "  chmod 755 \"$t\" || fail \"cannot set the mode of $t\"; mv -f -- \"$t\" \"$BIN\" || fail \"cannot replace $BIN\"; trap - EXIT\n",
+    "}\n",
     "fleet_dir() {\n",
     "  if [ ! -d \"$1\" ]; then changed=1; [ \"$CHECK\" = 1 ] && return 0\n",
     "    mkdir -p -m 755 -- \"$1\" || fail \"cannot create $1\"; [ -z \"$2\" ] || chown -- \"$2\" \"$1\" || fail \"cannot change the owner of $1\"; return 0; fi\n",
@@ -149,7 +182,7 @@ const PLACE_ALL: &str = concat!(
     "ca=0; if [ \"$HCA\" = 1 ]; then CAD=${CAF%/*}; [ \"${CAD:-/}\" = \"${TD:-/}\" ] || fleet_dir \"${CAD:-/}\" \"\"; P=$CAF; C=$CA; M=644; O=; fleet_put; ca=$put; elif [ \"$HCA\" = 2 ]; then ca=1; fi\n",
     "[ \"$ca\" = 1 ] && changed=1\n",
     "P=$UF; C=$UC; M=644; O=; fleet_put; unit=$put; [ \"$unit\" = 1 ] && changed=1\n",
-    "if [ \"$bin\" = 1 ] && [ \"$CHECK\" != 1 ]; then more=1; finish 0; fi\n",
+    "if [ \"$bin\" = 1 ] && [ \"$CHECK\" != 1 ]; then if [ -n \"$DL\" ]; then fleet_fetch; else more=1; finish 0; fi; fi\n",
     "restart=0; { [ \"$bin\" = 1 ] || [ \"$tok\" = 1 ] || [ \"$unit\" = 1 ] || [ \"$ca\" = 1 ]; } && restart=1\n",
 );
 
@@ -194,34 +227,40 @@ fn load_binary(path: &std::path::Path) -> std::io::Result<Loaded> {
 }
 
 impl FleetAgent {
-    fn binary(a: &Args, facts: &Facts) -> Result<(PathBuf, Loaded), ArgError> {
-        let path = match &a.source {
-            Some(s) => s.clone(),
-            None => {
-                let canonical = crate::spec::inventory::canonical_arch;
-                let same = facts.os.as_deref() == Some(std::env::consts::OS)
-                    && facts.arch.as_deref().and_then(canonical).is_some()
-                    && facts.arch.as_deref().and_then(canonical)
-                        == canonical(std::env::consts::ARCH);
-                if !same {
-                    return Err(ArgError::arg(
-                        "source",
-                        format!(
-                            "no fleet binary for {}/{}: this controller is {}/{}; set `source:` to a fleet binary built for the node",
-                            facts.os.as_deref().unwrap_or("?"),
-                            facts.arch.as_deref().unwrap_or("?"),
-                            std::env::consts::OS,
-                            std::env::consts::ARCH
-                        ),
-                    ));
-                }
-                std::env::current_exe()
-                    .map_err(|e| ArgError::task(format!("cannot find fleet's own binary: {e}")))?
-            }
+    /// The node's binary, from its facts: see `agent_binary`.
+    fn pick(a: &Args, facts: &Facts) -> Result<Pick, ArgError> {
+        let node = agent_binary::platform(facts.os.as_deref(), facts.arch.as_deref())
+            .ok_or_else(|| {
+                ArgError::task(format!(
+                    "cannot tell which fleet binary this node needs: its facts say os {} and arch {}",
+                    facts.os.as_deref().unwrap_or("?"),
+                    facts.arch.as_deref().unwrap_or("?")
+                ))
+            })?;
+        agent_binary::resolve(
+            node,
+            a.source.as_deref(),
+            &a.dist,
+            a.url.as_deref(),
+            &a.sums,
+        )
+        .map_err(|m| {
+            let m = m.relative_to(&a.root);
+            ArgError::arg("source", m.to_string()).help(m.help())
+        })
+    }
+
+    /// A binary on the controller (not a download), read once per run.
+    fn local(pick: &Pick) -> Result<Option<Loaded>, ArgError> {
+        let path = match pick {
+            Pick::Download { .. } => return Ok(None),
+            Pick::File(p) => p.clone(),
+            Pick::Controller => std::env::current_exe()
+                .map_err(|e| ArgError::task(format!("cannot find fleet's own binary: {e}")))?,
         };
-        let loaded = load_binary(&path)
-            .map_err(|e| ArgError::arg("source", format!("cannot read {}: {e}", path.display())))?;
-        Ok((path, loaded))
+        load_binary(&path)
+            .map(Some)
+            .map_err(|e| ArgError::arg("source", format!("cannot read {}: {e}", path.display())))
     }
 
     fn bind_service(s: &mut Script, a: &Args, facts: &Facts) {
@@ -271,10 +310,29 @@ impl Module for FleetAgent {
         if !crate::spec::task::is_account_name(&user) {
             return Err(a.invalid("user", "an account name"));
         }
+        let root = inputs.files.repo_root();
         let source = a
             .str("source")?
             .filter(|s| !s.is_empty())
-            .map(PathBuf::from);
+            .map(|s| root.join(s));
+        let dist = root.join(
+            a.str("dist")?
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "dist".into()),
+        );
+        let url = a.str("url")?.filter(|s| !s.trim().is_empty());
+        let sums = match a.any("sha256") {
+            None | Some(serde_json::Value::Null) => Sums::None,
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() => Sums::None,
+            Some(serde_json::Value::String(s)) => Sums::File(root.join(s)),
+            Some(serde_json::Value::Object(_)) => Sums::Map(a.str_map("sha256")?),
+            Some(_) => {
+                return Err(a.invalid(
+                    "sha256",
+                    "a mapping `<os>-<arch>: <sha256>` or the path of a SHA256SUMS file",
+                ));
+            }
+        };
         let token_source = a
             .str("token_source")?
             .filter(|s| !s.is_empty())
@@ -328,6 +386,10 @@ impl Module for FleetAgent {
             unit_launchd: text("services/com.fleet.agent.plist.j2")?,
             binary,
             source,
+            dist,
+            root: root.to_path_buf(),
+            url,
+            sums,
             token_file,
             token,
             token_source,
@@ -337,10 +399,16 @@ impl Module for FleetAgent {
     }
 
     fn script(&self, a: &Args, facts: &Facts) -> Result<Step, ArgError> {
-        let (_, bin) = Self::binary(a, facts)?;
+        let pick = Self::pick(a, facts)?;
         let mut s = Script::new();
+        match (&pick, Self::local(&pick)?) {
+            (Pick::Download { url, sha256 }, _) => {
+                s.set("SUM", sha256.as_str()).set("DL", url.as_str())
+            }
+            (_, Some(bin)) => s.set("SUM", bin.1.as_str()).set("DL", ""),
+            (_, None) => return Err(ArgError::task("no fleet binary to install")),
+        };
         s.set("BIN", a.binary.as_str())
-            .set("SUM", bin.1.as_str())
             .set("TF", a.token_file.as_str())
             .set("U", a.user.as_str())
             .set("LOGD", LOG_DIR)
@@ -373,7 +441,9 @@ impl Module for FleetAgent {
         if !first.more {
             return Ok(None);
         }
-        let (_, bin) = Self::binary(a, facts)?;
+        let Some(bin) = Self::local(&Self::pick(a, facts)?)? else {
+            return Ok(None);
+        };
         let place = Placement {
             dest: a.binary.clone(),
             content: FileContent {

@@ -15,6 +15,7 @@ pub mod place;
 pub mod run;
 pub mod values;
 
+pub mod agent_binary;
 pub mod authorized_key;
 pub mod command;
 pub mod copy;

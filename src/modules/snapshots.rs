@@ -432,3 +432,23 @@ fn refused_values_are_typed_errors() {
     assert_eq!(e.key, Some("name"));
     assert!(e.message.contains("`***` is not a package name"), "{e}");
 }
+
+#[test]
+fn fleet_agent_from_a_release_url() {
+    // A Mac whose binary comes from a release: downloaded on the node, checked, moved into
+    // place; the URL (a hostile path) and the sum are bound as data.
+    let sum = "ab".repeat(32);
+    insta::assert_snapshot!(
+        "fleet_agent_download",
+        script(
+            "fleet_agent",
+            json!({
+                "hq_url": "http://10.0.0.1:8765",
+                "url": "https://example.com/$(id)/fleet-{os}-{arch}",
+                "sha256": { "macos-arm64": sum },
+                "token_source": "/nonexistent",
+            }),
+            &macos()
+        )
+    );
+}

@@ -93,6 +93,12 @@ pub fn url(a: &ArgReader<'_>, key: &'static str) -> Result<String, ArgError> {
     url_text(&s).map(|()| s).map_err(|why| a.invalid(key, why))
 }
 
+/// Whether `s` is an http(s) URL fit to stand as one word in any file or script: `Err` says
+/// what was expected.
+pub fn check_url(s: &str) -> Result<(), &'static str> {
+    url_text(s)
+}
+
 fn url_text(s: &str) -> Result<(), &'static str> {
     let rest = s
         .strip_prefix("http://")

@@ -1,0 +1,327 @@
+//! Which fleet binary a node's agent runs, chosen per node from its platform (facts `os` and
+//! `arch`), so one controller provisions Intel Macs, Apple-silicon Macs and Linux boxes with
+//! no hand-built binary per node. The same choice is made while planning (`validate`, `plan`
+//! and the check before `apply`) and when the task runs, so a node whose platform has no
+//! binary is reported before anything changes.
+//!
+//! In order: an explicit `source`; `DIST/fleet-<os>-<arch>` (what `scripts/release` writes);
+//! a release `url` (with `{os}` and `{arch}`) and its sha256 for that platform, downloaded on
+//! the node; this controller's own binary when the node's platform is the controller's.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::spec::inventory::canonical_arch;
+
+/// Where the sha256 of each platform's release binary comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sums {
+    /// None given.
+    None,
+    /// `<os>-<arch>` → sha256, written in the task.
+    Map(Vec<(String, String)>),
+    /// A `SHA256SUMS` file (sha256sum's format) on the controller; the entry for a platform is
+    /// the one named `fleet-<os>-<arch>` (any directory before it ignored).
+    File(PathBuf),
+}
+
+/// What a node's platform resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// A file on the controller, uploaded when the node's copy differs.
+    File(PathBuf),
+    /// Downloaded on the node from `url` and installed only when its sha256 is `sha256`.
+    Download {
+        /// The URL with the node's platform filled in.
+        url: String,
+        /// Lowercase hex.
+        sha256: String,
+    },
+    /// This controller's own executable (same platform as the node).
+    Controller,
+}
+
+/// Why no binary was found for a node, or why the configuration is unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// Nothing is configured for this platform.
+    NoBinary {
+        /// `<os>/<arch>` of the node.
+        platform: String,
+        /// The dist file looked for.
+        dist_file: PathBuf,
+        /// `<os>/<arch>` of this controller.
+        controller: String,
+    },
+    /// `url` is set but no sha256 for the platform is known.
+    NoSum {
+        /// `<os>-<arch>`.
+        platform: String,
+        /// Where the sums were looked for.
+        looked_in: String,
+    },
+    /// The sums file cannot be read, or a sum or URL is malformed.
+    Bad(String),
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::NoBinary {
+                platform,
+                dist_file,
+                controller,
+            } => write!(
+                f,
+                "no fleet binary for {platform}: no `source`, no {}, no release `url`, and this controller is {controller}",
+                dist_file.display()
+            ),
+            Missing::NoSum {
+                platform,
+                looked_in,
+            } => write!(
+                f,
+                "a release `url` is set but {looked_in} has no sha256 for {platform}: fleet installs no download it cannot verify"
+            ),
+            Missing::Bad(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Missing {
+    /// The same, naming the dist file relative to the repo `root` it lies under.
+    pub fn relative_to(mut self, root: &Path) -> Missing {
+        if let Missing::NoBinary { dist_file, .. } = &mut self
+            && let Ok(rel) = dist_file.strip_prefix(root)
+        {
+            *dist_file = rel.to_path_buf();
+        }
+        self
+    }
+
+    /// What to do about it.
+    pub fn help(&self) -> String {
+        match self {
+            Missing::NoBinary {
+                platform,
+                dist_file,
+                ..
+            } => format!(
+                "put a fleet binary built for {platform} at {} (`scripts/release` builds them), set `agent_source` to one for this node, or set `agent_url` and `agent_sha256` to a release (docs/install.md)",
+                dist_file.display()
+            ),
+            Missing::NoSum { platform, .. } => format!(
+                "add the sha256 of fleet-{platform} to `agent_sha256` (a mapping `{platform}: <sha256>` or the release's SHA256SUMS file)"
+            ),
+            Missing::Bad(_) => "see docs/install.md, \"Agents for every platform\"".into(),
+        }
+    }
+}
+
+/// A node's platform as release files name it (`macos`, `aarch64`), when both are known.
+pub fn platform(os: Option<&str>, arch: Option<&str>) -> Option<(&'static str, &'static str)> {
+    let os = match os? {
+        "linux" => "linux",
+        "macos" | "darwin" => "macos",
+        _ => return None,
+    };
+    Some((os, canonical_arch(arch?)?))
+}
+
+/// The controller's own platform.
+pub fn controller() -> (&'static str, &'static str) {
+    (
+        std::env::consts::OS,
+        canonical_arch(std::env::consts::ARCH).unwrap_or(std::env::consts::ARCH),
+    )
+}
+
+/// The binary for a node on `(os, arch)` (canonical names, see [`platform`]).
+pub fn resolve(
+    node: (&str, &str),
+    source: Option<&Path>,
+    dist: &Path,
+    url: Option<&str>,
+    sums: &Sums,
+) -> Result<Pick, Missing> {
+    let (os, arch) = node;
+    if let Some(s) = source {
+        return Ok(Pick::File(s.to_path_buf()));
+    }
+    let dist_file = dist.join(format!("fleet-{os}-{arch}"));
+    if dist_file.is_file() {
+        return Ok(Pick::File(dist_file));
+    }
+    if let Some(url) = url {
+        let url = url.replace("{os}", os).replace("{arch}", arch);
+        crate::modules::values::check_url(&url)
+            .map_err(|why| Missing::Bad(format!("agent release url `{url}`: expected {why}")))?;
+        let key = format!("{os}-{arch}");
+        let sha256 = match sums {
+            Sums::None => None,
+            Sums::Map(m) => m
+                .iter()
+                .find(|(k, _)| platform_key(k).as_deref() == Some(key.as_str()))
+                .map(|(_, v)| v.clone()),
+            Sums::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Missing::Bad(format!("cannot read the sums file {}: {e}", path.display()))
+                })?;
+                sum_in_file(&text, &format!("fleet-{key}"))
+            }
+        };
+        let looked_in = match sums {
+            Sums::File(p) => p.display().to_string(),
+            _ => "`sha256`".to_string(),
+        };
+        let sha256 = sha256.ok_or_else(|| Missing::NoSum {
+            platform: key.clone(),
+            looked_in: looked_in.clone(),
+        })?;
+        let sha256 = sha256.trim().to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Missing::Bad(format!(
+                "the sha256 for {key} in {looked_in} is not 64 hex digits"
+            )));
+        }
+        return Ok(Pick::Download { url, sha256 });
+    }
+    if (os, arch) == controller() {
+        return Ok(Pick::Controller);
+    }
+    let (cos, carch) = controller();
+    Err(Missing::NoBinary {
+        platform: format!("{os}/{arch}"),
+        dist_file,
+        controller: format!("{cos}/{carch}"),
+    })
+}
+
+/// `macos-arm64` → `macos-aarch64`; keys that name no platform give `None`.
+fn platform_key(k: &str) -> Option<String> {
+    let k = k.strip_prefix("fleet-").unwrap_or(k);
+    let (os, arch) = k.split_once('-')?;
+    let (os, arch) = platform(Some(os), Some(arch))?;
+    Some(format!("{os}-{arch}"))
+}
+
+/// The sum of `name` in a `sha256sum`-format file (`<hex>  <name>` or `<hex> *<name>`).
+fn sum_in_file(text: &str, name: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (sum, file) = l.trim().split_once(char::is_whitespace)?;
+        let file = file.trim_start().trim_start_matches('*');
+        let base = file.rsplit('/').next().unwrap_or(file);
+        (base == name).then(|| sum.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+
+    fn other() -> (&'static str, &'static str) {
+        if controller() == ("macos", "aarch64") {
+            ("linux", "x86_64")
+        } else {
+            ("macos", "aarch64")
+        }
+    }
+
+    #[test]
+    fn platforms_are_named_as_release_files_name_them() {
+        assert_eq!(
+            platform(Some("darwin"), Some("arm64")),
+            Some(("macos", "aarch64"))
+        );
+        assert_eq!(
+            platform(Some("linux"), Some("amd64")),
+            Some(("linux", "x86_64"))
+        );
+        assert_eq!(platform(Some("windows"), Some("x86_64")), None);
+        assert_eq!(platform(Some("linux"), Some("riscv64")), None);
+        assert_eq!(platform(None, Some("x86_64")), None);
+    }
+
+    #[test]
+    fn source_then_dist_then_url_then_the_controller() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (os, arch) = other();
+        let none = Sums::None;
+        // Nothing for another platform: an error naming the dist file looked for.
+        let e = resolve((os, arch), None, d.path(), None, &none).expect_err("missing");
+        assert!(e.to_string().contains(&format!("fleet-{os}-{arch}")), "{e}");
+        assert!(e.help().contains("scripts/release"));
+        // The controller's own platform falls back to its own binary.
+        assert_eq!(
+            resolve(controller(), None, d.path(), None, &none),
+            Ok(Pick::Controller)
+        );
+        // A release URL with its sum.
+        let sums = Sums::Map(vec![(format!("{os}-{arch}"), B.into())]);
+        let url = "https://example.com/v1/fleet-{os}-{arch}";
+        assert_eq!(
+            resolve((os, arch), None, d.path(), Some(url), &sums),
+            Ok(Pick::Download {
+                url: format!("https://example.com/v1/fleet-{os}-{arch}"),
+                sha256: B.to_ascii_lowercase()
+            })
+        );
+        // A dist file wins over the URL.
+        let f = d.path().join(format!("fleet-{os}-{arch}"));
+        std::fs::write(&f, b"bin").expect("write");
+        assert_eq!(
+            resolve((os, arch), None, d.path(), Some(url), &sums),
+            Ok(Pick::File(f.clone()))
+        );
+        // An explicit source wins over everything.
+        let s = Path::new("/elsewhere/fleet");
+        assert_eq!(
+            resolve((os, arch), Some(s), d.path(), Some(url), &sums),
+            Ok(Pick::File(s.to_path_buf()))
+        );
+    }
+
+    #[test]
+    fn a_url_without_a_valid_sum_for_the_platform_is_refused() {
+        let d = tempfile::tempdir().expect("tmp");
+        let url = Some("https://example.com/fleet-{os}-{arch}");
+        let other_only = Sums::Map(vec![("linux-riscv".into(), A.into())]);
+        let e = resolve(("macos", "x86_64"), None, d.path(), url, &other_only).expect_err("no sum");
+        assert!(matches!(e, Missing::NoSum { .. }), "{e}");
+        let short = Sums::Map(vec![("macos-x86_64".into(), "abc".into())]);
+        let e = resolve(("macos", "x86_64"), None, d.path(), url, &short).expect_err("bad sum");
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
+        let bad_url = Some("https://exa mple.com/fleet-{os}");
+        let sums = Sums::Map(vec![("macos-arm64".into(), A.into())]);
+        let e = resolve(("macos", "aarch64"), None, d.path(), bad_url, &sums).expect_err("url");
+        assert!(e.to_string().contains("agent release url"), "{e}");
+        assert!(resolve(("macos", "aarch64"), None, d.path(), url, &sums).is_ok());
+    }
+
+    #[test]
+    fn sums_come_from_a_sha256sums_file_by_file_name() {
+        let d = tempfile::tempdir().expect("tmp");
+        let file = d.path().join("SHA256SUMS");
+        std::fs::write(
+            &file,
+            format!(
+                "{A}  fleet-0.2.0-macos-aarch64.tar.gz\n{B} *dist/fleet-macos-aarch64\n{A}  fleet-linux-x86_64\n"
+            ),
+        )
+        .expect("write");
+        let url = Some("https://example.com/fleet-{os}-{arch}");
+        let sums = Sums::File(file.clone());
+        match resolve(("macos", "aarch64"), None, d.path(), url, &sums) {
+            Ok(Pick::Download { sha256, .. }) => assert_eq!(sha256, B.to_ascii_lowercase()),
+            other => panic!("{other:?}"),
+        }
+        let e = resolve(("macos", "x86_64"), None, d.path(), url, &sums).expect_err("absent");
+        assert!(e.to_string().contains("SHA256SUMS"), "{e}");
+        let gone = Sums::File(d.path().join("nope"));
+        let e = resolve(("macos", "x86_64"), None, d.path(), url, &gone).expect_err("gone");
+        assert!(e.to_string().contains("cannot read the sums file"), "{e}");
+    }
+}
