@@ -21,7 +21,7 @@ fn make_mac(hosts: &Hosts, k: u16, arch: &str) {
     hosts.sh(
         k,
         &format!(
-            "useradd -m -s /bin/sh -p '*' symphony && mkdir -p /home/symphony/.ssh && cp /root/.ssh/authorized_keys /home/symphony/.ssh/ && chown -R symphony: /home/symphony/.ssh && chmod 700 /home/symphony/.ssh && mkdir -p /etc/sudoers.d && echo 'symphony ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/symphony && chmod 440 /etc/sudoers.d/symphony && echo {arch} > /etc/standin-mac-arch && mkdir -p /Library/LaunchDaemons"
+            "useradd -m -s /bin/sh -p '*' symphony && mkdir -p /home/symphony/.ssh && cp /root/.ssh/authorized_keys /home/symphony/.ssh/ && chown -R symphony: /home/symphony/.ssh && chmod 700 /home/symphony/.ssh && mkdir -p /etc/sudoers.d && echo 'symphony ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/symphony && chmod 440 /etc/sudoers.d/symphony && echo {arch} > /etc/standin-mac-arch && mkdir -p /Library/LaunchDaemons /etc/newsyslog.d"
         ),
     );
     for (src, dest) in [
