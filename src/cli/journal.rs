@@ -75,11 +75,20 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let level = event.metadata().level();
-        write!(writer, "<{}>", priority(level))?;
-        if self.level_name {
-            write!(writer, "{level} ")?;
+        let mut line = String::new();
+        self.format
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        // journald makes each line of the stream an entry: a message of several lines (an
+        // error with its `help:`) keeps its priority on every one.
+        let prio = priority(level);
+        for (i, part) in line.trim_end_matches('\n').split('\n').enumerate() {
+            if i == 0 && self.level_name {
+                writeln!(writer, "<{prio}>{level} {part}")?;
+            } else {
+                writeln!(writer, "<{prio}>{part}")?;
+            }
         }
-        self.format.format_event(ctx, writer, event)
+        Ok(())
     }
 }
 
@@ -93,6 +102,52 @@ mod tests {
         assert_eq!(parse_stream("8:"), None);
         assert_eq!(parse_stream("x:1"), None);
         assert_eq!(parse_stream(""), None);
+    }
+
+    /// What `Prioritized` (text, as for the journal) writes for the events `f` logs.
+    fn journal_lines(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(Level::DEBUG)
+            .event_format(Prioritized {
+                format: tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_target(false)
+                    .with_level(false),
+                level_name: true,
+            })
+            .with_writer(move || buf.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = out.0.lock().expect("lock").clone();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn each_line_carries_its_priority() {
+        let text = journal_lines(|| {
+            tracing::info!(node = "n1", "heartbeat stored");
+            tracing::error!("inventory not reloaded: bad role\n  help: fix it");
+            tracing::debug!("detail");
+        });
+        assert_eq!(
+            text,
+            "<6>INFO heartbeat stored node=\"n1\"\n<3>ERROR inventory not reloaded: bad role\n<3>  help: fix it\n<7>DEBUG detail\n"
+        );
     }
 
     #[test]
