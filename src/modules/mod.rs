@@ -25,6 +25,7 @@ pub mod docker_compose;
 pub mod docker_container;
 pub mod file;
 pub mod fleet_agent;
+pub mod fleet_hq_binary;
 pub mod fleet_tls;
 pub mod get_url;
 pub mod git;
@@ -71,6 +72,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &ollama_model::OllamaModel,
     &fleet_agent::FleetAgent,
     &fleet_tls::FleetTls,
+    &fleet_hq_binary::FleetHqBinary,
     &user::User,
     &git::Git,
     &unarchive::Unarchive,
@@ -101,6 +103,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &ollama_model::SPEC,
     &fleet_agent::SPEC,
     &fleet_tls::SPEC,
+    &fleet_hq_binary::SPEC,
     &user::SPEC,
     &git::SPEC,
     &unarchive::SPEC,

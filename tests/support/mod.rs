@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod cloud;
 pub mod hq_fleet;
+pub mod mac;
 pub mod ollama;
 
 use std::path::{Path, PathBuf};
