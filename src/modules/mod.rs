@@ -31,6 +31,7 @@ pub mod get_url;
 pub mod git;
 pub mod http;
 pub mod lineinfile;
+pub mod ollama_install;
 pub mod ollama_model;
 pub mod package;
 pub mod pip;
@@ -70,6 +71,7 @@ pub static ALL: &[&dyn AnyModule] = &[
     &wait_for::WaitFor,
     &http::Http,
     &ollama_model::OllamaModel,
+    &ollama_install::OllamaInstall,
     &fleet_agent::FleetAgent,
     &fleet_tls::FleetTls,
     &fleet_hq_binary::FleetHqBinary,
@@ -101,6 +103,7 @@ pub static SPECS: &[&ModuleSpec] = &[
     &wait_for::SPEC,
     &http::SPEC,
     &ollama_model::SPEC,
+    &ollama_install::SPEC,
     &fleet_agent::SPEC,
     &fleet_tls::SPEC,
     &fleet_hq_binary::SPEC,
