@@ -243,6 +243,15 @@ fn network() {
             &linux()
         )
     );
+    // The version reaches the installer as data; a hostile URL path stays one word.
+    insta::assert_snapshot!(
+        "ollama_install_pin",
+        script(
+            "ollama_install",
+            json!({ "version": "0.5.7", "install_url": "http://10.0.0.1:8000/install.sh?x=$(id)" }),
+            &linux()
+        )
+    );
     // No binary on the controller for this source: check mode compares with the node's file.
     insta::assert_snapshot!(
         "fleet_hq_binary",
