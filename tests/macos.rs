@@ -12,9 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use support::mac::a_mac;
-use support::{
-    build_repo, crate_root, fleet, free_port, http, parse_case, spawn_fleet, wait_for,
-};
+use support::{build_repo, crate_root, fleet, free_port, http, parse_case, spawn_fleet, wait_for};
 
 fn apply(repo: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
     support::apply_json(repo, "playbooks/mac.yaml", args)

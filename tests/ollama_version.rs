@@ -47,7 +47,9 @@ fn release_server(latest: Arc<Mutex<String>>) -> String {
                 // As GitHub's API answers: pretty-printed, the tag with a `v`.
                 "/releases/latest" => (
                     "200 OK",
-                    format!("{{\n  \"url\": \"x\",\n  \"tag_name\": \"v{v}\",\n  \"name\": \"v{v}\"\n}}\n"),
+                    format!(
+                        "{{\n  \"url\": \"x\",\n  \"tag_name\": \"v{v}\",\n  \"name\": \"v{v}\"\n}}\n"
+                    ),
                 ),
                 _ => ("404 Not Found", "not found\n".to_string()),
             };
@@ -75,10 +77,18 @@ fn three_ways(repo: &Path, args: &[&str], expect: &[&str]) {
     let (code, real, err) = apply(repo, args);
     assert_eq!(code, 0, "{err}\n{real:?}");
     assert_eq!(changed(&real), set(expect), "{real:?}");
-    assert_eq!(changed(&check), changed(&real), "--check predicted the real run");
+    assert_eq!(
+        changed(&check),
+        changed(&real),
+        "--check predicted the real run"
+    );
     let (code, again, err) = apply(repo, args);
     assert_eq!(code, 0, "{err}");
-    assert!(changed(&again).is_empty(), "second run: {:?}", changed(&again));
+    assert!(
+        changed(&again).is_empty(),
+        "second run: {:?}",
+        changed(&again)
+    );
 }
 
 fn api_version(port: u16) -> Option<String> {
@@ -105,8 +115,11 @@ fn repo_for(inv: &str) -> tempfile::TempDir {
     );
     let to = r.path().join("roles/ollama");
     std::fs::create_dir_all(&to).expect("role dir");
-    std::fs::copy(crate_root().join("roles/ollama/role.yaml"), to.join("role.yaml"))
-        .expect("role");
+    std::fs::copy(
+        crate_root().join("roles/ollama/role.yaml"),
+        to.join("role.yaml"),
+    )
+    .expect("role");
     r
 }
 
@@ -128,7 +141,12 @@ fn linux_installs_pins_and_upgrades_ollama_with_its_install_script() {
         ssh = hosts.port(1),
     );
     let r = repo_for(&inv);
-    let installed = || hosts.sh(1, "/usr/local/bin/ollama --version").trim().to_string();
+    let installed = || {
+        hosts
+            .sh(1, "/usr/local/bin/ollama --version")
+            .trim()
+            .to_string()
+    };
     let installs = || hosts.sh(1, "cat /var/log/ollama-install.log 2>/dev/null || true");
 
     // "": installed when missing (the installer's newest), with fleet's unit, not the installer's.
@@ -191,7 +209,9 @@ fn linux_installs_pins_and_upgrades_ollama_with_its_install_script() {
     assert_eq!(code, 2, "{err}\n{ev:?}");
     assert!(
         err.contains("roles/ollama/role.yaml:")
-            && err.contains("`version`: expected \"\" (install when missing), `latest`, or a version"),
+            && err.contains(
+                "`version`: expected \"\" (install when missing), `latest`, or a version"
+            ),
         "{err}"
     );
     assert!(ev.iter().all(|e| e["event"] != "task"), "{ev:?}");

@@ -56,8 +56,7 @@ fn hq_binary(url: &str) -> Option<String> {
 
 /// (received_at, seq) of every heartbeat HQ holds for `node`.
 fn stored(url: &str, token: &str, node: &str) -> BTreeSet<(String, u64)> {
-    let Ok((200, body)) = http("GET", &format!("{url}/api/nodes/{node}"), Some(token), None)
-    else {
+    let Ok((200, body)) = http("GET", &format!("{url}/api/nodes/{node}"), Some(token), None) else {
         return BTreeSet::new();
     };
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -272,7 +271,10 @@ fn upgrade_restarts_the_agent_and_hq(mac: bool) {
         (got != before).then_some(got)
     });
     let lost: Vec<_> = before.difference(&after).collect();
-    assert!(lost.is_empty(), "heartbeats lost over the restart: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "heartbeats lost over the restart: {lost:?}"
+    );
 
     let (code, again, err) = apply(s.repo.path(), &[]);
     assert_eq!(code, 0, "{err}");

@@ -91,7 +91,8 @@ pub fn is_version(v: &str) -> bool {
         && base
             .split('.')
             .all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()));
-    let rc_ok = rc.is_none_or(|n| !n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit()));
+    let rc_ok =
+        rc.is_none_or(|n| !n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit()));
     parts_ok && rc_ok
 }
 
