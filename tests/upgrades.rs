@@ -199,8 +199,21 @@ fn apply(repo: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
 
 fn upgrade_restarts_the_agent_and_hq(mac: bool) {
     let s = setup(mac);
+    // The first install: HQ is not running yet, so a check run cannot ask it; it predicts no
+    // restart for the binary (the start task starts the installed one), as the real run finds.
+    let (code, check, err) = apply(s.repo.path(), &["--check"]);
+    assert_eq!(code, 0, "{err}\n{check:?}");
     let (code, first, err) = apply(s.repo.path(), &[]);
     assert_eq!(code, 0, "{err}\n{first:?}");
+    assert_eq!(
+        changed(&check),
+        changed(&first),
+        "--check predicted the first install"
+    );
+    assert!(
+        !changed(&first).contains("HQ runs the installed fleet binary | null"),
+        "{first:?}"
+    );
     let a = sha256(&s.binary);
     wait_for(60, "HQ to report binary A", || {
         (hq_binary(&s.hq)? == a).then_some(())
