@@ -20,27 +20,6 @@ fn changed(events: &[serde_json::Value]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Copies a local file to `dest` on host `k`.
-fn copy_to(hosts: &Hosts, k: u16, src: &Path, dest: &str) {
-    use std::io::Write;
-    let q = fleet::script::shquote(dest);
-    let mut child = std::process::Command::new("ssh")
-        .arg("-F")
-        .arg(hosts.ssh_config())
-        .arg(format!("host{k}"))
-        .arg(format!("mkdir -p \"$(dirname {q})\" && cat > {q}"))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("ssh");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&std::fs::read(src).expect("read"))
-        .expect("write");
-    assert!(child.wait().expect("wait").success(), "copying to {dest}");
-}
-
 fn sha256(path: &Path) -> String {
     fleet::hq::binary::file_sha256(path).expect("sum")
 }
@@ -179,7 +158,7 @@ fn setup(mac: bool) -> Setup {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    copy_to(&hosts, 1, &db, "/var/lib/fleet/hq.sqlite");
+    hosts.copy_to(1, &db, "/var/lib/fleet/hq.sqlite");
     hosts.sh(
         1,
         &format!("chown -R {user}: /var/lib/fleet && chmod 750 /var/lib/fleet"),
