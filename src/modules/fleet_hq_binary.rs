@@ -5,15 +5,16 @@
 //! HQ, whose unit did not change).
 //!
 //! Check mode runs before the agent role's task has replaced the binary, so the sum HQ should
-//! run is the one of the binary this run installs (`source`, as the agent role's
-//! `agent_source`; empty: this controller's own, when the node's platform is the
-//! controller's), not the file still on the node. A real run reads the file the agent task
-//! has just placed. Both agree whenever that task succeeds, so `--check` predicts the
-//! restart exactly.
+//! run is the one of the binary this run installs — chosen for the node's platform exactly as
+//! the agent role's `fleet_agent` task chooses it (`agent_binary::resolve` with the same
+//! `source`, `dist`, release URL and sums), not the file still on the node. A real run reads
+//! the file the agent task has just placed. Both agree whenever that task succeeds, so
+//! `--check` predicts the restart exactly.
 
 use std::path::PathBuf;
 
 use crate::facts::Facts;
+use crate::modules::agent_binary::{self, Pick, Sums};
 use crate::modules::{ArgError, ArgReader, Inputs, Judged, Mode, Module, Reported, Step, values};
 use crate::script::Script;
 use crate::spec::module::{ArgKind, ModuleSpec, arg};
@@ -44,7 +45,25 @@ pub const SPEC: ModuleSpec = ModuleSpec {
             "source",
             ArgKind::Str,
             false,
-            "the fleet binary this run installs at `path`, on the controller (as the agent role's `agent_source`; empty: this controller's own): what check mode compares with",
+            "what the agent role installs at `path`, chosen as `fleet_agent` chooses it (what check mode compares with): its `source` (`agent_source`)",
+        ),
+        arg(
+            "dist",
+            ArgKind::Str,
+            false,
+            "… its `dist` directory (`agent_dist`, default dist)",
+        ),
+        arg(
+            "release_url",
+            ArgKind::Str,
+            false,
+            "… its release `url` (`agent_url`)",
+        ),
+        arg(
+            "sha256",
+            ArgKind::Any,
+            false,
+            "… its `sha256` (`agent_sha256`: a mapping `<os>-<arch>: <sha256>` or a SHA256SUMS file)",
         ),
         arg(
             "ca",
@@ -68,6 +87,9 @@ pub struct Args {
     url: String,
     path: String,
     source: Option<PathBuf>,
+    dist: PathBuf,
+    release_url: Option<String>,
+    sums: Sums,
     ca: Option<String>,
     secs: u64,
 }
@@ -101,23 +123,23 @@ const COMPARE: &str = concat!(
 );
 
 impl FleetHqBinary {
-    /// The sum of the binary this run installs, when this controller can tell (the same
-    /// choice as the agent role's `fleet_agent` task). When it cannot, the agent task fails on
-    /// it first, and check mode falls back to the file on the node.
+    /// The sum of the binary this run installs, as the agent task picks it. When nothing can
+    /// be picked, the agent task fails on it first, and check mode falls back to the file on
+    /// the node.
     fn intended_sha256(a: &Args, facts: &Facts) -> Option<String> {
-        let path = match &a.source {
-            Some(s) => s.clone(),
-            None => {
-                let canonical = crate::spec::inventory::canonical_arch;
-                let node_arch = facts.arch.as_deref().and_then(canonical);
-                let same = facts.os.as_deref() == Some(std::env::consts::OS)
-                    && node_arch.is_some()
-                    && node_arch == canonical(std::env::consts::ARCH);
-                if !same {
-                    return None;
-                }
-                std::env::current_exe().ok()?
-            }
+        let node = agent_binary::platform(facts.os.as_deref(), facts.arch.as_deref())?;
+        let pick = agent_binary::resolve(
+            node,
+            a.source.as_deref(),
+            &a.dist,
+            a.release_url.as_deref(),
+            &a.sums,
+        )
+        .ok()?;
+        let path = match pick {
+            Pick::Download { sha256, .. } => return Some(sha256),
+            Pick::File(p) => p,
+            Pick::Controller => std::env::current_exe().ok()?,
         };
         crate::hq::binary::file_sha256(&path).ok()
     }
@@ -130,7 +152,7 @@ impl Module for FleetHqBinary {
         &SPEC
     }
 
-    fn decode(&self, a: &ArgReader<'_>, _: &Inputs<'_>) -> Result<Args, ArgError> {
+    fn decode(&self, a: &ArgReader<'_>, inputs: &Inputs<'_>) -> Result<Args, ArgError> {
         let url = values::url(a, "url")?;
         let path = a
             .str("path")?
@@ -138,10 +160,30 @@ impl Module for FleetHqBinary {
         if !path.starts_with('/') {
             return Err(a.invalid("path", "an absolute path"));
         }
+        // As `fleet_agent` reads them: paths relative to the repo.
+        let root = inputs.files.repo_root();
         let source = a
             .str("source")?
             .filter(|s| !s.is_empty())
-            .map(PathBuf::from);
+            .map(|s| root.join(s));
+        let dist = root.join(
+            a.str("dist")?
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "dist".into()),
+        );
+        let release_url = a.str("release_url")?.filter(|s| !s.trim().is_empty());
+        let sums = match a.any("sha256") {
+            None | Some(serde_json::Value::Null) => Sums::None,
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() => Sums::None,
+            Some(serde_json::Value::String(s)) => Sums::File(root.join(s)),
+            Some(serde_json::Value::Object(_)) => Sums::Map(a.str_map("sha256")?),
+            Some(_) => {
+                return Err(a.invalid(
+                    "sha256",
+                    "a mapping `<os>-<arch>: <sha256>` or the path of a SHA256SUMS file",
+                ));
+            }
+        };
         let ca = a.str("ca")?.filter(|s| !s.is_empty());
         if ca.as_deref().is_some_and(|c| !c.starts_with('/')) {
             return Err(a.invalid("ca", "an absolute path on the node"));
@@ -151,6 +193,9 @@ impl Module for FleetHqBinary {
             url,
             path,
             source,
+            dist,
+            release_url,
+            sums,
             ca,
             secs,
         })
@@ -196,24 +241,57 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let bin = dir.path().join("fleet-b");
         std::fs::write(&bin, b"binary B").expect("write");
+        let linux = Facts {
+            os: Some("linux".into()),
+            arch: Some("aarch64".into()),
+            ..Facts::default()
+        };
         let a = Args {
             url: "http://127.0.0.1:8765/healthz".into(),
             path: "/usr/local/bin/fleet".into(),
             source: Some(bin.clone()),
+            dist: dir.path().join("dist"),
+            release_url: None,
+            sums: Sums::None,
             ca: None,
             secs: 30,
         };
         assert_eq!(
-            FleetHqBinary::intended_sha256(&a, &Facts::default()),
+            FleetHqBinary::intended_sha256(&a, &linux),
             Some(crate::util::sha256_hex(b"binary B"))
         );
-        // The controller's own binary only serves a node of its own platform.
-        let own = Args { source: None, ..a };
+        // The platform's file in dist, as the agent task picks it.
+        std::fs::create_dir_all(dir.path().join("dist")).expect("dist");
+        std::fs::write(dir.path().join("dist/fleet-linux-aarch64"), b"dist B").expect("write");
+        let from_dist = Args {
+            source: None,
+            ..a.clone()
+        };
+        assert_eq!(
+            FleetHqBinary::intended_sha256(&from_dist, &linux),
+            Some(crate::util::sha256_hex(b"dist B"))
+        );
+        // A release download: the sum it is checked against.
+        let sum = "ab".repeat(32);
+        let release = Args {
+            source: None,
+            dist: dir.path().join("nodist"),
+            release_url: Some("https://example.com/fleet-{os}-{arch}".into()),
+            sums: Sums::Map(vec![("linux-aarch64".into(), sum.clone())]),
+            ..a.clone()
+        };
+        assert_eq!(FleetHqBinary::intended_sha256(&release, &linux), Some(sum));
+        // Nothing for the platform (the agent task fails on it): no prediction.
+        let nothing = Args {
+            source: None,
+            dist: dir.path().join("nodist"),
+            ..a
+        };
         let other = Facts {
-            os: Some("plan9".into()),
+            os: Some("macos".into()),
             arch: Some("x86_64".into()),
             ..Facts::default()
         };
-        assert_eq!(FleetHqBinary::intended_sha256(&own, &other), None);
+        assert_eq!(FleetHqBinary::intended_sha256(&nothing, &other), None);
     }
 }
