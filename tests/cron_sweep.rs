@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use support::{Hosts, build_repo, crate_root, fleet, free_port, http, parse_case, wait_for};
 
@@ -130,7 +129,7 @@ fn the_hq_crontab_line_sweeps_quietly_and_alerts_once_per_change() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    copy_to(&hosts, 1, &db, "/var/lib/fleet/hq.sqlite");
+    hosts.copy_to(1, &db, "/var/lib/fleet/hq.sqlite");
     hosts.sh(
         1,
         "chown -R fleet: /var/lib/fleet && chmod 750 /var/lib/fleet",
@@ -233,25 +232,4 @@ fn the_hq_crontab_line_sweeps_quietly_and_alerts_once_per_change() {
         "w1 still down"
     );
     assert_eq!(got.lock().expect("lock").len(), 1);
-}
-
-/// Copies a local file to `dest` on host `k`.
-fn copy_to(hosts: &Hosts, k: u16, src: &Path, dest: &str) {
-    use std::io::Write;
-    let q = fleet::script::shquote(dest);
-    let mut child = std::process::Command::new("ssh")
-        .arg("-F")
-        .arg(hosts.ssh_config())
-        .arg(format!("host{k}"))
-        .arg(format!("mkdir -p \"$(dirname {q})\" && cat > {q}"))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("ssh");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&std::fs::read(src).expect("read"))
-        .expect("write");
-    assert!(child.wait().expect("wait").success(), "copying to {dest}");
 }

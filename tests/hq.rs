@@ -551,6 +551,109 @@ fn sighup_reloads_the_inventory() {
     });
 }
 
+/// A restart (the hq role's `restart hq`: SIGTERM, then a new process) keeps every
+/// heartbeat HQ acknowledged: on SIGTERM HQ stops accepting at once, answers the requests it
+/// is in the middle of (a heartbeat whose body is still arriving is stored and answered 200),
+/// exits 0, and the new process has everything.
+#[test]
+fn a_restart_keeps_every_acknowledged_heartbeat_and_finishes_requests_in_flight() {
+    use std::io::{Read, Write};
+    let nodes: Vec<String> = (1..=4).map(|i| format!("g{i}")).collect();
+    let extra: String = nodes
+        .iter()
+        .map(|n| format!("  {n}: {{ host: 127.0.0.1, role: common }}\n"))
+        .collect();
+    let mut hq = Hq::new(&extra, &["--history", "1000000", "--rate-limit", "1000000"]);
+    let tokens: Vec<String> = nodes.iter().map(|n| hq.token(n)).collect();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
+    let mut threads = Vec::new();
+    for (node, token) in nodes.iter().cloned().zip(tokens.clone()) {
+        let (acked, url) = (acked.clone(), hq.url.clone());
+        threads.push(std::thread::spawn(move || {
+            // Until HQ stops answering (it refuses new connections once SIGTERM arrived).
+            for seq in 1.. {
+                match http(
+                    "POST",
+                    &format!("{url}/api/heartbeat"),
+                    Some(&token),
+                    Some(&beat(&node, seq)),
+                ) {
+                    Ok((200, _)) => acked.lock().expect("lock").push((node.clone(), seq)),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    wait_for(30, "200 acknowledged heartbeats", || {
+        (acked.lock().expect("lock").len() >= 200).then_some(())
+    });
+    // A heartbeat in flight: headers and half its body sent before SIGTERM.
+    let body = beat("g1", 1_000_000);
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", hq.port)).expect("connect");
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        slow,
+        "POST /api/heartbeat HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        tokens[0],
+        body.len()
+    )
+    .expect("headers");
+    slow.write_all(head).expect("half the body");
+    slow.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = hq.child.as_ref().expect("running").0.id();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    // It stops accepting at once...
+    wait_for(5, "HQ to refuse new connections", || {
+        std::net::TcpStream::connect(("127.0.0.1", hq.port))
+            .is_err()
+            .then_some(())
+    });
+    // ...and answers the request it is in the middle of.
+    slow.write_all(tail).expect("the rest of the body");
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("\"stored\":true"),
+        "{answer}"
+    );
+    acked.lock().expect("lock").push(("g1".into(), 1_000_000));
+    let mut child = hq.child.take().expect("running");
+    let status = wait_for(10, "HQ to exit", || child.0.try_wait().ok().flatten());
+    assert!(status.success(), "graceful exit: {status:?}");
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    hq.start(&["--history", "1000000"]);
+    let mut missing = Vec::new();
+    for node in &nodes {
+        let stored: BTreeSet<u64> = hq
+            .history(node)
+            .iter()
+            .filter_map(|h| h["heartbeat"]["seq"].as_u64())
+            .collect();
+        for (n, seq) in acked.iter().filter(|(n, _)| n == node) {
+            if !stored.contains(seq) {
+                missing.push(format!("{n}#{seq}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged heartbeats lost over a restart: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+    assert!(hq.log().contains("fleet HQ stopped"), "{}", hq.log());
+}
+
 #[test]
 fn serve_listens_on_the_hq_url_by_default_and_shuts_down_on_sigterm() {
     let port = free_port();

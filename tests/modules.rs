@@ -99,6 +99,7 @@ fn files_lines_links_users_and_commands() {
         "    - { name: replace line, lineinfile: { path: /etc/sample.conf, regexp: \"^OLD_SETTING=\", line: \"NEW_SETTING=1\" } }\n",
         "    - { name: append line, lineinfile: { path: /etc/sample.conf, line: \"B=2\" } }\n",
         "    - { name: remove line, lineinfile: { path: /etc/sample.conf, regexp: \"^A=\", state: absent } }\n",
+        "    - { name: nothing to remove, lineinfile: { path: /etc/no-such.conf, regexp: \"^A=\", state: absent } }\n",
         "    - { name: user, user: { name: svc, system: true, groups: [adm] } }\n",
         "    - { name: guarded, shell: { cmd: \"echo done > /opt/app/init\", creates: /opt/app/init } }\n",
         "    - { name: needs file, command: { cmd: \"cat /opt/app/init\", removes: /opt/app/never } }\n",

@@ -233,6 +233,9 @@ pub async fn serve(
             }
         }
     }
+    // Stop accepting at once: a client connecting now is refused instead of waiting in the
+    // backlog of a server that will never answer it (a restarted HQ listens again shortly).
+    drop(listener);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}

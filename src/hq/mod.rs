@@ -2,6 +2,7 @@
 //! agents and clients share, the client other commands use to read it, and the worker
 //! catalog served on request.
 
+pub mod binary;
 pub mod client;
 pub mod conductor;
 pub mod dashboard;

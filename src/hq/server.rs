@@ -141,6 +141,8 @@ pub(crate) struct AppState {
     pub(crate) gateway: Arc<crate::gateway::Gateway>,
     /// The dashboard's login codes and browser sessions.
     pub(crate) sessions: crate::hq::dashboard::sessions::Sessions,
+    /// The sha256 of the executable this HQ runs (for `/healthz`).
+    binary: crate::hq::binary::RunningBinary,
 }
 
 /// The writer thread: owns the write connection, the token cache and the rate limiter.
@@ -618,7 +620,7 @@ async fn routing(State(st): State<Arc<AppState>>) -> Response {
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     match st.reader.lock().map(|s| s.schema_version()) {
-        Ok(v) => Json(serde_json::json!({ "status": "ok", "schema_version": v })).into_response(),
+        Ok(v) => Json(crate::hq::binary::healthz_body(v, &st.binary)).into_response(),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "store lock poisoned"),
     }
 }
@@ -771,6 +773,7 @@ pub async fn start(
         inflight,
         gateway: gateway.clone(),
         sessions: crate::hq::dashboard::sessions::Sessions::default(),
+        binary: crate::hq::binary::RunningBinary::start(),
     });
     // The conductor's table is written before the first request is answered, so whoever waits
     // for HQ to answer finds the file in place.

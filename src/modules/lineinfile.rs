@@ -135,6 +135,8 @@ impl Module for LineInFile {
             );
         } else {
             s.code(concat!(
+                // As in Ansible: nothing to remove from a file that is not there.
+                "[ \"$FLEET_STATE\" = absent ] && [ ! -e \"$P\" ] && finish 0\n",
                 "if [ ! -f \"$P\" ]; then [ \"$CHECK\" = 1 ] && [ ! -e \"$P\" ] && { missing=1; changed=1; finish 0; }; ",
                 "fail \"$P does not exist or is not a regular file (set create: true to create it)\"; fi\n",
             ));
@@ -163,7 +165,7 @@ impl Module for LineInFile {
     fn effects(&self, a: &Args) -> Effects {
         Effects {
             creates: a.create.then(|| (a.path.clone(), false)),
-            needs: (!a.create).then(|| Need::File(a.path.clone())),
+            needs: (!a.create && !a.absent).then(|| Need::File(a.path.clone())),
         }
     }
 }

@@ -25,11 +25,13 @@ pub mod docker_compose;
 pub mod docker_container;
 pub mod file;
 pub mod fleet_agent;
+pub mod fleet_hq_binary;
 pub mod fleet_tls;
 pub mod get_url;
 pub mod git;
 pub mod http;
 pub mod lineinfile;
+pub mod ollama_install;
 pub mod ollama_model;
 pub mod package;
 pub mod pip;
@@ -69,8 +71,10 @@ pub static ALL: &[&dyn AnyModule] = &[
     &wait_for::WaitFor,
     &http::Http,
     &ollama_model::OllamaModel,
+    &ollama_install::OllamaInstall,
     &fleet_agent::FleetAgent,
     &fleet_tls::FleetTls,
+    &fleet_hq_binary::FleetHqBinary,
     &user::User,
     &git::Git,
     &unarchive::Unarchive,
@@ -99,8 +103,10 @@ pub static SPECS: &[&ModuleSpec] = &[
     &wait_for::SPEC,
     &http::SPEC,
     &ollama_model::SPEC,
+    &ollama_install::SPEC,
     &fleet_agent::SPEC,
     &fleet_tls::SPEC,
+    &fleet_hq_binary::SPEC,
     &user::SPEC,
     &git::SPEC,
     &unarchive::SPEC,

@@ -243,6 +243,24 @@ fn network() {
             &linux()
         )
     );
+    // The version reaches the installer as data; a hostile URL path stays one word.
+    insta::assert_snapshot!(
+        "ollama_install_pin",
+        script(
+            "ollama_install",
+            json!({ "version": "0.5.7", "install_url": "http://10.0.0.1:8000/install.sh?x=$(id)" }),
+            &linux()
+        )
+    );
+    // No binary on the controller for this source: check mode compares with the node's file.
+    insta::assert_snapshot!(
+        "fleet_hq_binary",
+        script(
+            "fleet_hq_binary",
+            json!({ "url": "https://10.0.0.1:8765/healthz", "path": format!("/opt/{HOSTILE}"), "ca": "/etc/fleet/ca.pem", "source": "/nonexistent/fleet", "timeout": "20s" }),
+            &linux()
+        )
+    );
     insta::assert_snapshot!(
         "http",
         script(

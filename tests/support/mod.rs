@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod cloud;
 pub mod hq_fleet;
+pub mod mac;
 pub mod ollama;
 
 use std::path::{Path, PathBuf};
@@ -447,6 +448,27 @@ impl Hosts {
             child.wait().expect("wait").success(),
             "installing {src} as {dest}"
         );
+    }
+
+    /// Copies the local file `src` to `dest` on host `k` (its directory created).
+    pub fn copy_to(&self, k: u16, src: &Path, dest: &str) {
+        use std::io::Write;
+        let q = fleet::script::shquote(dest);
+        let mut child = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(self.ssh_config())
+            .arg(format!("host{k}"))
+            .arg(format!("mkdir -p \"$(dirname {q})\" && cat > {q}"))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("ssh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&std::fs::read(src).expect("read"))
+            .expect("write");
+        assert!(child.wait().expect("wait").success(), "copying to {dest}");
     }
 
     /// Puts the systemctl, apt-get and dpkg-query stand-ins on every host (in its private
