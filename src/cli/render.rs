@@ -195,7 +195,10 @@ fn run_release(args: &Args) -> Result<u8> {
     for why in &skipped {
         crate::noteln!("{} {why}", style::dim("skipped:"));
     }
-    let mut out = Output::default();
+    let mut out = Output {
+        mode: Some(0o644),
+        ..Output::default()
+    };
     for (name, text) in files {
         out.files.insert(PathBuf::from(name), text);
     }
