@@ -54,7 +54,10 @@ fn renders_installer_formula_and_pkgbuild_from_the_sums() {
     assert!(install.trim_end().ends_with("fleet_install \"$@\""));
     for f in ["install.sh", "fleet.rb", "PKGBUILD", ".SRCINFO"] {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d.path().join(f)).expect("stat").permissions().mode();
+        let mode = std::fs::metadata(d.path().join(f))
+            .expect("stat")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o644, "{f}: everyone downloads it");
     }
     // A second run changes nothing; --check agrees, and catches a hand edit (exit 1).

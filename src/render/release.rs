@@ -293,22 +293,21 @@ pub fn render_all(
             ));
         }
         let ctx = serde_json::json!({ "release": release });
-        let text =
-            crate::template::render_data(env, m.template, crate::template::json_value(&ctx))
-                .map_err(|e| {
-                    Diagnostic::error(
-                        Loc {
-                            file: m.template.into(),
-                            line: e.line().map_or(1, |l| u32::try_from(l).unwrap_or(1)),
-                            col: 1,
-                        },
-                        format!(
-                            "rendering `{}`: {}",
-                            m.file,
-                            e.detail().unwrap_or("template error")
-                        ),
-                    )
-                })?;
+        let text = crate::template::render_data(env, m.template, crate::template::json_value(&ctx))
+            .map_err(|e| {
+                Diagnostic::error(
+                    Loc {
+                        file: m.template.into(),
+                        line: e.line().map_or(1, |l| u32::try_from(l).unwrap_or(1)),
+                        col: 1,
+                    },
+                    format!(
+                        "rendering `{}`: {}",
+                        m.file,
+                        e.detail().unwrap_or("template error")
+                    ),
+                )
+            })?;
         out.insert(m.file.to_string(), text);
     }
     Ok((out, skipped))
@@ -344,7 +343,15 @@ mod tests {
             assert!(valid_version(ok), "{ok}");
         }
         for bad in [
-            "", "1.2", "1.2.3.4", "v1.2.3", "1.2.x", "1.2.3-", "1.2.3 ", "1.2.3-a b", "1.2.3-'x",
+            "",
+            "1.2",
+            "1.2.3.4",
+            "v1.2.3",
+            "1.2.x",
+            "1.2.3-",
+            "1.2.3 ",
+            "1.2.3-a b",
+            "1.2.3-'x",
             "1..3",
         ] {
             assert!(!valid_version(bad), "{bad}");
@@ -357,7 +364,10 @@ mod tests {
             parse_archive_name("fleet-1.2.3-rc.1-linux-aarch64.tar.gz"),
             Some(("1.2.3-rc.1", "linux", "aarch64"))
         );
-        assert_eq!(parse_archive_name("fleet-1.2.3-windows-x86_64.tar.gz"), None);
+        assert_eq!(
+            parse_archive_name("fleet-1.2.3-windows-x86_64.tar.gz"),
+            None
+        );
         assert_eq!(parse_archive_name("fleet-linux-x86_64"), None);
     }
 
@@ -369,9 +379,15 @@ mod tests {
         let e = parse_sums("abc  fleet-x\n", "dist/SHA256SUMS").expect_err("short hash");
         assert_eq!(
             e.to_string().lines().next(),
-            Some("dist/SHA256SUMS:1:1: error: expected a SHA-256 checksum (64 hex digits), found `abc`")
+            Some(
+                "dist/SHA256SUMS:1:1: error: expected a SHA-256 checksum (64 hex digits), found `abc`"
+            )
         );
-        let line2 = format!("{}\n{}\n", &SUMS[..SUMS.find('\n').unwrap_or(0)], "1".repeat(64));
+        let line2 = format!(
+            "{}\n{}\n",
+            &SUMS[..SUMS.find('\n').unwrap_or(0)],
+            "1".repeat(64)
+        );
         let e = parse_sums(&line2, "S").expect_err("no name");
         assert!(e.to_string().starts_with("S:2:66: error:"), "{e}");
         let first = SUMS.lines().next().unwrap_or_default();
@@ -386,14 +402,13 @@ mod tests {
         assert_eq!(r.version, "0.3.1");
         assert_eq!(r.archives.len(), 4);
         let a = &r.archives["linux-aarch64"];
-        assert_eq!(a.url, "https://example.org/dl/v0.3.1/fleet-0.3.1-linux-aarch64.tar.gz");
+        assert_eq!(
+            a.url,
+            "https://example.org/dl/v0.3.1/fleet-0.3.1-linux-aarch64.tar.gz"
+        );
         assert_eq!(a.dir, "fleet-0.3.1-linux-aarch64");
-        let default = from_sums(
-            &parse_sums(SUMS, "S").expect("parses"),
-            None,
-            "S",
-        )
-        .expect("release");
+        let default =
+            from_sums(&parse_sums(SUMS, "S").expect("parses"), None, "S").expect("release");
         assert_eq!(
             default.base_url,
             format!("{REPOSITORY}/releases/download/v0.3.1")
@@ -407,7 +422,10 @@ mod tests {
         assert!(e.to_string().contains("two versions"), "{e}");
         let bad = SUMS.replace("0.3.1-linux-x86_64.tar.gz", "0.3-linux-x86_64.tar.gz");
         let e = release(&bad).expect_err("bad version");
-        assert!(e.to_string().contains("`0.3` is not a release version"), "{e}");
+        assert!(
+            e.to_string().contains("`0.3` is not a release version"),
+            "{e}"
+        );
         let none = "5555555555555555555555555555555555555555555555555555555555555555  fleet-linux-x86_64\n";
         let e = release(none).expect_err("no archive");
         assert!(e.to_string().contains("lists no release archive"), "{e}");
@@ -425,7 +443,11 @@ mod tests {
 
     #[test]
     fn a_missing_platform_is_an_error_or_skipped_with_partial() {
-        let linux_only: String = SUMS.lines().filter(|l| !l.contains("macos")).map(|l| format!("{l}\n")).collect();
+        let linux_only: String = SUMS
+            .lines()
+            .filter(|l| !l.contains("macos"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let r = release(&linux_only).expect("release");
         let e = render_all(&env(), &r, false).expect_err("strict");
         assert!(
@@ -443,8 +465,8 @@ mod tests {
 
     #[test]
     fn manifests_snapshot() {
-        let (files, skipped) = render_all(&env(), &release(SUMS).expect("release"), false)
-            .expect("renders");
+        let (files, skipped) =
+            render_all(&env(), &release(SUMS).expect("release"), false).expect("renders");
         assert!(skipped.is_empty());
         for (name, text) in files {
             insta::assert_snapshot!(format!("release-{}", name.trim_start_matches('.')), text);
