@@ -1,5 +1,7 @@
 //! `fleet render [routing|registry|packages|all]`: generate the files the fleet runs on, or
 //! with `--check` compare them with the committed ones (the CI deployment gate).
+//! `fleet render release --dist DIR`: fleet's own installer, Homebrew formula and PKGBUILD
+//! from a release directory (no fleet repo needed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ pub enum What {
     Packages,
     /// All of them (packages when a catalog is found).
     All,
+    /// fleet's own release: install.sh, fleet.rb, PKGBUILD and .SRCINFO from `--dist DIR`.
+    Release,
 }
 
 /// Arguments of `fleet render`.
@@ -44,6 +48,16 @@ pub struct Args {
     /// The worker catalog (default: `catalog/` in the repo, when present).
     #[arg(long, value_name = "DIR")]
     pub catalog: Option<PathBuf>,
+    /// `release`: the release directory, holding SHA256SUMS over its archives.
+    #[arg(long, value_name = "DIR")]
+    pub dist: Option<PathBuf>,
+    /// `release`: where the archives are downloaded from (default: the GitHub release of the
+    /// version, under Cargo.toml's `repository`).
+    #[arg(long, value_name = "BASE_URL")]
+    pub url: Option<String>,
+    /// `release`: render what the built platforms allow and skip the rest (instead of failing).
+    #[arg(long)]
+    pub partial: bool,
 }
 
 /// Paths of the generated files, relative to the output directory.
@@ -147,8 +161,61 @@ fn ensure_newline(mut s: String) -> String {
     s
 }
 
+/// Renders fleet's own release files from `--dist DIR/SHA256SUMS` into `--out` (default: the
+/// release directory).
+fn run_release(args: &Args) -> Result<u8> {
+    use crate::render::release;
+    let Some(dist) = &args.dist else {
+        return Err(Error::Usage(
+            "`fleet render release` needs `--dist DIR`: the release directory scripts/release made"
+                .into(),
+        ));
+    };
+    if args.catalog.is_some() || args.live {
+        return Err(Error::Usage(
+            "`fleet render release` takes no --catalog or --live".into(),
+        ));
+    }
+    let sums_path = dist.join(release::SUMS_FILE);
+    let shown_sums = sums_path.display().to_string();
+    let text = match std::fs::read_to_string(&sums_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Usage(format!(
+                "no `{shown_sums}`: the release directory needs its checksums (scripts/release writes them; or `sha256sum fleet-* > {}`)",
+                release::SUMS_FILE
+            )));
+        }
+        Err(e) => return Err(Error::io("read", &sums_path, e)),
+    };
+    let sums = release::parse_sums(&text, &shown_sums).map_err(Error::config)?;
+    let rel = release::from_sums(&sums, args.url.as_deref(), &shown_sums).map_err(Error::config)?;
+    let env = Library::new(&BTreeMap::new()).environment();
+    let (files, skipped) = release::render_all(&env, &rel, args.partial).map_err(Error::config)?;
+    for why in &skipped {
+        crate::noteln!("{} {why}", style::dim("skipped:"));
+    }
+    let mut out = Output {
+        mode: Some(0o644),
+        ..Output::default()
+    };
+    for (name, text) in files {
+        out.files.insert(PathBuf::from(name), text);
+    }
+    let out_dir = args.out.clone().unwrap_or_else(|| dist.clone());
+    finish(&out, &out_dir, args)
+}
+
 /// Runs `fleet render`.
 pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
+    if args.what == What::Release {
+        return run_release(args);
+    }
+    if args.dist.is_some() || args.url.is_some() || args.partial {
+        return Err(Error::Usage(
+            "--dist, --url and --partial are options of `fleet render release`".into(),
+        ));
+    }
     let repo = crate::cli::load_repo(repo_dir)?;
     let root = repo.root.clone();
     let catalog_dir = match (&args.catalog, args.what) {
@@ -212,14 +279,21 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
         );
     }
     let out_dir = args.out.clone().unwrap_or_else(|| root.join("generated"));
+    // A 10,000-node repo takes longer to free than to render; the process ends next anyway.
+    std::mem::forget(repo);
+    finish(&out, &out_dir, args)
+}
+
+/// Compares (`--check`) or writes the rendered files and says what changed.
+fn finish(out: &Output, out_dir: &Path, args: &Args) -> Result<u8> {
     if args.check {
-        let drift = out.check(&out_dir);
+        let drift = out.check(out_dir);
         if drift.is_empty() {
             crate::outln!(
                 "{} {} in {} {} up to date",
                 style::green("ok:"),
                 crate::util::count(out.files.len() as u64, "file", "files"),
-                shown(&out_dir),
+                shown(out_dir),
                 if out.files.len() == 1 { "is" } else { "are" }
             );
             return Ok(0);
@@ -252,9 +326,7 @@ pub fn run(repo_dir: Option<&Path>, args: &Args) -> Result<u8> {
             }
         )));
     }
-    let written = out.write(&out_dir)?;
-    // A 10,000-node repo takes longer to free than to render; the process ends next anyway.
-    std::mem::forget(repo);
+    let written = out.write(out_dir)?;
     let mut changed = 0;
     for w in &written {
         match w {

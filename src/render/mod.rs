@@ -5,4 +5,5 @@ pub mod catalog;
 pub mod output;
 pub mod packages;
 pub mod registry;
+pub mod release;
 pub mod routing;

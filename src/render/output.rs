@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use similar::TextDiff;
 
 use crate::error::Result;
-use crate::util::write_atomic;
+use crate::util::{write_atomic, write_atomic_mode};
 
 /// Files to generate, relative to the output directory, and the directories fleet owns
 /// (where a file it no longer generates is stale).
@@ -17,6 +17,9 @@ pub struct Output {
     pub files: BTreeMap<PathBuf, String>,
     /// Directories whose every file fleet generates.
     pub owned_dirs: Vec<PathBuf>,
+    /// The mode files are written with (default: the temporary file's, 0600); a release's
+    /// files are read by everyone who downloads them.
+    pub mode: Option<u32>,
 }
 
 /// How a file on disk differs from what would be rendered.
@@ -94,7 +97,10 @@ impl Output {
             if std::fs::read_to_string(&path).is_ok_and(|have| &have == want) {
                 done.push(Written::Unchanged(rel.clone()));
             } else {
-                write_atomic(&path, want.as_bytes())?;
+                match self.mode {
+                    Some(m) => write_atomic_mode(&path, want.as_bytes(), m)?,
+                    None => write_atomic(&path, want.as_bytes())?,
+                }
                 done.push(Written::Changed(rel.clone()));
             }
         }

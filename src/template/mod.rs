@@ -91,6 +91,23 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "packaging/homebrew-dev.rb.j2",
         include_str!("../../templates/packaging/homebrew-dev.rb.j2"),
     ),
+    // fleet's own release (`fleet render release`).
+    (
+        "packaging/release-install.sh.j2",
+        include_str!("../../templates/packaging/release-install.sh.j2"),
+    ),
+    (
+        "packaging/release-homebrew.rb.j2",
+        include_str!("../../templates/packaging/release-homebrew.rb.j2"),
+    ),
+    (
+        "packaging/release-arch.PKGBUILD.j2",
+        include_str!("../../templates/packaging/release-arch.PKGBUILD.j2"),
+    ),
+    (
+        "packaging/release-arch.SRCINFO.j2",
+        include_str!("../../templates/packaging/release-arch.SRCINFO.j2"),
+    ),
     (
         "browser/check-extensions.j2",
         include_str!("../../templates/browser/check-extensions.j2"),
