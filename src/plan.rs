@@ -127,42 +127,38 @@ pub struct PlanOptions {
     pub with_content: bool,
 }
 
-/// The agent binary a `fleet_agent` task's arguments give for a node on `node` (canonical
-/// os/arch), decided as the task itself will decide it (`modules::agent_binary`).
+/// The agent binary a `fleet_agent` task's arguments give for a node on `platform`
+/// (`os/arch`, `?` where unknown), decided as the task itself will decide it
+/// (`modules::agent_binary`); `None` when that cannot be known before the node is reached.
 fn agent_binary_for(
     root: &std::path::Path,
     args: &J,
-    node: (&str, &str),
-) -> Result<crate::modules::agent_binary::Pick, crate::modules::agent_binary::Missing> {
-    use crate::modules::agent_binary::{Missing, Sums, resolve};
+    platform: &str,
+) -> Option<Result<crate::modules::agent_binary::Pick, crate::modules::agent_binary::Missing>> {
+    use crate::modules::agent_binary::{Missing, Sums, explicit, platform as named, resolve};
     let text = |k: &str| match args.get(k) {
-        Some(J::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(J::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
         _ => None,
     };
     let source = text("source").map(|s| root.join(s));
-    let dist = root.join(text("dist").unwrap_or_else(|| "dist".into()));
-    let sums = match args.get("sha256") {
-        Some(J::String(s)) if !s.trim().is_empty() => Sums::File(root.join(s)),
-        Some(J::Object(m)) => Sums::Map(
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect(),
-        ),
-        None | Some(J::Null) | Some(J::String(_)) => Sums::None,
-        Some(_) => {
-            return Err(Missing::Bad(
-                "`sha256` must be a mapping `<os>-<arch>: <sha256>` or a SHA256SUMS file".into(),
-            ));
-        }
+    if let Some(p) = explicit(source.as_deref()) {
+        return Some(p.map_err(|m| m.relative_to(root)));
+    }
+    let (os, arch) = platform.split_once('/')?;
+    if [os, arch].iter().any(|p| p.is_empty() || *p == "?") {
+        return None;
+    }
+    let Some(node) = named(Some(os), Some(arch)) else {
+        return Some(Err(Missing::Unsupported {
+            platform: platform.to_string(),
+        }));
     };
-    resolve(
-        node,
-        source.as_deref(),
-        &dist,
-        text("url").as_deref(),
-        &sums,
-    )
-    .map_err(|m| m.relative_to(root))
+    let dist = root.join(text("dist").unwrap_or_else(|| "dist".into()));
+    let sums = match Sums::from_arg(args.get("sha256"), root) {
+        Ok(s) => s,
+        Err(why) => return Some(Err(Missing::Bad(format!("`sha256`: {why}")))),
+    };
+    Some(resolve(node, None, &dist, text("url").as_deref(), &sums).map_err(|m| m.relative_to(root)))
 }
 
 /// Hosts whose `fleet_agent` task would find no fleet binary for their platform (declared or
@@ -176,13 +172,6 @@ pub fn missing_agent_binaries(root: &std::path::Path, plan: &Plan, error: bool) 
     let mut seen = std::collections::BTreeSet::new();
     for play in &plan.plays {
         for host in &play.targets {
-            let Some((node_os, node_arch)) = host.platform.split_once('/') else {
-                continue;
-            };
-            let Some(node) = crate::modules::agent_binary::platform(Some(node_os), Some(node_arch))
-            else {
-                continue;
-            };
             for t in &host.tasks {
                 if t.module != "fleet_agent" || matches!(t.decision, Decision::Skip { .. }) {
                     continue;
@@ -198,15 +187,15 @@ pub fn missing_agent_binaries(root: &std::path::Path, plan: &Plan, error: bool) 
                 if deferred {
                     continue;
                 }
-                let Err(missing) = agent_binary_for(root, &t.args, node) else {
+                let Some(Err(missing)) = agent_binary_for(root, &t.args, &host.platform) else {
                     continue;
                 };
                 if !seen.insert(host.node.clone()) {
                     continue;
                 }
                 let message = format!(
-                    "`{}` ({}/{}): {missing} (task `{}` at {})",
-                    host.node, node.0, node.1, t.name, t.source
+                    "`{}` ({}): {missing} (task `{}` at {})",
+                    host.node, host.platform, t.name, t.source
                 );
                 let diag = if error {
                     Diagnostic::error(None, message)
@@ -373,20 +362,14 @@ impl HostPlanner<'_> {
             return Err(diags);
         }
         let hw = &node.hardware;
-        // Declared, else gathered earlier (the facts cache every run and `fleet facts` fill).
-        let cached = || crate::facts::load_cached(&self.repo.root, name);
-        let (os, arch) = match (&hw.os, &hw.arch) {
-            (Some(o), Some(a)) => (Some(o.clone()), Some(a.clone())),
-            _ => {
-                let f = cached();
-                (
-                    hw.os
-                        .clone()
-                        .or_else(|| f.as_ref().and_then(|f| f.os.clone())),
-                    hw.arch.clone().or_else(|| f.and_then(|f| f.arch)),
-                )
-            }
-        };
+        // What the node was found to be (the facts cache every run and `fleet facts` fill),
+        // else what the inventory declares: the run decides from facts too.
+        let cached = crate::facts::load_cached(&self.repo.root, name);
+        let os = cached
+            .as_ref()
+            .and_then(|f| f.os.clone())
+            .or_else(|| hw.os.clone());
+        let arch = cached.and_then(|f| f.arch).or_else(|| hw.arch.clone());
         Ok(HostPlan {
             node: name.to_string(),
             host: node.host.clone(),

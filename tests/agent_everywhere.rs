@@ -293,6 +293,14 @@ fn a_release_url_is_downloaded_on_the_node_and_installed_only_when_its_sum_match
             .trim(),
         "0"
     );
+    // The download comes first: nothing else of the agent was placed (a unit placed now would
+    // not count as a change on the next run, which would then not reload it).
+    assert_eq!(
+        hosts
+            .sh(1, "ls /Library/LaunchDaemons/com.fleet.agent.plist /etc/fleet/agent.token 2>/dev/null | wc -l")
+            .trim(),
+        "0"
+    );
 
     // The release's SHA256SUMS file: downloaded, verified, installed, running.
     std::fs::write(
@@ -346,6 +354,20 @@ fn a_node_never_reached_before_is_refused_before_any_task_when_its_platform_has_
     assert!(!r.path().join(".fleet/facts/mac.json").exists());
     std::fs::create_dir_all(r.path().join(".fleet/tokens")).expect("dir");
     std::fs::write(r.path().join(".fleet/tokens/mac.token"), "t\n").expect("token");
+    // `fleet provision` learns the machine first, and refuses it before changing anything.
+    let out = fleet(r.path())
+        .args(["provision", "mac"])
+        .output()
+        .expect("provision");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no fleet binary for macos/x86_64"), "{err}");
+    assert_eq!(
+        hosts
+            .sh(1, "test -d /etc/fleet && echo yes || echo no")
+            .trim(),
+        "no"
+    );
     let out = fleet(r.path())
         .args(["apply", "playbooks/agents.yaml"])
         .output()

@@ -86,3 +86,24 @@ fn the_controllers_platform_or_a_configured_binary_is_fine() {
     assert_eq!(p.status.code(), Some(0), "{err}");
     assert!(!err.contains("no fleet binary"), "{err}");
 }
+
+#[test]
+fn a_mistyped_agent_source_is_reported_before_anything_runs() {
+    let r = repo(
+        "  typo: { host: unreachable.invalid, role: agentworker, vars: { agent_source: build/flet } }\n",
+    );
+    let v = fleet(r.path()).arg("validate").output().expect("validate");
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        err.contains("warning: `typo`") && err.contains("build/flet is not a file"),
+        "{err}"
+    );
+    let a = fleet(r.path())
+        .args(["apply", "playbooks/agents.yaml"])
+        .output()
+        .expect("apply");
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert_eq!(a.status.code(), Some(2), "{err}");
+    assert!(err.contains("error: `typo`"), "{err}");
+    assert!(!err.contains("unreachable.invalid:"), "{err}");
+}

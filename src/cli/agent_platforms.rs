@@ -15,10 +15,15 @@ pub async fn learn_agent_platforms(shared: &Shared, plan: &mut Plan) {
     for play in &plan.plays {
         for host in &play.targets {
             let unknown = host.platform.split('/').any(|p| p == "?" || p.is_empty());
-            let installs = host
-                .tasks
-                .iter()
-                .any(|t| t.module == "fleet_agent" && !matches!(t.decision, Decision::Skip { .. }));
+            // A task with its own `source` needs no platform.
+            let installs = host.tasks.iter().any(|t| {
+                t.module == "fleet_agent"
+                    && !matches!(t.decision, Decision::Skip { .. })
+                    && t.args
+                        .get("source")
+                        .and_then(|s| s.as_str())
+                        .is_none_or(|s| s.trim().is_empty())
+            });
             if unknown && installs {
                 wanted.insert(host.node.clone());
             }
@@ -29,6 +34,13 @@ pub async fn learn_agent_platforms(shared: &Shared, plan: &mut Plan) {
     }
     let mut learned = std::collections::BTreeMap::new();
     let mut joins = Vec::new();
+    crate::noteln!(
+        "learning the platform of {} node{} never reached before (for the agent binary)",
+        wanted.len(),
+        if wanted.len() == 1 { "" } else { "s" }
+    );
+    // No more connections at once than the run itself opens.
+    let forks = std::sync::Arc::new(tokio::sync::Semaphore::new(shared.opts.forks.max(1)));
     for name in wanted {
         let Some(node) = shared.repo.inventory.nodes.get(&name) else {
             continue;
@@ -39,7 +51,9 @@ pub async fn learn_agent_platforms(shared: &Shared, plan: &mut Plan) {
             continue;
         }
         let target = crate::engine::host::ssh_target(shared, node);
+        let forks = forks.clone();
         joins.push(tokio::spawn(async move {
+            let _slot = forks.acquire_owned().await;
             let r = crate::facts::probe::gather_over_ssh(&target).await;
             (name, r)
         }));

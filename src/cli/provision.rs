@@ -203,7 +203,7 @@ pub fn provision(
         plays: vec![play],
     };
     let library = Library::new(&repo.templates);
-    let (plan, mut plan_diags) = crate::plan::plan_playbook(
+    let (mut plan, mut plan_diags) = crate::plan::plan_playbook(
         &repo,
         &library,
         &pb,
@@ -239,6 +239,16 @@ pub fn provision(
         &crate::engine::host::ssh_target(&shared, &node),
     ));
     let facts = facts.map_err(|e| Error::Failed(format!("{} is unreachable: {e}", args.node)))?;
+    // Now that the machine is known: its agent binary too, before anything changes on it.
+    if let (Some(os), Some(arch)) = (&facts.os, &facts.arch) {
+        for host in plan.plays.iter_mut().flat_map(|p| p.targets.iter_mut()) {
+            host.platform = format!("{os}/{arch}");
+        }
+        let missing = crate::plan::missing_agent_binaries(&shared.repo.root, &plan, true);
+        if missing.has_errors() {
+            return Err(Error::Config(missing));
+        }
+    }
     let hw = facts.overlay(&node.hardware);
     let spanned_role = Spanned::new(role.clone(), node.role.loc.clone());
     let closure = crate::play::role_order(&shared.repo.roles, std::slice::from_ref(&spanned_role))

@@ -60,6 +60,11 @@ pub enum Missing {
         /// Where the sums were looked for.
         looked_in: String,
     },
+    /// The node's platform is one fleet has no release for (`linux/riscv64`).
+    Unsupported {
+        /// `<os>/<arch>` of the node.
+        platform: String,
+    },
     /// The sums file cannot be read, or a sum or URL is malformed.
     Bad(String),
 }
@@ -82,6 +87,10 @@ impl fmt::Display for Missing {
             } => write!(
                 f,
                 "a release `url` is set but {looked_in} has no sha256 for {platform}: fleet installs no download it cannot verify"
+            ),
+            Missing::Unsupported { platform } => write!(
+                f,
+                "fleet has no release binaries for {platform}, and no `source` is set"
             ),
             Missing::Bad(why) => f.write_str(why),
         }
@@ -113,6 +122,9 @@ impl Missing {
             Missing::NoSum { platform, .. } => format!(
                 "add the sha256 of fleet-{platform} to `agent_sha256` (a mapping `{platform}: <sha256>` or the release's SHA256SUMS file)"
             ),
+            Missing::Unsupported { platform } => {
+                format!("set `agent_source` for this node to a fleet binary built for {platform}")
+            }
             Missing::Bad(_) => "see docs/install.md, \"Agents for every platform\"".into(),
         }
     }
@@ -146,7 +158,7 @@ pub fn resolve(
 ) -> Result<Pick, Missing> {
     let (os, arch) = node;
     if let Some(s) = source {
-        return Ok(Pick::File(s.to_path_buf()));
+        return from_source(s);
     }
     let dist_file = dist.join(format!("fleet-{os}-{arch}"));
     if dist_file.is_file() {
@@ -167,7 +179,9 @@ pub fn resolve(
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     Missing::Bad(format!("cannot read the sums file {}: {e}", path.display()))
                 })?;
-                sum_in_file(&text, &format!("fleet-{key}"))
+                sum_in_file(&text, &key).map_err(|why| {
+                    Missing::Bad(format!("the sums file {}: {why}", path.display()))
+                })?
             }
         };
         let looked_in = match sums {
@@ -205,14 +219,84 @@ fn platform_key(k: &str) -> Option<String> {
     Some(format!("{os}-{arch}"))
 }
 
-/// The sum of `name` in a `sha256sum`-format file (`<hex>  <name>` or `<hex> *<name>`).
-fn sum_in_file(text: &str, name: &str) -> Option<String> {
-    text.lines().find_map(|l| {
-        let (sum, file) = l.trim().split_once(char::is_whitespace)?;
-        let file = file.trim_start().trim_start_matches('*');
+/// The sum of the release binary for platform `key` (`macos-aarch64`) in a sums file: GNU
+/// `sha256sum` lines (`<hex>  <name>`, `<hex> *<name>`) or BSD/macOS `shasum --tag` lines
+/// (`SHA256 (<name>) = <hex>`), the name `fleet-<os>-<arch>` in any of its spellings
+/// (`fleet-darwin-arm64`), any directory before it ignored. Two different sums for the same
+/// platform are an error, not a guess.
+fn sum_in_file(text: &str, key: &str) -> Result<Option<String>, String> {
+    let mut found: Option<String> = None;
+    for l in text.lines() {
+        let l = l.trim().trim_start_matches('\u{feff}');
+        let parsed = if let Some(rest) = l.strip_prefix("SHA256 (") {
+            rest.split_once(") = ")
+                .map(|(name, sum)| (sum.trim(), name))
+        } else {
+            l.split_once(char::is_whitespace).map(|(sum, file)| {
+                (
+                    sum.trim_start_matches('\\'),
+                    file.trim_start().trim_start_matches('*'),
+                )
+            })
+        };
+        let Some((sum, file)) = parsed else { continue };
         let base = file.rsplit('/').next().unwrap_or(file);
-        (base == name).then(|| sum.to_string())
-    })
+        if platform_key(base).as_deref() != Some(key) {
+            continue;
+        }
+        let sum = sum.to_ascii_lowercase();
+        match &found {
+            Some(other) if *other != sum => {
+                return Err(format!("two different sums for fleet-{key}"));
+            }
+            _ => found = Some(sum),
+        }
+    }
+    Ok(found)
+}
+
+/// An explicit binary: it must be a file, found before anything runs rather than when the
+/// task comes.
+fn from_source(source: &Path) -> Result<Pick, Missing> {
+    if source.is_file() {
+        Ok(Pick::File(source.to_path_buf()))
+    } else {
+        Err(Missing::Bad(format!(
+            "the agent's `source` {} is not a file on this controller",
+            source.display()
+        )))
+    }
+}
+
+/// The binary for a node whatever its platform, when an explicit `source` decides it.
+pub fn explicit(source: Option<&Path>) -> Option<Result<Pick, Missing>> {
+    source.map(from_source)
+}
+
+impl Sums {
+    /// From a task's `sha256` argument: empty, a mapping, or a sums file relative to `root`.
+    pub fn from_arg(value: Option<&serde_json::Value>, root: &Path) -> Result<Sums, String> {
+        use serde_json::Value as J;
+        match value {
+            None | Some(J::Null) => Ok(Sums::None),
+            Some(J::String(s)) if s.trim().is_empty() => Ok(Sums::None),
+            Some(J::String(s))
+                if s.trim().len() == 64 && s.trim().bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Err("one sha256 cannot be right for every platform: give a mapping `<os>-<arch>: <sha256>` or the path of the release's SHA256SUMS file".into())
+            }
+            Some(J::String(s)) => Ok(Sums::File(root.join(s.trim()))),
+            Some(J::Object(m)) => m
+                .iter()
+                .map(|(k, v)| match v.as_str() {
+                    Some(v) => Ok((k.clone(), v.to_string())),
+                    None => Err(format!("the sha256 for `{k}` is not a string")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Sums::Map),
+            Some(_) => Err("a mapping `<os>-<arch>: <sha256>` or the path of a SHA256SUMS file".into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -276,8 +360,13 @@ mod tests {
             resolve((os, arch), None, d.path(), Some(url), &sums),
             Ok(Pick::File(f.clone()))
         );
-        // An explicit source wins over everything.
-        let s = Path::new("/elsewhere/fleet");
+        // An explicit source wins over everything; it must exist.
+        let s = &d.path().join("built");
+        assert!(matches!(
+            resolve((os, arch), Some(s), d.path(), Some(url), &sums),
+            Err(Missing::Bad(_))
+        ));
+        std::fs::write(s, b"bin").expect("write");
         assert_eq!(
             resolve((os, arch), Some(s), d.path(), Some(url), &sums),
             Ok(Pick::File(s.to_path_buf()))
@@ -308,7 +397,7 @@ mod tests {
         std::fs::write(
             &file,
             format!(
-                "{A}  fleet-0.2.0-macos-aarch64.tar.gz\n{B} *dist/fleet-macos-aarch64\n{A}  fleet-linux-x86_64\n"
+                "\u{feff}{A}  fleet-0.2.0-macos-aarch64.tar.gz\n{B} *dist/fleet-macos-aarch64\r\n{A}  fleet-linux-x86_64\nSHA256 (fleet-darwin-x86_64) = {A}\n"
             ),
         )
         .expect("write");
@@ -318,8 +407,23 @@ mod tests {
             Ok(Pick::Download { sha256, .. }) => assert_eq!(sha256, B.to_ascii_lowercase()),
             other => panic!("{other:?}"),
         }
-        let e = resolve(("macos", "x86_64"), None, d.path(), url, &sums).expect_err("absent");
+        match resolve(("macos", "x86_64"), None, d.path(), url, &sums) {
+            Ok(Pick::Download { sha256, .. }) => assert_eq!(sha256, A),
+            other => panic!("BSD line: {other:?}"),
+        }
+        let e = resolve(("linux", "aarch64"), None, d.path(), url, &sums).expect_err("absent");
         assert!(e.to_string().contains("SHA256SUMS"), "{e}");
+        std::fs::write(
+            &file,
+            format!("{A}  fleet-linux-x86_64\n{B}  fleet-linux-amd64\n"),
+        )
+        .expect("write");
+        let e = resolve(("linux", "x86_64"), None, d.path(), url, &sums).expect_err("two");
+        assert!(e.to_string().contains("two different sums"), "{e}");
+        assert!(matches!(
+            Sums::from_arg(Some(&serde_json::json!(A)), d.path()),
+            Err(m) if m.contains("one sha256")
+        ));
         let gone = Sums::File(d.path().join("nope"));
         let e = resolve(("macos", "x86_64"), None, d.path(), url, &gone).expect_err("gone");
         assert!(e.to_string().contains("cannot read the sums file"), "{e}");

@@ -152,11 +152,14 @@ pub(crate) const HELPERS: &str = concat!(
     "  mv -f -- \"$t\" \"$P\" || fail \"cannot replace $P\"; trap - EXIT\n",
     "}\n",
     "fleet_fetch() { BD=${BIN%/*}; BD=${BD:-/}\n",
-    "  [ -d \"$BD\" ] || mkdir -p -- \"$BD\" || fail \"cannot create $BD\"\n",
+    "  [ -d \"$BD\" ] || mkdir -p -- \"$BD\" || fail \"cannot create $BD\"; [ -d \"$BIN\" ] && fail \"$BIN is a directory\"\n",
     "  t=\"$BD/.fleet.$FN.$FU\"; fleet_tmp_trap; rm -f -- \"$t\"\n",
-    "  if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 --connect-timeout 30 --speed-time 60 --speed-limit 1024 -o \"$t\" \"$DL\" || fail \"cannot download $DL\"\n",
-    "  elif command -v wget >/dev/null 2>&1; then wget -q -T 60 -O \"$t\" \"$DL\" || fail \"cannot download $DL\"\n",
+    "  if command -v curl >/dev/null 2>&1; then curl -fsSL -g --proto '=http,https' --retry 2 --connect-timeout 30 --speed-time 60 --speed-limit 1024 -o \"$t\" \"$DL\" || fail \"cannot download $DL\"\n",
+    "  elif command -v wget >/dev/null 2>&1; then wget -q -t 2 -T 60 -O \"$t\" \"$DL\" || fail \"cannot download $DL\"\n",
     "  else fail \"neither curl nor wget on this node to download $DL\"; fi\n",
+    // A byte to the controller: when the run was stopped meanwhile, the write fails and the
+    // shell ends here (SIGPIPE), the partial file removed, instead of installing unattended.
+    "  printf '\\n' || exit 1\n",
     "  fleet_sum \"$t\"; [ \"$sum\" = \"$SUM\" ] || fail \"$DL has sha256 $sum, not the expected $SUM: not installed\"\n",
     "  chmod 755 \"$t\" || fail \"cannot set the mode of $t\"; mv -f -- \"$t\" \"$BIN\" || fail \"cannot replace $BIN\"; trap - EXIT\n",
     "}\n",
@@ -174,6 +177,9 @@ const PLACE_ALL: &str = concat!(
     "[ \"$HT\" = 1 ] || [ \"$CHECK\" = 1 ] || fail \"no token for this node at $TSRC on the controller: issue one with \\`fleet token issue NODE --out $TSRC\\` against HQ's store (fleet provision does it when HQ's store is local)\"\n",
     "bin=0; if [ -f \"$BIN\" ]; then fleet_sum \"$BIN\"; [ \"$sum\" = \"$SUM\" ] || bin=1; else bin=1; fi\n",
     "[ \"$bin\" = 1 ] && changed=1\n",
+    // A release download comes first: when it fails (or the run is stopped) nothing else of
+    // the agent has changed, so the next run still sees every change and restarts for it.
+    "if [ \"$bin\" = 1 ] && [ \"$CHECK\" != 1 ] && [ -n \"$DL\" ]; then fleet_fetch; fi\n",
     "TD=${TF%/*}; fleet_dir \"${TD:-/}\" \"\"\n",
     "fleet_dir \"$LOGD\" \"$U\"\n",
     "UD=${UF%/*}; if [ ! -d \"${UD:-/}\" ]; then changed=1; [ \"$CHECK\" = 1 ] || mkdir -p -- \"${UD:-/}\" || fail \"cannot create ${UD:-/}\"; fi\n",
@@ -182,7 +188,7 @@ const PLACE_ALL: &str = concat!(
     "ca=0; if [ \"$HCA\" = 1 ]; then CAD=${CAF%/*}; [ \"${CAD:-/}\" = \"${TD:-/}\" ] || fleet_dir \"${CAD:-/}\" \"\"; P=$CAF; C=$CA; M=644; O=; fleet_put; ca=$put; elif [ \"$HCA\" = 2 ]; then ca=1; fi\n",
     "[ \"$ca\" = 1 ] && changed=1\n",
     "P=$UF; C=$UC; M=644; O=; fleet_put; unit=$put; [ \"$unit\" = 1 ] && changed=1\n",
-    "if [ \"$bin\" = 1 ] && [ \"$CHECK\" != 1 ]; then if [ -n \"$DL\" ]; then fleet_fetch; else more=1; finish 0; fi; fi\n",
+    "if [ \"$bin\" = 1 ] && [ \"$CHECK\" != 1 ] && [ -z \"$DL\" ]; then more=1; finish 0; fi\n",
     "restart=0; { [ \"$bin\" = 1 ] || [ \"$tok\" = 1 ] || [ \"$unit\" = 1 ] || [ \"$ca\" = 1 ]; } && restart=1\n",
 );
 
@@ -229,6 +235,14 @@ fn load_binary(path: &std::path::Path) -> std::io::Result<Loaded> {
 impl FleetAgent {
     /// The node's binary, from its facts: see `agent_binary`.
     fn pick(a: &Args, facts: &Facts) -> Result<Pick, ArgError> {
+        let shown = |m: agent_binary::Missing| {
+            let m = m.relative_to(&a.root);
+            ArgError::arg("source", m.to_string()).help(m.help())
+        };
+        // An explicit binary is for whatever the node is, even a platform fleet has no name for.
+        if let Some(p) = agent_binary::explicit(a.source.as_deref()) {
+            return p.map_err(shown);
+        }
         let node = agent_binary::platform(facts.os.as_deref(), facts.arch.as_deref())
             .ok_or_else(|| {
                 ArgError::task(format!(
@@ -244,10 +258,7 @@ impl FleetAgent {
             a.url.as_deref(),
             &a.sums,
         )
-        .map_err(|m| {
-            let m = m.relative_to(&a.root);
-            ArgError::arg("source", m.to_string()).help(m.help())
-        })
+        .map_err(shown)
     }
 
     /// A binary on the controller (not a download), read once per run.
@@ -321,18 +332,8 @@ impl Module for FleetAgent {
                 .unwrap_or_else(|| "dist".into()),
         );
         let url = a.str("url")?.filter(|s| !s.trim().is_empty());
-        let sums = match a.any("sha256") {
-            None | Some(serde_json::Value::Null) => Sums::None,
-            Some(serde_json::Value::String(s)) if s.trim().is_empty() => Sums::None,
-            Some(serde_json::Value::String(s)) => Sums::File(root.join(s)),
-            Some(serde_json::Value::Object(_)) => Sums::Map(a.str_map("sha256")?),
-            Some(_) => {
-                return Err(a.invalid(
-                    "sha256",
-                    "a mapping `<os>-<arch>: <sha256>` or the path of a SHA256SUMS file",
-                ));
-            }
-        };
+        let sums =
+            Sums::from_arg(a.any("sha256"), root).map_err(|why| a.invalid("sha256", &why))?;
         let token_source = a
             .str("token_source")?
             .filter(|s| !s.is_empty())

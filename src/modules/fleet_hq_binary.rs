@@ -172,18 +172,8 @@ impl Module for FleetHqBinary {
                 .unwrap_or_else(|| "dist".into()),
         );
         let release_url = a.str("release_url")?.filter(|s| !s.trim().is_empty());
-        let sums = match a.any("sha256") {
-            None | Some(serde_json::Value::Null) => Sums::None,
-            Some(serde_json::Value::String(s)) if s.trim().is_empty() => Sums::None,
-            Some(serde_json::Value::String(s)) => Sums::File(root.join(s)),
-            Some(serde_json::Value::Object(_)) => Sums::Map(a.str_map("sha256")?),
-            Some(_) => {
-                return Err(a.invalid(
-                    "sha256",
-                    "a mapping `<os>-<arch>: <sha256>` or the path of a SHA256SUMS file",
-                ));
-            }
-        };
+        let sums =
+            Sums::from_arg(a.any("sha256"), root).map_err(|why| a.invalid("sha256", &why))?;
         let ca = a.str("ca")?.filter(|s| !s.is_empty());
         if ca.as_deref().is_some_and(|c| !c.starts_with('/')) {
             return Err(a.invalid("ca", "an absolute path on the node"));
