@@ -602,7 +602,18 @@ fn a_restart_keeps_every_acknowledged_heartbeat_and_finishes_requests_in_flight(
     .expect("headers");
     slow.write_all(head).expect("half the body");
     slow.flush().expect("flush");
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // HQ has taken the connection and read what was sent: its side of the socket has nothing
+    // left to read (a connection still waiting to be accepted keeps its bytes queued).
+    let ours = slow.local_addr().expect("local").port();
+    wait_for(20, "HQ to read the half-sent heartbeat", || {
+        let out = std::process::Command::new("ss")
+            .args(["-Htn", "state", "established"])
+            .arg(format!("sport = :{} and dport = :{ours}", hq.port))
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.split_whitespace().next() == Some("0")).then_some(())
+    });
     let pid = hq.child.as_ref().expect("running").0.id();
     let term = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
