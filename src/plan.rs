@@ -129,36 +129,27 @@ pub struct PlanOptions {
 
 /// The agent binary a `fleet_agent` task's arguments give for a node on `platform`
 /// (`os/arch`, `?` where unknown), decided as the task itself will decide it
-/// (`modules::agent_binary`); `None` when that cannot be known before the node is reached.
+/// (`modules::agent_binary::Choice`); `None` when that cannot be known before the node is
+/// reached.
 fn agent_binary_for(
     root: &std::path::Path,
     args: &J,
     platform: &str,
 ) -> Option<Result<crate::modules::agent_binary::Pick, crate::modules::agent_binary::Missing>> {
-    use crate::modules::agent_binary::{Missing, Sums, explicit, platform as named, resolve};
-    let text = |k: &str| match args.get(k) {
-        Some(J::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => None,
+    use crate::modules::agent_binary::{Choice, Missing};
+    let choice = match Choice::from_values(
+        args.get("source"),
+        args.get("dist"),
+        args.get("url"),
+        args.get("sha256"),
+        root,
+    ) {
+        Ok(c) => c,
+        Err((key, why)) => return Some(Err(Missing::Bad(format!("`{key}`: {why}")))),
     };
-    let source = text("source").map(|s| root.join(s));
-    if let Some(p) = explicit(source.as_deref()) {
-        return Some(p.map_err(|m| m.relative_to(root)));
-    }
     let (os, arch) = platform.split_once('/')?;
-    if [os, arch].iter().any(|p| p.is_empty() || *p == "?") {
-        return None;
-    }
-    let Some(node) = named(Some(os), Some(arch)) else {
-        return Some(Err(Missing::Unsupported {
-            platform: platform.to_string(),
-        }));
-    };
-    let dist = root.join(text("dist").unwrap_or_else(|| "dist".into()));
-    let sums = match Sums::from_arg(args.get("sha256"), root) {
-        Ok(s) => s,
-        Err(why) => return Some(Err(Missing::Bad(format!("`sha256`: {why}")))),
-    };
-    Some(resolve(node, None, &dist, text("url").as_deref(), &sums).map_err(|m| m.relative_to(root)))
+    let picked = choice.pick(Some(os), Some(arch))?;
+    Some(picked.map_err(|m| m.relative_to(root)))
 }
 
 /// Hosts whose `fleet_agent` task would find no fleet binary for their platform (declared or

@@ -130,6 +130,72 @@ impl Missing {
     }
 }
 
+/// Where a task says the agent binary comes from (`source`, `dist`, `url`, `sha256`), read
+/// the same way by the agent task, the HQ-binary task and the plan, so all three pick the
+/// same file for a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// One file for every node (relative paths are the repo's).
+    pub source: Option<PathBuf>,
+    /// The directory of `fleet-<os>-<arch>` release binaries.
+    pub dist: PathBuf,
+    /// A release URL with `{os}` and `{arch}`.
+    pub url: Option<String>,
+    /// The sums for `url`.
+    pub sums: Sums,
+}
+
+impl Choice {
+    /// From a task's argument values; blank strings are unset. `Err` names the argument.
+    pub fn from_values(
+        source: Option<&serde_json::Value>,
+        dist: Option<&serde_json::Value>,
+        url: Option<&serde_json::Value>,
+        sha256: Option<&serde_json::Value>,
+        root: &Path,
+    ) -> Result<Choice, (&'static str, String)> {
+        let text = |v: Option<&serde_json::Value>| {
+            v.and_then(|v| v.as_str())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Ok(Choice {
+            source: text(source).map(|s| root.join(s)),
+            dist: root.join(text(dist).unwrap_or_else(|| "dist".into())),
+            url: text(url),
+            sums: Sums::from_arg(sha256, root).map_err(|why| ("sha256", why))?,
+        })
+    }
+
+    /// The binary for a node whose facts say `os` and `arch`: `None` when that needs the
+    /// node's platform and it is not known yet.
+    pub fn pick(&self, os: Option<&str>, arch: Option<&str>) -> Option<Result<Pick, Missing>> {
+        // An explicit binary is for whatever the node is, even a platform fleet has no name for.
+        if let Some(s) = &self.source {
+            return Some(from_source(s));
+        }
+        let (os, arch) = (os.filter(|p| known(p))?, arch.filter(|p| known(p))?);
+        let Some(node) = platform(Some(os), Some(arch)) else {
+            return Some(Err(Missing::Unsupported {
+                platform: format!("{os}/{arch}"),
+            }));
+        };
+        Some(resolve(
+            node,
+            None,
+            &self.dist,
+            self.url.as_deref(),
+            &self.sums,
+        ))
+    }
+}
+
+/// Whether a platform part is known (`?` stands for unknown in plans).
+fn known(part: &str) -> bool {
+    !part.is_empty() && part != "?"
+}
+
 /// A node's platform as release files name it (`macos`, `aarch64`), when both are known.
 pub fn platform(os: Option<&str>, arch: Option<&str>) -> Option<(&'static str, &'static str)> {
     let os = match os? {
@@ -266,11 +332,6 @@ fn from_source(source: &Path) -> Result<Pick, Missing> {
             source.display()
         )))
     }
-}
-
-/// The binary for a node whatever its platform, when an explicit `source` decides it.
-pub fn explicit(source: Option<&Path>) -> Option<Result<Pick, Missing>> {
-    source.map(from_source)
 }
 
 impl Sums {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::facts::Facts;
-use crate::modules::agent_binary::{self, Pick, Sums};
+use crate::modules::agent_binary::{Choice, Pick};
 use crate::modules::attrs::Attrs;
 use crate::modules::place::Placement;
 use crate::modules::{ArgError, ArgReader, FileContent, Inputs, Module, Reported, Step, values};
@@ -100,12 +100,10 @@ pub const SPEC: ModuleSpec = ModuleSpec {
 #[derive(Debug, Clone)]
 pub struct Args {
     binary: String,
-    source: Option<PathBuf>,
-    dist: PathBuf,
+    /// Where the binary comes from.
+    choice: Choice,
     /// The repo's root, which relative paths are under.
     root: PathBuf,
-    url: Option<String>,
-    sums: Sums,
     token_file: String,
     token: Option<Secret<String>>,
     token_source: PathBuf,
@@ -235,30 +233,18 @@ fn load_binary(path: &std::path::Path) -> std::io::Result<Loaded> {
 impl FleetAgent {
     /// The node's binary, from its facts: see `agent_binary`.
     fn pick(a: &Args, facts: &Facts) -> Result<Pick, ArgError> {
-        let shown = |m: agent_binary::Missing| {
+        let (os, arch) = (facts.os.as_deref(), facts.arch.as_deref());
+        let picked = a.choice.pick(os, arch).ok_or_else(|| {
+            ArgError::task(format!(
+                "cannot tell which fleet binary this node needs: its facts say os {} and arch {}",
+                os.unwrap_or("?"),
+                arch.unwrap_or("?")
+            ))
+        })?;
+        picked.map_err(|m| {
             let m = m.relative_to(&a.root);
             ArgError::arg("source", m.to_string()).help(m.help())
-        };
-        // An explicit binary is for whatever the node is, even a platform fleet has no name for.
-        if let Some(p) = agent_binary::explicit(a.source.as_deref()) {
-            return p.map_err(shown);
-        }
-        let node = agent_binary::platform(facts.os.as_deref(), facts.arch.as_deref())
-            .ok_or_else(|| {
-                ArgError::task(format!(
-                    "cannot tell which fleet binary this node needs: its facts say os {} and arch {}",
-                    facts.os.as_deref().unwrap_or("?"),
-                    facts.arch.as_deref().unwrap_or("?")
-                ))
-            })?;
-        agent_binary::resolve(
-            node,
-            a.source.as_deref(),
-            &a.dist,
-            a.url.as_deref(),
-            &a.sums,
-        )
-        .map_err(shown)
+        })
     }
 
     /// A binary on the controller (not a download), read once per run.
@@ -322,18 +308,14 @@ impl Module for FleetAgent {
             return Err(a.invalid("user", "an account name"));
         }
         let root = inputs.files.repo_root();
-        let source = a
-            .str("source")?
-            .filter(|s| !s.is_empty())
-            .map(|s| root.join(s));
-        let dist = root.join(
-            a.str("dist")?
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "dist".into()),
-        );
-        let url = a.str("url")?.filter(|s| !s.trim().is_empty());
-        let sums =
-            Sums::from_arg(a.any("sha256"), root).map_err(|why| a.invalid("sha256", &why))?;
+        let choice = Choice::from_values(
+            a.any("source"),
+            a.any("dist"),
+            a.any("url"),
+            a.any("sha256"),
+            root,
+        )
+        .map_err(|(key, why)| a.invalid(key, &why))?;
         let token_source = a
             .str("token_source")?
             .filter(|s| !s.is_empty())
@@ -386,11 +368,8 @@ impl Module for FleetAgent {
             unit_systemd: text("services/fleet-agent.service.j2")?,
             unit_launchd: text("services/com.fleet.agent.plist.j2")?,
             binary,
-            source,
-            dist,
+            choice,
             root: root.to_path_buf(),
-            url,
-            sums,
             token_file,
             token,
             token_source,

@@ -11,10 +11,8 @@
 //! the file the agent task has just placed. Both agree whenever that task succeeds, so
 //! `--check` predicts the restart exactly.
 
-use std::path::PathBuf;
-
 use crate::facts::Facts;
-use crate::modules::agent_binary::{self, Pick, Sums};
+use crate::modules::agent_binary::{Choice, Pick};
 use crate::modules::{ArgError, ArgReader, Inputs, Judged, Mode, Module, Reported, Step, values};
 use crate::script::Script;
 use crate::spec::module::{ArgKind, ModuleSpec, arg};
@@ -86,10 +84,8 @@ pub const SPEC: ModuleSpec = ModuleSpec {
 pub struct Args {
     url: String,
     path: String,
-    source: Option<PathBuf>,
-    dist: PathBuf,
-    release_url: Option<String>,
-    sums: Sums,
+    /// Where the agent task takes the binary from.
+    choice: Choice,
     ca: Option<String>,
     secs: u64,
 }
@@ -127,15 +123,10 @@ impl FleetHqBinary {
     /// be picked, the agent task fails on it first, and check mode falls back to the file on
     /// the node.
     fn intended_sha256(a: &Args, facts: &Facts) -> Option<String> {
-        let node = agent_binary::platform(facts.os.as_deref(), facts.arch.as_deref())?;
-        let pick = agent_binary::resolve(
-            node,
-            a.source.as_deref(),
-            &a.dist,
-            a.release_url.as_deref(),
-            &a.sums,
-        )
-        .ok()?;
+        let pick = a
+            .choice
+            .pick(facts.os.as_deref(), facts.arch.as_deref())?
+            .ok()?;
         let path = match pick {
             Pick::Download { sha256, .. } => return Some(sha256),
             Pick::File(p) => p,
@@ -162,18 +153,14 @@ impl Module for FleetHqBinary {
         }
         // As `fleet_agent` reads them: paths relative to the repo.
         let root = inputs.files.repo_root();
-        let source = a
-            .str("source")?
-            .filter(|s| !s.is_empty())
-            .map(|s| root.join(s));
-        let dist = root.join(
-            a.str("dist")?
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "dist".into()),
-        );
-        let release_url = a.str("release_url")?.filter(|s| !s.trim().is_empty());
-        let sums =
-            Sums::from_arg(a.any("sha256"), root).map_err(|why| a.invalid("sha256", &why))?;
+        let choice = Choice::from_values(
+            a.any("source"),
+            a.any("dist"),
+            a.any("release_url"),
+            a.any("sha256"),
+            root,
+        )
+        .map_err(|(key, why)| a.invalid(key, &why))?;
         let ca = a.str("ca")?.filter(|s| !s.is_empty());
         if ca.as_deref().is_some_and(|c| !c.starts_with('/')) {
             return Err(a.invalid("ca", "an absolute path on the node"));
@@ -182,10 +169,7 @@ impl Module for FleetHqBinary {
         Ok(Args {
             url,
             path,
-            source,
-            dist,
-            release_url,
-            sums,
+            choice,
             ca,
             secs,
         })
@@ -225,6 +209,7 @@ impl Module for FleetHqBinary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::agent_binary::Sums;
 
     #[test]
     fn check_mode_compares_with_the_binary_this_run_installs() {
@@ -236,13 +221,18 @@ mod tests {
             arch: Some("aarch64".into()),
             ..Facts::default()
         };
+        let choice = |source: Option<&std::path::Path>, dist: &str, url: Option<&str>, sums| {
+            crate::modules::agent_binary::Choice {
+                source: source.map(std::path::Path::to_path_buf),
+                dist: dir.path().join(dist),
+                url: url.map(str::to_string),
+                sums,
+            }
+        };
         let a = Args {
             url: "http://127.0.0.1:8765/healthz".into(),
             path: "/usr/local/bin/fleet".into(),
-            source: Some(bin.clone()),
-            dist: dir.path().join("dist"),
-            release_url: None,
-            sums: Sums::None,
+            choice: choice(Some(&bin), "dist", None, Sums::None),
             ca: None,
             secs: 30,
         };
@@ -254,7 +244,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("dist")).expect("dist");
         std::fs::write(dir.path().join("dist/fleet-linux-aarch64"), b"dist B").expect("write");
         let from_dist = Args {
-            source: None,
+            choice: choice(None, "dist", None, Sums::None),
             ..a.clone()
         };
         assert_eq!(
@@ -264,17 +254,18 @@ mod tests {
         // A release download: the sum it is checked against.
         let sum = "ab".repeat(32);
         let release = Args {
-            source: None,
-            dist: dir.path().join("nodist"),
-            release_url: Some("https://example.com/fleet-{os}-{arch}".into()),
-            sums: Sums::Map(vec![("linux-aarch64".into(), sum.clone())]),
+            choice: choice(
+                None,
+                "nodist",
+                Some("https://example.com/fleet-{os}-{arch}"),
+                Sums::Map(vec![("linux-aarch64".into(), sum.clone())]),
+            ),
             ..a.clone()
         };
         assert_eq!(FleetHqBinary::intended_sha256(&release, &linux), Some(sum));
         // Nothing for the platform (the agent task fails on it): no prediction.
         let nothing = Args {
-            source: None,
-            dist: dir.path().join("nodist"),
+            choice: choice(None, "nodist", None, Sums::None),
             ..a
         };
         let other = Facts {
