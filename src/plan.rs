@@ -145,7 +145,7 @@ fn agent_binary_for(
         root,
     ) {
         Ok(c) => c,
-        Err((key, why)) => return Some(Err(Missing::Bad(format!("`{key}`: {why}")))),
+        Err((key, why)) => return Some(Err(Missing::Bad(format!("`{key}`: expected {why}")))),
     };
     let (os, arch) = platform.split_once('/')?;
     let picked = choice.pick(Some(os), Some(arch))?;

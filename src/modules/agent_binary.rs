@@ -232,6 +232,11 @@ pub fn resolve(
     }
     if let Some(url) = url {
         let url = url.replace("{os}", os).replace("{arch}", arch);
+        if url.contains(['{', '}']) {
+            return Err(Missing::Bad(format!(
+                "agent release url `{url}`: only `{{os}}` and `{{arch}}` are filled in"
+            )));
+        }
         crate::modules::values::check_url(&url)
             .map_err(|why| Missing::Bad(format!("agent release url `{url}`: expected {why}")))?;
         let key = format!("{os}-{arch}");
@@ -344,14 +349,14 @@ impl Sums {
             Some(J::String(s))
                 if s.trim().len() == 64 && s.trim().bytes().all(|b| b.is_ascii_hexdigit()) =>
             {
-                Err("one sha256 cannot be right for every platform: give a mapping `<os>-<arch>: <sha256>` or the path of the release's SHA256SUMS file".into())
+                Err("a mapping `<os>-<arch>: <sha256>` or the path of the release's SHA256SUMS file (one sum cannot be right for every platform)".into())
             }
             Some(J::String(s)) => Ok(Sums::File(root.join(s.trim()))),
             Some(J::Object(m)) => m
                 .iter()
                 .map(|(k, v)| match v.as_str() {
                     Some(v) => Ok((k.clone(), v.to_string())),
-                    None => Err(format!("the sha256 for `{k}` is not a string")),
+                    None => Err(format!("a sha256 (text) for `{k}`")),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Sums::Map),
@@ -483,7 +488,7 @@ mod tests {
         assert!(e.to_string().contains("two different sums"), "{e}");
         assert!(matches!(
             Sums::from_arg(Some(&serde_json::json!(A)), d.path()),
-            Err(m) if m.contains("one sha256")
+            Err(m) if m.contains("one sum cannot be right")
         ));
         let gone = Sums::File(d.path().join("nope"));
         let e = resolve(("macos", "x86_64"), None, d.path(), url, &gone).expect_err("gone");
